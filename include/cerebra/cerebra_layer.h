@@ -1,0 +1,247 @@
+// The Cerebra layer (SPEC §2–3, paper §3.1–3.3): a learned router sends a few tokens through exact softmax
+// attention over the whole sequence and every other token through a cheap compressed path (a local window plus a
+// small learned memory of the sequence, in a narrower width). Registered as the sequence mixer "cerebra".
+//
+//   x: (B, n, d), mask: (B, n) bool (true = real token) -> y: (B, n, d)        (non-causal)
+//
+// Pieces
+//   Router      z_i = x_i·w + b; gate g_i = σ((z_i + ε_i)/τ), ε_i ~ Logistic(0, 1) in training when `gumbel` is on
+//               (binary-concrete), ε_i = 0 otherwise. Tokens are ranked by (z_i + ε_i) with a stable sort, so equal
+//               scores go to the lower index; padding ranks last and is never routed.
+//                 soft      every token takes both paths: y_i = g_i·y_full,i + (1−g_i)·y_comp,i.
+//                 topk      the min(k, valid_b) highest-ranked real tokens of sequence b take the full path.
+//                 threshold real tokens with g_i ≥ 0.5 take the full path, at most k_max per sequence (best first).
+//               Straight-through in topk/threshold: the selection s_i ∈ {0,1} is hard in the forward pass and
+//                 y_i = s_i·y_full,i·(1 + g_i − sg(g_i)) + (1−s_i)·y_comp,i·(1 − g_i + sg(g_i))
+//               (sg = stop-gradient). The forward value is exactly the hard mixture; the router gradient is
+//               ∂L/∂g_i = ⟨∂L/∂y_i, y_full,i⟩ for routed tokens (what Mixture-of-Depths gets by multiplying the routed
+//               output by its router weight) and −⟨∂L/∂y_i, y_comp,i⟩ for the others (symmetric), i.e. the soft
+//               mixture's gradient with the path that did not run replaced by zero.
+//   Compressor  X → X̃ (B, m, d_c), m = min(⌈r·n⌉, memory_max) (memory_max ≤ 0: unbounded, cost quadratic in n),
+//               d_c = ⌈s·d⌉ rounded up to a multiple of n_heads. n is the padded length of the batch.
+//                 conv      depthwise conv (kernel `conv_kernel`, stride 1) over the sequence, masked mean pooling over
+//                           m contiguous segments of P = ⌈n/m⌉ tokens (a slot whose segment is all padding is
+//                           masked out), then a linear d → d_c.
+//                 attnpool  m learned queries (a bank of memory_max, or `pool_queries` when unbounded; the first m are
+//                           used, linearly resampled when m exceeds the bank) attend, multi-head, over the real tokens
+//                           (keys = values = x), then a linear d → d_c.
+//                 hybrid    the depthwise conv, then the attention pooling over its output.
+//               Reconstruction (training, rec_weight > 0): up(X̃) = linear d_c → d per slot, spread back to tokens by
+//               segment (conv) or by the pooling weights normalised over slots (attnpool/hybrid);
+//               ℓ_rec = mean over real tokens of ‖x_i − up(X̃)_i‖²/d (x detached); aux_loss() = rec_weight·ℓ_rec.
+//   Full path   the routed rows are gathered; only they compute queries (d → d); exact multi-head softmax over
+//               the keys/values (d → 2d) of all real tokens: k·n·d work, never n².
+//   Compressed  the other rows are gathered; queries d → d_c; each attends, multi-head in width d_c, jointly (one
+//   path        softmax) over its window of 2·⌊w/2⌋+1 tokens centred on itself (keys/values d → 2d_c of all tokens,
+//               gathered per query: O(n·w·d_c), no n×n matrix; out-of-range and padded keys masked) and the m
+//               memory slots (keys/values d_c → 2d_c); then d_c → d.
+//   Output      both paths write into (B, n, d), then one output projection d → d. The feed-forward block and the
+//               residuals belong to the surrounding backbone.
+//   Dense mode  set_dense(true): every token on the full path, router and compressor off: plain multi-head
+//               attention (the warm-up epochs of the recipe).
+//
+// FLOPs (2 per multiply-add of matmul-class ops; element-wise work, softmax and gathers are not counted; the same
+// convention as cerebra::FlopCounter, which the tests hold this arithmetic to). Per sequence of padded length n,
+// with e = d/h, d_c, W = 2⌊w/2⌋+1, m = memory slots, κ = conv_kernel:
+//   per routed query     c_full = 2d² + 4·n·d                       (query proj, q·Kᵀ, P·V)
+//   per compressed query c_comp = 4·d·d_c + 4·(W + m)·d_c          (query proj, window+memory q·Kᵀ and P·V, d_c → d)
+//   router               2·n·d
+//   compressor           conv: 2·n·d·κ + 2·m·d·d_c;  attnpool: 4·m·n·d + 2·m·d·d_c;
+//                        hybrid: 2·n·d·κ + 4·m·n·d + 2·m·d·d_c
+//   full-path keys/vals  4·n·d²        (only when at least one row takes the full path)
+//   compressed keys/vals 4·n·d·d_c + 4·m·d_c²   (only when at least one row takes the compressed path, as is the
+//                        compressor itself)
+//   output projection    2·n·d²
+//   reconstruction       2·m·d_c·d (+ 2·n·m·d for attnpool/hybrid), training with rec_weight > 0 only
+// Realised cost of one forward = Σ_b [R_full·c_full + R_comp·c_comp + overheads], where R_full/R_comp are the rows
+// that actually ran through each path (topk: min(k, n) and n − min(k, n); threshold in a batch: the largest routed
+// count and n minus the smallest, because rows are computed as rectangular blocks; soft: n and n). Padded rows
+// that run are counted: realised means executed. Dense mode: 8·n·d² + 4·n²·d, the dense multi-head attention cost.
+// Expected cost (differentiable, paper §3.1) = Σ_b Σ_{real i} [g_i·c_full + (1−g_i)·c_comp] + Σ_b overheads; with
+// hard gates that match the selection and no padding it equals the realised cost (topk, threshold).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include "cerebra/mixer.h"
+
+namespace cerebra {
+
+// MixerOptions::extra encodes these as numbers: "mode" 0 = soft, 1 = topk, 2 = threshold.
+enum class RoutingMode { kSoft = 0, kTopK = 1, kThreshold = 2 };
+// "compressor" 0 = conv, 1 = attnpool, 2 = hybrid.
+enum class CompressorKind { kConv = 0, kAttnPool = 1, kHybrid = 2 };
+
+RoutingMode parse_routing_mode(const std::string& name);        // "soft" | "topk" | "threshold"
+CompressorKind parse_compressor_kind(const std::string& name);  // "conv" | "attnpool" | "hybrid"
+std::string to_string(RoutingMode mode);
+std::string to_string(CompressorKind kind);
+
+struct CerebraOptions {
+  int64_t d_model = 64;
+  int64_t n_heads = 4;
+  RoutingMode mode = RoutingMode::kTopK;  // extra "mode" (0/1/2)
+  int64_t topk = 16;                      // extra "topk": k, tokens per sequence on the full path (topk mode)
+  int64_t k_max = 64;                     // extra "k_max": cap on routed tokens per sequence (threshold mode)
+  double tau = 1.0;                       // extra "tau": gate temperature τ
+  bool gumbel = true;                     // extra "gumbel" (0/1): logistic noise on the router in training
+  CompressorKind compressor = CompressorKind::kConv;  // extra "compressor" (0/1/2)
+  double compression_ratio = 0.5;         // extra "compression_ratio": r in (0, 1]
+  double width_scale = 0.5;               // extra "width_scale": s in (0, 1]
+  int64_t memory_max = 64;                // extra "memory_max": bound on m; <= 0 means unbounded (quadratic)
+  int64_t window = 32;                    // extra "window": w; the window holds 2·⌊w/2⌋+1 tokens
+  double rec_weight = 0.0;                // extra "rec_weight": α, weight of the reconstruction loss
+  bool use_reference = false;             // extra "use_reference" (0/1): plain torch-op reference paths
+  int64_t conv_kernel = 3;                // extra "conv_kernel": depthwise kernel of conv/hybrid (odd)
+  int64_t pool_queries = 64;              // extra "pool_queries": learned-query bank when memory_max <= 0
+
+  // Reads d_model and n_heads and the extra keys above; `causal` must be false. dropout is not used.
+  static CerebraOptions from_mixer(const MixerOptions& o);
+  void validate() const;  // throws with the offending field
+
+  int64_t compressed_width() const;       // d_c
+  int64_t memory_slots(int64_t n) const;  // m for padded length n
+  int64_t window_keys() const;            // W = 2·⌊w/2⌋ + 1
+  int64_t pool_bank() const;              // learned queries of attnpool/hybrid
+};
+
+// Analytic forward FLOPs of one sequence of padded length n, split the way the expected-cost estimator needs it.
+struct CerebraCost {
+  int64_t n = 0, m = 0, d_c = 0, window_keys = 0;
+  double per_full = 0;        // one routed query
+  double per_comp = 0;        // one compressed query
+  double router = 0;
+  double compressor = 0;
+  double full_shared = 0;     // full-path keys/values of all n tokens
+  double comp_shared = 0;     // window keys/values of all n tokens + memory keys/values
+  double out_proj = 0;
+  double reconstruction = 0;  // training-only ℓ_rec
+
+  // Shared costs of a forward in which both paths run (what the expected cost adds to the per-token terms).
+  double overhead() const { return router + compressor + full_shared + comp_shared + out_proj; }
+  // Cost of a forward that computes `full_rows` full-path rows and `comp_rows` compressed rows (shared parts of a
+  // path are skipped when it has no rows), plus the reconstruction when `with_reconstruction`.
+  double executed(int64_t full_rows, int64_t comp_rows, bool with_reconstruction = false) const;
+};
+
+CerebraCost cerebra_cost(const CerebraOptions& o, int64_t n);
+// Plain multi-head attention of the same shape (q, k, v, o projections and the n×n products): 8·n·d² + 4·n²·d.
+// The normaliser that makes the compute penalty λ dimensionless.
+double dense_attention_flops(int64_t n, int64_t d_model);
+// flops(n) of the layer: dense → dense_attention_flops; soft → both paths for all n; topk → min(k, n) full rows;
+// threshold → min(k_max, n) full rows (its upper bound).
+double cerebra_flops(const CerebraOptions& o, int64_t n, bool dense = false);
+
+// ---- router ----------------------------------------------------------------------------------------------------
+
+// Routing decisions of one forward.
+struct Routing {
+  torch::Tensor gates;      // (B, n) float g_i in [0, 1]; 0 at padding; differentiable in the router
+  torch::Tensor selected;   // (B, n) bool: real tokens on the full path (soft: g_i ≥ 0.5, for statistics only)
+  torch::Tensor count;      // (B) int64: selected tokens per sequence
+  torch::Tensor order;      // (B, n) int64: positions by descending score (stable; padding last). topk/threshold
+  torch::Tensor use_full;   // (B, n) bool in rank order: the row's output comes from the full path. topk/threshold
+  int64_t full_rows = 0;    // ranks [0, full_rows) compute the full path
+  int64_t comp_start = 0;   // ranks [comp_start, n) compute the compressed path
+};
+
+class CerebraRouterImpl : public torch::nn::Module {
+ public:
+  explicit CerebraRouterImpl(int64_t d_model);
+  // x: (B, n, d), mask: (B, n) bool -> routing; noise when `noisy`.
+  Routing forward(const torch::Tensor& x, const torch::Tensor& mask, const CerebraOptions& o, bool noisy);
+  torch::nn::Linear score{nullptr};  // d -> 1
+};
+TORCH_MODULE(CerebraRouter);
+
+// ---- compressor ------------------------------------------------------------------------------------------------
+
+struct CompressedMemory {
+  torch::Tensor slots;      // (B, m, d_c)
+  torch::Tensor slot_mask;  // (B, m) bool: slot summarises at least one real token
+  torch::Tensor rec_loss;   // scalar ℓ_rec, or undefined when not requested
+};
+
+class CerebraCompressorImpl : public torch::nn::Module {
+ public:
+  explicit CerebraCompressorImpl(const CerebraOptions& o);
+  // x: (B, n, d), mask: (B, n) bool -> memory of m = o.memory_slots(n) slots.
+  CompressedMemory forward(const torch::Tensor& x, const torch::Tensor& mask, bool with_reconstruction);
+
+  CerebraOptions opts;
+  torch::nn::Conv1d dwconv{nullptr};  // conv, hybrid: depthwise d -> d
+  torch::Tensor queries;              // attnpool, hybrid: (bank, d) learned pooling queries
+  torch::nn::Linear proj{nullptr};    // d -> d_c
+  torch::nn::Linear up{nullptr};      // d_c -> d (reconstruction)
+};
+TORCH_MODULE(CerebraCompressor);
+
+// ---- the layer -------------------------------------------------------------------------------------------------
+
+class CerebraLayer : public SequenceMixer {
+ public:
+  explicit CerebraLayer(const CerebraOptions& o);
+
+  // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) override;
+  double flops(int64_t n) const override { return cerebra_flops(opts_, n, dense_); }
+  bool is_causal() const override { return false; }
+  torch::Tensor aux_loss() override;
+  torch::Tensor expected_flops() override { return expected_; }
+  double realised_flops() const override { return realised_; }
+  std::map<std::string, double> stats() const override { return stats_; }
+  void set_temperature(double tau) override;
+  void set_dense(bool dense) override { dense_ = dense; }
+
+  // One source of truth for `cerebra flops` and reports (see the formulas above).
+  static double full_token_flops(const CerebraOptions& o, int64_t n) { return cerebra_cost(o, n).per_full; }
+  static double comp_token_flops(const CerebraOptions& o, int64_t n) { return cerebra_cost(o, n).per_comp; }
+  static double dense_flops(const CerebraOptions& o, int64_t n) { return dense_attention_flops(n, o.d_model); }
+
+  const CerebraOptions& options() const { return opts_; }
+  bool dense() const { return dense_; }
+  void set_use_reference(bool r) { opts_.use_reference = r; }
+  // Of the last forward: gates (B, n) and the selection (B, n) bool (undefined in dense mode).
+  const torch::Tensor& last_gates() const { return routing_.gates; }
+  const torch::Tensor& last_selected() const { return routing_.selected; }
+
+  // Parameters (names in named_parameters(): router.score, compressor.*, q_proj, kv_proj, out_proj, qc_proj,
+  // kvc_proj, kvm_proj, up_proj).
+  CerebraRouter router{nullptr};
+  CerebraCompressor compressor{nullptr};
+  torch::nn::Linear q_proj{nullptr};    // d -> d, routed queries
+  torch::nn::Linear kv_proj{nullptr};   // d -> 2d, keys then values of the full path
+  torch::nn::Linear out_proj{nullptr};  // d -> d
+  torch::nn::Linear qc_proj{nullptr};   // d -> d_c, compressed queries
+  torch::nn::Linear kvc_proj{nullptr};  // d -> 2d_c, window keys then values
+  torch::nn::Linear kvm_proj{nullptr};  // d_c -> 2d_c, memory keys then values
+  torch::nn::Linear up_proj{nullptr};   // d_c -> d, compressed path back to width d
+
+ private:
+  // x: (B, n, d), key_mask: (B, n), rows: (B, R) positions or undefined (all) -> (B, R, d)
+  torch::Tensor full_path(const torch::Tensor& x, const torch::Tensor& key_mask, const torch::Tensor& rows);
+  torch::Tensor full_path_ref(const torch::Tensor& x, const torch::Tensor& key_mask, const torch::Tensor& rows);
+  // As full_path for the compressed path, given the memory -> (B, R, d)
+  torch::Tensor comp_path(const torch::Tensor& x, const torch::Tensor& key_mask, const torch::Tensor& rows,
+                          const CompressedMemory& mem);
+  torch::Tensor comp_path_ref(const torch::Tensor& x, const torch::Tensor& key_mask, const torch::Tensor& rows,
+                              const CompressedMemory& mem);
+  void record(const torch::Tensor& mask, int64_t n, int64_t full_rows, int64_t comp_rows, bool compressor_ran,
+              bool with_reconstruction);
+
+  CerebraOptions opts_;
+  bool dense_ = false;
+  Routing routing_;
+  torch::Tensor expected_, rec_loss_;
+  double realised_ = -1.0;
+  std::map<std::string, double> stats_;
+};
+
+}  // namespace cerebra

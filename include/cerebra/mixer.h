@@ -1,0 +1,78 @@
+// The sequence-mixer interface every architecture implements, and the registry that builds them by name.
+//
+// A mixer maps a padded batch of token vectors to a batch of the same shape:
+//   x: (B, n, d) float, mask: (B, n) bool with true = real token (an undefined tensor means every token is real)
+//   -> y: (B, n, d)
+// Padded positions may hold any value in y; callers must not read them.
+//
+// FLOP convention (one source of truth for estimator, `cerebra flops` and reports): 2 FLOPs per multiply-add of
+// the matmul-class operations (linear layers, attention products, convolutions, scans). Element-wise work (norms,
+// activations, softmax) is not counted, because the measured counter (core/flop_counter.h) reads only the
+// matmul-class ATen ops that ran, and the two must agree.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+
+namespace cerebra {
+
+// Options shared by every mixer; each mixer reads the fields it needs and ignores the rest.
+struct MixerOptions {
+  int64_t d_model = 64;
+  int64_t n_heads = 4;
+  bool causal = false;
+  double dropout = 0.0;
+  // Attention implementation: "naive" (materialised scores) or "tiled" (online softmax, O(n) memory).
+  std::string attention_impl = "naive";
+  // Extra architecture-specific integers and reals, e.g. {"d_state", 16}, {"window", 64}.
+  std::map<std::string, double> extra;
+
+  double get(const std::string& key, double fallback) const {
+    auto it = extra.find(key);
+    return it == extra.end() ? fallback : it->second;
+  }
+};
+
+class SequenceMixer : public torch::nn::Module {
+ public:
+  // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
+  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) = 0;
+  // Analytic forward FLOPs for one sequence of n tokens (matmul-class ops, 2 per multiply-add).
+  virtual double flops(int64_t n) const = 0;
+  // Whether the output at position i depends only on inputs at positions <= i.
+  virtual bool is_causal() const = 0;
+  // An auxiliary loss the mixer wants added to the objective (undefined when none).
+  virtual torch::Tensor aux_loss() { return {}; }
+
+  // ---- compute-aware mixers (Cerebra); static mixers keep these defaults ----
+  // Expected FLOPs of the last forward, differentiable in the gates, summed over the batch (undefined = fixed cost).
+  virtual torch::Tensor expected_flops() { return {}; }
+  // FLOPs the last forward actually executed, summed over the batch (negative = flops(n) per sequence).
+  virtual double realised_flops() const { return -1.0; }
+  // Statistics of the last forward for logging, e.g. {"gate_mean": 0.31, "tokens_routed": 16}.
+  virtual std::map<std::string, double> stats() const { return {}; }
+  // Schedule hooks the trainer calls: Gumbel/gate temperature, and dense mode (every token on the full path,
+  // compressor off) for the warm-up epochs of the recipe.
+  virtual void set_temperature(double tau) {}
+  virtual void set_dense(bool dense) {}
+};
+
+using MixerFactory = std::function<std::shared_ptr<SequenceMixer>(const MixerOptions&)>;
+
+// Registry of mixers by name ("attention", "lstm", "mamba", ...).
+void register_mixer(const std::string& name, MixerFactory factory);
+std::shared_ptr<SequenceMixer> make_mixer(const std::string& name, const MixerOptions& options);
+std::vector<std::string> mixer_names();
+
+// Registers a mixer at static-initialisation time: `static MixerRegistration reg("lstm", factory);`
+struct MixerRegistration {
+  MixerRegistration(const std::string& name, MixerFactory factory) { register_mixer(name, std::move(factory)); }
+};
+
+}  // namespace cerebra

@@ -1,0 +1,84 @@
+// Models: a batch type shared by all tasks, the model interface, the sequence backbone (blocks of
+// mixer + feed-forward), and the registry that builds a model by name for a task.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include "cerebra/mixer.h"
+
+namespace cerebra {
+
+class Config;
+
+// One mini-batch. Tabular tasks fill num/cat; token tasks fill tokens/mask. y is the target.
+struct Batch {
+  torch::Tensor num;     // (B, Fn) float
+  torch::Tensor cat;     // (B, Fc) int64
+  torch::Tensor tokens;  // (B, n) int64
+  torch::Tensor mask;    // (B, n) bool, true = real token
+  torch::Tensor y;       // (B,) or (B, n): the target
+  int64_t size() const;
+};
+
+// What a model needs to know about its input.
+struct InputSchema {
+  int64_t n_numeric = 0;
+  std::vector<int64_t> cardinalities;  // tabular: per categorical feature
+  int64_t n_outputs = 1;
+};
+
+class Model : public torch::nn::Module {
+ public:
+  // -> (B, n_outputs)
+  virtual torch::Tensor forward(const Batch& batch) = 0;
+  // Analytic forward FLOPs for one example (matmul-class ops, 2 per multiply-add; see mixer.h).
+  virtual double flops_per_example() const = 0;
+  // The sequence mixers inside (for compute-aware objectives and statistics); empty for non-sequence models.
+  virtual std::vector<std::shared_ptr<SequenceMixer>> mixers() const { return {}; }
+  int64_t parameter_count() const;
+};
+
+// ---- Sequence backbone: n_layers x [x + mixer(norm(x)); x + ffn(norm(x))], then a final norm.
+struct BackboneOptions {
+  std::string mixer = "attention";
+  MixerOptions mixer_options;
+  int64_t n_layers = 2;
+  int64_t ffn_mult = 2;  // 0 = no feed-forward block
+  double dropout = 0.0;
+};
+
+class BackboneImpl : public torch::nn::Module {
+ public:
+  explicit BackboneImpl(const BackboneOptions& options);
+  // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask);
+  double flops(int64_t n) const;
+  const std::vector<std::shared_ptr<SequenceMixer>>& mixers() const { return mixers_; }
+
+ private:
+  BackboneOptions options_;
+  std::vector<std::shared_ptr<SequenceMixer>> mixers_;
+  std::vector<torch::nn::LayerNorm> norm1_, norm2_;
+  std::vector<torch::nn::Linear> ffn_in_, ffn_out_;
+  torch::nn::LayerNorm final_norm_{nullptr};
+  torch::nn::Dropout drop_{nullptr};
+};
+TORCH_MODULE(Backbone);
+
+// Model names a task can build: "mlp", "transformer" (= the "attention" mixer), and every registered mixer.
+std::vector<std::string> tabular_model_names();
+std::shared_ptr<Model> make_tabular_model(const Config& config, const InputSchema& schema);
+// Backbone options from the config keys (d_model, n_layers, n_heads, ffn_mult, dropout, ...).
+BackboneOptions backbone_options_from_config(const Config& config, const std::string& model_name);
+
+}  // namespace cerebra

@@ -1,0 +1,3 @@
+// Precompiled header: LibTorch's C++ frontend is large, so it is parsed once per target.
+#pragma once
+#include <torch/torch.h>

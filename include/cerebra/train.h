@@ -1,0 +1,65 @@
+// Training and evaluation of one run: data, split, model, trainer, measurements, and the run directory.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cerebra/models.h"
+
+namespace cerebra {
+
+class Config;
+
+struct RunOptions {
+  bool quiet = false;  // no progress display and no per-run log lines
+};
+
+// Trains the configured model and writes `out_dir`: config.yaml, split.json, metrics.jsonl, the checkpoint
+// and summary.json. Returns the summary.
+nlohmann::json train_run(const Config& config, const std::string& out_dir, const RunOptions& options);
+
+// Reloads a run directory's config, split and checkpoint and recomputes its test metrics.
+nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options);
+
+// ---- the generic trainer (AdamW, warm-up + decay, early stopping on validation loss, best weights kept)
+
+struct TrainerOptions {
+  int64_t epochs = 30, batch_size = 128, eval_batch_size = 1024, patience = 6;
+  double lr = 1e-3, weight_decay = 1e-4, warmup_epochs = 1, min_lr_ratio = 0.05, grad_clip = 1.0;
+  std::string lr_schedule = "cosine";
+  uint64_t seed = 42;
+  bool quiet = false;
+  std::string metrics_path;  // metrics.jsonl; empty = not written
+};
+TrainerOptions trainer_options_from_config(const Config& config);
+
+struct TrainerHooks {
+  std::function<Batch(const std::vector<int64_t>& rows)> make_batch;
+  // Scalar training loss of a prediction (B, n_out) for a batch.
+  std::function<torch::Tensor(const torch::Tensor& pred, const Batch& batch)> loss;
+  // Extra fields for the epoch's metrics line, computed from the validation loss.
+  std::function<nlohmann::json(double val_loss)> describe_val;
+};
+
+struct TrainResult {
+  int64_t epochs_run = 0, best_epoch = 0;
+  double best_val_loss = 0;
+  std::vector<double> epoch_seconds;
+  double examples_per_second = 0;  // training examples per second over all epochs
+};
+
+TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, const std::vector<int64_t>& val_rows,
+                        const TrainerOptions& options, const TrainerHooks& hooks);
+
+// Predictions (B_total, n_out) for the given rows, in eval mode without gradients.
+torch::Tensor predict(Model& model, const std::vector<int64_t>& rows, int64_t batch_size,
+                      const std::function<Batch(const std::vector<int64_t>&)>& make_batch);
+
+void save_model(const Model& model, const std::string& path);
+void load_model(Model& model, const std::string& path);
+
+}  // namespace cerebra

@@ -1,0 +1,284 @@
+// The `cerebra` command line: train, eval, data, bench.
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "cerebra/config.h"
+#include "cerebra/csv.h"
+#include "cerebra/runtime.h"
+#include "cerebra/tabular.h"
+#include "cerebra/train.h"
+
+namespace fs = std::filesystem;
+using namespace cerebra;
+
+namespace {
+
+// ---- configuration from files plus --key value overrides
+
+struct ConfigArgs {
+  std::vector<std::string> files;
+  std::map<std::string, std::string> values;
+  std::map<std::string, CLI::Option*> options;
+};
+
+std::string group_title(const std::string& g) { return "Config keys (" + g + ")"; }
+
+void add_config_options(CLI::App* app, ConfigArgs& args) {
+  app->add_option("--config", args.files,
+                  "YAML config file(s), applied in order; a file may start from another with `base: FILE`")
+      ->check(CLI::ExistingFile);
+  for (const auto& k : Config::schema()) {
+    std::string help = k.help;
+    if (!k.choices.empty()) {
+      std::string c;
+      for (const auto& ch : k.choices)
+        if (!ch.empty()) c += (c.empty() ? "" : "|") + ch;
+      help += " [" + c + "]";
+    }
+    auto* opt = app->add_option("--" + k.name, args.values[k.name], help)
+                    ->default_str(k.default_value.empty() ? "\"\"" : k.default_value)
+                    ->group(group_title(k.group));
+    args.options[k.name] = opt;
+  }
+  app->allow_extras();
+}
+
+Config build_config(const CLI::App* app, const ConfigArgs& args) {
+  // Anything CLI11 did not recognise is an unknown key or a stray argument.
+  for (const auto& extra : app->remaining()) {
+    if (extra.rfind("--", 0) == 0) {
+      std::string key = extra.substr(2);
+      key = key.substr(0, key.find('='));
+      throw ConfigError("command line: " + describe_unknown_key(key));
+    }
+    throw ConfigError("command line: unexpected argument '" + extra + "'");
+  }
+  Config config;
+  for (const auto& f : args.files) config.load_yaml_file(f);
+  for (const auto& [key, opt] : args.options)
+    if (opt->count() > 0) config.set(key, args.values.at(key), "command line --" + key);
+  return config;
+}
+
+// ---- data export
+
+std::string find_script(const std::string& name) {
+  std::vector<fs::path> candidates;
+  if (const char* home = std::getenv("CEREBRA_HOME")) candidates.emplace_back(fs::path(home) / "scripts" / name);
+  candidates.emplace_back(fs::path(CEREBRA_SOURCE_DIR) / "scripts" / name);
+  candidates.emplace_back(fs::path("scripts") / name);
+  for (const auto& c : candidates)
+    if (fs::exists(c)) return c.string();
+  throw std::runtime_error("cannot find scripts/" + name + " (set CEREBRA_HOME to the Cerebra source directory)");
+}
+
+int run_export(const std::string& out_dir, bool force) {
+  std::string cmd = "bash '" + find_script("export_data.sh") + "' --out '" + out_dir + "'" + (force ? " --force" : "");
+  std::cerr << "cerebra data: " << cmd << "\n";
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 1;
+}
+
+// Exports the named data sets when the configured file is missing.
+void ensure_data(const Config& config) {
+  const std::string task = config.get_string("task");
+  if (task == "csv" || !config.get_string("data").empty()) return;
+  const std::string path = config.get_string("data_dir") + "/" + task + ".csv";
+  if (fs::exists(path)) return;
+  std::cerr << "cerebra: " << path << " is missing; exporting the data sets first\n";
+  if (run_export(config.get_string("data_dir"), false) != 0)
+    throw std::runtime_error("data export failed; see the messages above (scripts/export_data.sh)");
+}
+
+void print_header(const Config& config) {
+  int threads = set_threads(static_cast<int>(config.get_int("threads")));
+  std::string blas = loaded_blas_library();
+  std::cerr << fmt::format("cerebra {} | threads={} | blas={} | {}\n", torch_version(), threads,
+                           blas.empty() ? "none" : blas, machine_description());
+}
+
+std::string fmt_num(const nlohmann::json& v, const char* spec = "{:.4g}") {
+  return v.is_number() ? fmt::format(fmt::runtime(spec), v.get<double>()) : std::string("-");
+}
+
+std::string mib(const nlohmann::json& v) { return v.is_number() ? fmt::format("{:.1f}", v.get<double>() / 1048576.0) : "-"; }
+
+// ---- bench tasks: train several models on one task and compare
+
+int bench_tasks(const Config& base, const std::vector<std::string>& models, const std::string& out_dir, bool quiet) {
+  fs::create_directories(out_dir);
+  std::vector<nlohmann::json> rows;
+  std::vector<std::string> failed;
+  for (const auto& m : models) {
+    Config c = base;
+    c.set("model", m, "--models");
+    const std::string dir = (fs::path(out_dir) / m).string();
+    if (!quiet) std::cerr << fmt::format("== {} ({} of {})\n", m, rows.size() + failed.size() + 1, models.size());
+    try {
+      rows.push_back(train_run(c, dir, RunOptions{quiet}));
+    } catch (const std::exception& e) {
+      std::cerr << fmt::format("error: model {} failed: {}\n", m, e.what());
+      failed.push_back(m);
+    }
+  }
+  if (rows.empty()) return 1;
+  const auto& t0 = rows.front();
+  const bool log_target = t0["target"]["transform"] == "log";
+  std::string metric_name = log_target ? "RMSE(log)" : "RMSE";
+  std::string table = fmt::format("\nTask {} (target {}{}), test split of {} rows, threads={}\n", t0["task"].get<std::string>(),
+                                  t0["target"]["column"].get<std::string>(), log_target ? ", log scale" : "",
+                                  t0["data"]["test"].get<int64_t>(), t0["threads"].get<int>());
+  table += fmt::format("{:<12} {:>10} {:>10} {:>8} {:>9} {:>12} {:>12} {:>9} {:>9} {:>10} {:>10}\n", "model",
+                       metric_name, "RMSE(raw)", "R2", "params", "FLOPs/ex", "measured", "epoch s", "train s",
+                       "tensor MiB", "RSS MiB");
+  std::ofstream csv(fs::path(out_dir) / "results.csv");
+  csv << "model,test_rmse,test_rmse_raw,test_r2,params,flops_analytic_per_example,flops_measured_per_example,"
+         "epoch_seconds_median,train_seconds_total,examples_per_second,peak_tensor_bytes,peak_rss_bytes,threads\n";
+  for (const auto& r : rows) {
+    const auto& m = r["metrics"];
+    const auto& f = r["flops"];
+    table += fmt::format("{:<12} {:>10} {:>10} {:>8} {:>9} {:>12} {:>12} {:>9} {:>9} {:>10} {:>10}\n",
+                         r["model"].get<std::string>(), fmt_num(m["test_rmse"], "{:.4f}"),
+                         fmt_num(m["test_rmse_raw"], "{:.1f}"), fmt_num(m["test_r2"], "{:.3f}"),
+                         r["params"].get<int64_t>(), fmt_num(f["analytic_forward_per_example"], "{:.4g}"),
+                         fmt_num(f["measured_forward_per_example"], "{:.4g}"),
+                         fmt_num(r["time"]["epoch_seconds_median"], "{:.2f}"),
+                         fmt_num(r["time"]["train_seconds_total"], "{:.1f}"), mib(r["memory"]["peak_tensor_bytes"]),
+                         mib(r["memory"]["peak_rss_bytes"]));
+    auto num = [](const nlohmann::json& v) { return v.is_number() ? v.dump() : std::string(""); };
+    csv << r["model"].get<std::string>() << "," << num(m["test_rmse"]) << "," << num(m["test_rmse_raw"]) << ","
+        << num(m["test_r2"]) << "," << r["params"] << "," << num(f["analytic_forward_per_example"]) << ","
+        << num(f["measured_forward_per_example"]) << "," << num(r["time"]["epoch_seconds_median"]) << ","
+        << num(r["time"]["train_seconds_total"]) << "," << num(r["time"]["examples_per_second"]) << ","
+        << r["memory"]["peak_tensor_bytes"] << "," << r["memory"]["peak_rss_bytes"] << "," << r["threads"] << "\n";
+  }
+  table += "RMSE(raw) is in the target's own units (weekly dollars for cps1988); FLOPs count 2 per multiply-add of\n"
+           "matmul-class ops per example, forward; trees do no such arithmetic (-). Peak memory is per run.\n";
+  std::cout << table;
+  std::ofstream(fs::path(out_dir) / "results.json") << nlohmann::json(rows).dump(2) << "\n";
+  std::ofstream(fs::path(out_dir) / "results.txt") << table;
+  std::cerr << fmt::format("wrote {}/results.{{csv,json,txt}} and one run directory per model\n", out_dir);
+  if (!failed.empty()) {
+    std::cerr << "failed models:";
+    for (const auto& f : failed) std::cerr << " " << f;
+    std::cerr << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  install_counting_allocator();
+  CLI::App app{"cerebra: compute-aware sequence models, trained and measured on the accuracy-compute frontier.\n"
+               "Every run prints its thread count and BLAS, and writes config.yaml, metrics.jsonl, split.json,\n"
+               "the checkpoint and summary.json to its output directory."};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+
+  // train
+  auto* train = app.add_subcommand("train", "Train one model: `cerebra train --config FILE [--key value ...]`");
+  ConfigArgs train_args;
+  std::string train_out;
+  bool quiet = false;
+  train->add_option("--out", train_out, "Run directory (default: runs/<task>-<model>-s<seed>)");
+  train->add_flag("--quiet,-q", quiet, "No progress display");
+  add_config_options(train, train_args);
+
+  // eval
+  auto* eval = app.add_subcommand("eval", "Reload a run's checkpoint and recompute its test metrics");
+  std::string eval_run_dir;
+  eval->add_option("--run", eval_run_dir, "Run directory written by `cerebra train`")->required();
+
+  // data
+  auto* data = app.add_subcommand("data", "Export the data sets (CPS1988, stackoverflow, Jane Austen) from Debian's "
+                                          "R packages into CSV, with provenance");
+  std::string data_out = "data";
+  bool data_force = false;
+  data->add_option("--out", data_out, "Output directory")->capture_default_str();
+  data->add_flag("--force", data_force, "Export again even if the files are present and unchanged");
+
+  // bench
+  auto* bench = app.add_subcommand("bench", "Benchmarks and comparisons");
+  bench->require_subcommand(1);
+  auto* tasks = bench->add_subcommand("tasks", "Train several models on one task and print a comparison table "
+                                               "(metric, parameters, FLOPs, time, memory); writes CSV, JSON and text");
+  ConfigArgs bench_args;
+  std::string bench_models = "ols,xgboost,mlp,lstm,transformer", bench_out;
+  bool bench_quiet = false;
+  tasks->add_option("--models", bench_models, "Comma-separated models")->capture_default_str();
+  tasks->add_option("--out", bench_out, "Output directory (default: runs/bench-<task>)");
+  tasks->add_flag("--quiet,-q", bench_quiet, "No progress display");
+  add_config_options(tasks, bench_args);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  try {
+    if (*train) {
+      Config config = build_config(train, train_args);
+      ensure_data(config);
+      print_header(config);
+      if (train_out.empty())
+        train_out = fmt::format("runs/{}-{}-s{}", config.get_string("task"), config.get_string("model"),
+                                config.get_int("seed"));
+      nlohmann::json s = train_run(config, train_out, RunOptions{quiet});
+      std::cout << fmt::format("{} on {}: test RMSE {:.4f} ({} scale), RMSE(raw) {:.2f}; {} params; "
+                               "{:.4g} FLOPs/example (measured {}); median epoch {:.2f} s; peak tensor {} MiB; "
+                               "threads={}\nwrote {}\n",
+                               s["model"].get<std::string>(), s["task"].get<std::string>(),
+                               s["metrics"]["test_rmse"].get<double>(), s["target"]["transform"].get<std::string>(),
+                               s["metrics"]["test_rmse_raw"].get<double>(), s["params"].get<int64_t>(),
+                               s["flops"]["analytic_forward_per_example"].is_number()
+                                   ? s["flops"]["analytic_forward_per_example"].get<double>()
+                                   : 0.0,
+                               fmt_num(s["flops"]["measured_forward_per_example"]),
+                               s["time"]["epoch_seconds_median"].get<double>(), mib(s["memory"]["peak_tensor_bytes"]),
+                               s["threads"].get<int>(), train_out);
+      return 0;
+    }
+    if (*eval) {
+      nlohmann::json r = eval_run(eval_run_dir, RunOptions{});
+      std::cout << r.dump(2) << "\n";
+      if (r.contains("matches_summary"))
+        std::cerr << (r["matches_summary"].get<bool>() ? "test metrics reproduce summary.json exactly\n"
+                                                       : "warning: test metrics differ from summary.json\n");
+      return 0;
+    }
+    if (*data) return run_export(data_out, data_force);
+    if (*tasks) {
+      Config config = build_config(tasks, bench_args);
+      ensure_data(config);
+      print_header(config);
+      if (bench_out.empty()) bench_out = "runs/bench-" + config.get_string("task");
+      std::vector<std::string> models;
+      std::stringstream ss(bench_models);
+      for (std::string m; std::getline(ss, m, ',');)
+        if (!m.empty()) models.push_back(m);
+      return bench_tasks(config, models, bench_out, bench_quiet);
+    }
+  } catch (const ConfigError& e) {
+    std::cerr << "config error: " << e.what() << "\n";
+    return 2;
+  } catch (const CsvError& e) {
+    std::cerr << "data error: " << e.what() << "\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,56 @@
+#include <torch/torch.h>
+
+#include "cerebra/models.h"
+
+namespace cerebra {
+
+int64_t Batch::size() const {
+  if (y.defined()) return y.size(0);
+  if (num.defined()) return num.size(0);
+  if (cat.defined()) return cat.size(0);
+  return tokens.defined() ? tokens.size(0) : 0;
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+BackboneImpl::BackboneImpl(const BackboneOptions& options) : options_(options) {
+  const int64_t d = options.mixer_options.d_model;
+  TORCH_CHECK(options.n_layers >= 1, "backbone: n_layers must be >= 1, got ", options.n_layers);
+  TORCH_CHECK(options.ffn_mult >= 0, "backbone: ffn_mult must be >= 0, got ", options.ffn_mult);
+  for (int64_t l = 0; l < options.n_layers; ++l) {
+    const std::string s = std::to_string(l);
+    mixers_.push_back(register_module("mixer" + s, make_mixer(options.mixer, options.mixer_options)));
+    norm1_.push_back(register_module("norm1_" + s, torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}))));
+    if (options.ffn_mult > 0) {
+      norm2_.push_back(register_module("norm2_" + s, torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}))));
+      ffn_in_.push_back(register_module("ffn_in" + s, torch::nn::Linear(d, options.ffn_mult * d)));
+      ffn_out_.push_back(register_module("ffn_out" + s, torch::nn::Linear(options.ffn_mult * d, d)));
+    }
+  }
+  final_norm_ = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+  drop_ = register_module("drop", torch::nn::Dropout(options.dropout));
+}
+
+torch::Tensor BackboneImpl::forward(torch::Tensor x, const torch::Tensor& mask) {
+  for (size_t l = 0; l < mixers_.size(); ++l) {
+    x = x + drop_->forward(mixers_[l]->forward(norm1_[l]->forward(x), mask));
+    if (options_.ffn_mult > 0)
+      x = x + drop_->forward(ffn_out_[l]->forward(torch::gelu(ffn_in_[l]->forward(norm2_[l]->forward(x)))));
+  }
+  return final_norm_->forward(x);
+}
+
+double BackboneImpl::flops(int64_t n) const {
+  const double d = static_cast<double>(options_.mixer_options.d_model);
+  double f = 0;
+  for (const auto& m : mixers_) f += m->flops(n);
+  if (options_.ffn_mult > 0)
+    f += static_cast<double>(mixers_.size()) * 2.0 * (2.0 * n * d * options_.ffn_mult * d);  // in and out
+  return f;
+}
+
+}  // namespace cerebra

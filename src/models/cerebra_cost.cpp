@@ -1,0 +1,179 @@
+// Cerebra options (parsing, validation, derived sizes) and the analytic FLOP model of the layer.
+// The formulas are documented in include/cerebra/cerebra_layer.h; the tests hold them to cerebra::FlopCounter.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "cerebra/cerebra_layer.h"
+
+namespace cerebra {
+
+namespace {
+
+// ⌈v⌉ for a product of a real factor and an integer, tolerant of the rounding in e.g. 0.3·10.
+int64_t ceil_of(double v) { return static_cast<int64_t>(std::ceil(v - 1e-9)); }
+
+}  // namespace
+
+// ---- names -----------------------------------------------------------------------------------------------------
+
+RoutingMode parse_routing_mode(const std::string& name) {
+  if (name == "soft") return RoutingMode::kSoft;
+  if (name == "topk") return RoutingMode::kTopK;
+  if (name == "threshold") return RoutingMode::kThreshold;
+  TORCH_CHECK(false, "cerebra: routing mode must be soft, topk or threshold, got '", name, "'");
+}
+
+CompressorKind parse_compressor_kind(const std::string& name) {
+  if (name == "conv") return CompressorKind::kConv;
+  if (name == "attnpool") return CompressorKind::kAttnPool;
+  if (name == "hybrid") return CompressorKind::kHybrid;
+  TORCH_CHECK(false, "cerebra: compressor must be conv, attnpool or hybrid, got '", name, "'");
+}
+
+std::string to_string(RoutingMode mode) {
+  switch (mode) {
+    case RoutingMode::kSoft: return "soft";
+    case RoutingMode::kTopK: return "topk";
+    case RoutingMode::kThreshold: return "threshold";
+  }
+  return "?";
+}
+
+std::string to_string(CompressorKind kind) {
+  switch (kind) {
+    case CompressorKind::kConv: return "conv";
+    case CompressorKind::kAttnPool: return "attnpool";
+    case CompressorKind::kHybrid: return "hybrid";
+  }
+  return "?";
+}
+
+// ---- options ---------------------------------------------------------------------------------------------------
+
+CerebraOptions CerebraOptions::from_mixer(const MixerOptions& m) {
+  TORCH_CHECK(!m.causal, "cerebra: the layer is non-causal; causal = true is not supported");
+  CerebraOptions o;
+  o.d_model = m.d_model;
+  o.n_heads = m.n_heads;
+  auto as_int = [&](const char* key, int64_t fallback) {
+    double v = m.get(key, static_cast<double>(fallback));
+    TORCH_CHECK(v == std::floor(v), "cerebra: option '", key, "' must be an integer, got ", v);
+    return static_cast<int64_t>(v);
+  };
+  auto as_bool = [&](const char* key, bool fallback) {
+    double v = m.get(key, fallback ? 1.0 : 0.0);
+    TORCH_CHECK(v == 0.0 || v == 1.0, "cerebra: option '", key, "' must be 0 or 1, got ", v);
+    return v == 1.0;
+  };
+  const int64_t mode = as_int("mode", static_cast<int64_t>(o.mode));
+  TORCH_CHECK(mode >= 0 && mode <= 2, "cerebra: 'mode' must be 0 (soft), 1 (topk) or 2 (threshold), got ", mode);
+  o.mode = static_cast<RoutingMode>(mode);
+  const int64_t comp = as_int("compressor", static_cast<int64_t>(o.compressor));
+  TORCH_CHECK(comp >= 0 && comp <= 2, "cerebra: 'compressor' must be 0 (conv), 1 (attnpool) or 2 (hybrid), got ",
+              comp);
+  o.compressor = static_cast<CompressorKind>(comp);
+  o.topk = as_int("topk", o.topk);
+  o.k_max = as_int("k_max", o.k_max);
+  o.tau = m.get("tau", o.tau);
+  o.gumbel = as_bool("gumbel", o.gumbel);
+  o.compression_ratio = m.get("compression_ratio", o.compression_ratio);
+  o.width_scale = m.get("width_scale", o.width_scale);
+  o.memory_max = as_int("memory_max", o.memory_max);
+  o.window = as_int("window", o.window);
+  o.rec_weight = m.get("rec_weight", o.rec_weight);
+  o.use_reference = as_bool("use_reference", o.use_reference);
+  o.conv_kernel = as_int("conv_kernel", o.conv_kernel);
+  o.pool_queries = as_int("pool_queries", o.pool_queries);
+  o.validate();
+  return o;
+}
+
+void CerebraOptions::validate() const {
+  TORCH_CHECK(d_model > 0 && n_heads > 0 && d_model % n_heads == 0, "cerebra: d_model (", d_model,
+              ") must be a positive multiple of n_heads (", n_heads, ")");
+  TORCH_CHECK(topk >= 0, "cerebra: topk must be >= 0, got ", topk);
+  TORCH_CHECK(k_max >= 0, "cerebra: k_max must be >= 0, got ", k_max);
+  TORCH_CHECK(tau > 0, "cerebra: tau must be > 0, got ", tau);
+  TORCH_CHECK(compression_ratio > 0 && compression_ratio <= 1, "cerebra: compression_ratio must be in (0, 1], got ",
+              compression_ratio);
+  TORCH_CHECK(width_scale > 0 && width_scale <= 1, "cerebra: width_scale must be in (0, 1], got ", width_scale);
+  TORCH_CHECK(window >= 0, "cerebra: window must be >= 0, got ", window);
+  TORCH_CHECK(rec_weight >= 0, "cerebra: rec_weight must be >= 0, got ", rec_weight);
+  TORCH_CHECK(conv_kernel >= 1 && conv_kernel % 2 == 1, "cerebra: conv_kernel must be odd and >= 1, got ",
+              conv_kernel);
+  TORCH_CHECK(pool_queries >= 1, "cerebra: pool_queries must be >= 1, got ", pool_queries);
+}
+
+int64_t CerebraOptions::compressed_width() const {
+  const int64_t raw = std::max<int64_t>(1, ceil_of(width_scale * static_cast<double>(d_model)));
+  return (raw + n_heads - 1) / n_heads * n_heads;
+}
+
+int64_t CerebraOptions::memory_slots(int64_t n) const {
+  int64_t m = std::max<int64_t>(1, ceil_of(compression_ratio * static_cast<double>(n)));
+  if (memory_max > 0) m = std::min(m, memory_max);
+  return m;
+}
+
+int64_t CerebraOptions::window_keys() const { return 2 * (window / 2) + 1; }
+
+int64_t CerebraOptions::pool_bank() const { return memory_max > 0 ? memory_max : pool_queries; }
+
+// ---- FLOPs -----------------------------------------------------------------------------------------------------
+
+double CerebraCost::executed(int64_t full_rows, int64_t comp_rows, bool with_reconstruction) const {
+  double f = router + out_proj;
+  if (full_rows > 0) f += full_shared + static_cast<double>(full_rows) * per_full;
+  if (comp_rows > 0) f += compressor + comp_shared + static_cast<double>(comp_rows) * per_comp;
+  if (comp_rows > 0 && with_reconstruction) f += reconstruction;
+  return f;
+}
+
+CerebraCost cerebra_cost(const CerebraOptions& o, int64_t n) {
+  CerebraCost c;
+  c.n = n;
+  c.m = o.memory_slots(n);
+  c.d_c = o.compressed_width();
+  c.window_keys = o.window_keys();
+  const double N = static_cast<double>(n), d = static_cast<double>(o.d_model), dc = static_cast<double>(c.d_c);
+  const double m = static_cast<double>(c.m), W = static_cast<double>(c.window_keys);
+  const double kappa = static_cast<double>(o.conv_kernel);
+
+  c.per_full = 2.0 * d * d + 4.0 * N * d;
+  c.per_comp = 4.0 * d * dc + 4.0 * (W + m) * dc;
+  c.router = 2.0 * N * d;
+  const bool conv = o.compressor != CompressorKind::kAttnPool;
+  const bool pool = o.compressor != CompressorKind::kConv;
+  c.compressor = 2.0 * m * d * dc + (conv ? 2.0 * N * d * kappa : 0.0) + (pool ? 4.0 * m * N * d : 0.0);
+  c.full_shared = 4.0 * N * d * d;
+  c.comp_shared = 4.0 * N * d * dc + 4.0 * m * dc * dc;
+  c.out_proj = 2.0 * N * d * d;
+  c.reconstruction = 2.0 * m * dc * d + (pool ? 2.0 * N * m * d : 0.0);
+  return c;
+}
+
+double dense_attention_flops(int64_t n, int64_t d_model) {
+  const double N = static_cast<double>(n), d = static_cast<double>(d_model);
+  return 8.0 * N * d * d + 4.0 * N * N * d;
+}
+
+double cerebra_flops(const CerebraOptions& o, int64_t n, bool dense) {
+  if (dense) return dense_attention_flops(n, o.d_model);
+  const CerebraCost c = cerebra_cost(o, n);
+  switch (o.mode) {
+    case RoutingMode::kSoft: return c.executed(n, n);
+    case RoutingMode::kTopK: {
+      const int64_t k = std::min(o.topk, n);
+      return c.executed(k, n - k);
+    }
+    case RoutingMode::kThreshold: {
+      const int64_t k = std::min(o.k_max, n);
+      return c.executed(k, n - k);
+    }
+  }
+  return 0.0;
+}
+
+}  // namespace cerebra

@@ -1,0 +1,64 @@
+// A unidirectional LSTM as a SequenceMixer ("lstm"). Written with linear ops (one GEMM for the input projection
+// of all steps, one per step for the recurrence) so its FLOPs are visible to the measured counter; padded steps
+// leave the state unchanged.
+#include <torch/torch.h>
+
+#include "cerebra/mixer.h"
+
+namespace cerebra {
+
+namespace {
+
+class LstmMixer final : public SequenceMixer {
+ public:
+  explicit LstmMixer(const MixerOptions& o) : d_(o.d_model) {
+    w_ih_ = register_module("w_ih", torch::nn::Linear(d_, 4 * d_));
+    w_hh_ = register_module("w_hh", torch::nn::Linear(torch::nn::LinearOptions(d_, 4 * d_).bias(false)));
+    // Forget-gate bias 1: the usual initialisation that lets gradients flow through long sequences early on.
+    torch::NoGradGuard g;
+    w_ih_->bias.slice(0, d_, 2 * d_).fill_(1.0);
+  }
+
+  // x: (B, n, d), mask: (B, n) bool -> (B, n, d)
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) override {
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "lstm: x must be (B, n, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), n = x.size(1);
+    auto gates_x = w_ih_->forward(x);  // (B, n, 4d): input projection of every step at once
+    auto h = torch::zeros({B, d_}, x.options());
+    auto c = torch::zeros({B, d_}, x.options());
+    std::vector<torch::Tensor> outs;
+    outs.reserve(n);
+    for (int64_t t = 0; t < n; ++t) {
+      auto g = gates_x.select(1, t) + w_hh_->forward(h);  // (B, 4d)
+      auto ch = g.chunk(4, 1);
+      auto i = torch::sigmoid(ch[0]), f = torch::sigmoid(ch[1]), gg = torch::tanh(ch[2]), o = torch::sigmoid(ch[3]);
+      auto c_new = f * c + i * gg;
+      auto h_new = o * torch::tanh(c_new);
+      if (mask.defined()) {
+        auto m = mask.select(1, t).unsqueeze(1);  // (B, 1)
+        c = torch::where(m, c_new, c);
+        h = torch::where(m, h_new, h);
+      } else {
+        c = c_new;
+        h = h_new;
+      }
+      outs.push_back(h);
+    }
+    return torch::stack(outs, 1);
+  }
+
+  double flops(int64_t n) const override {
+    const double d = static_cast<double>(d_);
+    return static_cast<double>(n) * (2.0 * d * 4.0 * d + 2.0 * d * 4.0 * d);  // input and recurrent projections
+  }
+  bool is_causal() const override { return true; }
+
+ private:
+  int64_t d_;
+  torch::nn::Linear w_ih_{nullptr}, w_hh_{nullptr};
+};
+
+MixerRegistration reg("lstm", [](const MixerOptions& o) { return std::make_shared<LstmMixer>(o); });
+
+}  // namespace
+}  // namespace cerebra

@@ -1,0 +1,264 @@
+#include "cerebra/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace cerebra {
+
+namespace {
+
+using VT = ValueType;
+
+std::vector<KeySpec> build_schema() {
+  return {
+      // ---- task and data
+      {"task", VT::String, "cps1988", "task: a named data set (cps1988, stackoverflow) or csv (any CSV file via `data`)",
+       {"cps1988", "stackoverflow", "csv"}, "data"},
+      {"data", VT::String, "", "CSV file; empty = the task's file in data_dir", {}, "data"},
+      {"data_dir", VT::String, "data", "directory holding exported data sets (see `cerebra data`)", {}, "data"},
+      {"target", VT::String, "", "target column; empty = the task's default", {}, "data"},
+      {"target_transform", VT::String, "", "transform of the target before training; empty = task default",
+       {"", "none", "log"}, "data"},
+      {"categorical", VT::String, "", "comma-separated columns forced categorical (others are inferred)", {}, "data"},
+      {"numeric", VT::String, "", "comma-separated columns forced numeric (others are inferred)", {}, "data"},
+      {"drop", VT::String, "", "comma-separated columns to ignore", {}, "data"},
+      {"max_rows", VT::Int, "0", "use only the first N rows (0 = all)", {}, "data"},
+      {"val_fraction", VT::Float, "0.1", "share of rows for validation (early stopping)", {}, "data"},
+      {"test_fraction", VT::Float, "0.2", "share of rows held out for the test metrics", {}, "data"},
+      // ---- model
+      {"model", VT::String, "transformer",
+       "model: ols, xgboost, mlp, or a sequence model over feature tokens (transformer, lstm, and every registered "
+       "sequence mixer)", {}, "model"},
+      {"d_model", VT::Int, "64", "token width d of sequence models", {}, "model"},
+      {"n_layers", VT::Int, "2", "number of blocks (sequence models) or hidden layers (mlp)", {}, "model"},
+      {"n_heads", VT::Int, "4", "attention heads", {}, "model"},
+      {"ffn_mult", VT::Int, "2", "feed-forward width = ffn_mult * d_model (0 = no feed-forward block)", {}, "model"},
+      {"mlp_hidden", VT::Int, "256", "hidden width of the mlp", {}, "model"},
+      {"dropout", VT::Float, "0.1", "dropout rate", {}, "model"},
+      // ---- training
+      {"epochs", VT::Int, "30", "maximum training epochs", {}, "training"},
+      {"batch_size", VT::Int, "128", "training batch size", {}, "training"},
+      {"eval_batch_size", VT::Int, "1024", "batch size for validation and test", {}, "training"},
+      {"lr", VT::Float, "1e-3", "peak learning rate (AdamW)", {}, "training"},
+      {"weight_decay", VT::Float, "1e-4", "AdamW weight decay", {}, "training"},
+      {"warmup_epochs", VT::Float, "1", "linear learning-rate warm-up, in epochs (fractions allowed)", {}, "training"},
+      {"lr_schedule", VT::String, "cosine", "decay after warm-up", {"cosine", "linear", "constant"}, "training"},
+      {"min_lr_ratio", VT::Float, "0.05", "final learning rate as a share of lr", {}, "training"},
+      {"patience", VT::Int, "6", "early stopping: epochs without validation improvement (0 = off)", {}, "training"},
+      {"grad_clip", VT::Float, "1.0", "clip the global gradient norm (0 = off)", {}, "training"},
+      {"seed", VT::Int, "42", "seed of the split, initialisation, shuffling and dropout", {}, "training"},
+      {"threads", VT::Int, "0", "intra-op threads (0 = all cores)", {}, "runtime"},
+      {"allow_slow_blas", VT::Bool, "false", "run even when LibTorch is not using OpenBLAS", {}, "runtime"},
+      // ---- gradient-boosted trees
+      {"xgb_rounds", VT::Int, "600", "xgboost: maximum boosting rounds (early stopping on validation)", {}, "xgboost"},
+      {"xgb_max_depth", VT::Int, "6", "xgboost: tree depth", {}, "xgboost"},
+      {"xgb_eta", VT::Float, "0.05", "xgboost: learning rate", {}, "xgboost"},
+      {"xgb_subsample", VT::Float, "0.8", "xgboost: row subsample per tree", {}, "xgboost"},
+  };
+}
+
+std::string trim(const std::string& s) {
+  auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  auto e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+std::string type_name(VT t) {
+  switch (t) {
+    case VT::Int: return "an integer";
+    case VT::Float: return "a number";
+    case VT::String: return "a string";
+    case VT::Bool: return "true or false";
+  }
+  return "?";
+}
+
+// Validates `value` for `spec`; returns the normalised text or throws ConfigError.
+std::string normalise(const KeySpec& spec, const std::string& raw, const std::string& origin) {
+  std::string v = trim(raw);
+  auto fail = [&](const std::string& why) {
+    throw ConfigError(origin + ": key '" + spec.name + "' " + why);
+  };
+  switch (spec.type) {
+    case VT::Int: {
+      if (v.empty()) fail("expects " + type_name(spec.type) + ", got an empty value");
+      char* end = nullptr;
+      errno = 0;
+      long long x = std::strtoll(v.c_str(), &end, 10);
+      if (*end != '\0' || errno != 0) fail("expects " + type_name(spec.type) + ", got '" + v + "'");
+      return std::to_string(x);
+    }
+    case VT::Float: {
+      char* end = nullptr;
+      double x = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !std::isfinite(x)) fail("expects " + type_name(spec.type) + ", got '" + v + "'");
+      return v;
+    }
+    case VT::Bool: {
+      std::string l = v;
+      std::transform(l.begin(), l.end(), l.begin(), ::tolower);
+      if (l == "true" || l == "1" || l == "yes" || l == "on") return "true";
+      if (l == "false" || l == "0" || l == "no" || l == "off") return "false";
+      fail("expects " + type_name(spec.type) + ", got '" + v + "'");
+    }
+    case VT::String: {
+      if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), v) == spec.choices.end()) {
+        std::string c;
+        for (const auto& ch : spec.choices) c += (c.empty() ? "" : ", ") + (ch.empty() ? std::string("\"\"") : ch);
+        fail("must be one of " + c + "; got '" + v + "'");
+      }
+      return v;
+    }
+  }
+  return v;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+}  // namespace
+
+const std::vector<KeySpec>& Config::schema() {
+  static const std::vector<KeySpec> s = build_schema();
+  return s;
+}
+
+const KeySpec* Config::find_key(const std::string& name) {
+  for (const auto& k : schema())
+    if (k.name == name) return &k;
+  return nullptr;
+}
+
+std::string describe_unknown_key(const std::string& name) {
+  std::vector<std::pair<size_t, std::string>> scored;
+  for (const auto& k : Config::schema()) scored.emplace_back(edit_distance(name, k.name), k.name);
+  std::sort(scored.begin(), scored.end());
+  std::string msg = "unknown key '" + name + "'";
+  if (!scored.empty() && scored[0].first <= std::max<size_t>(2, name.size() / 3))
+    msg += " (did you mean '" + scored[0].second + "'?)";
+  msg += ". Valid keys:";
+  for (const auto& k : Config::schema()) msg += " " + k.name;
+  return msg;
+}
+
+Config::Config() {
+  for (const auto& k : schema()) values_[k.name] = k.default_value;
+}
+
+void Config::set(const std::string& key, const std::string& value, const std::string& origin) {
+  const KeySpec* spec = find_key(key);
+  if (spec == nullptr) throw ConfigError(origin + ": " + describe_unknown_key(key));
+  values_[key] = normalise(*spec, value, origin);
+}
+
+void Config::load_yaml_file(const std::string& path) { load_yaml_file_depth(path, 0); }
+
+void Config::load_yaml_file_depth(const std::string& path, int depth) {
+  if (depth > 16) throw ConfigError(path + ": `base:` chain deeper than 16 files (a cycle?)");
+  if (!std::filesystem::exists(path)) throw ConfigError(path + ": config file not found");
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ": YAML syntax error: " + e.msg);
+  }
+  if (root.IsNull()) return;  // empty file
+  if (!root.IsMap()) throw ConfigError(path + ": expected a mapping of key: value at the top level");
+  if (root["base"]) {
+    auto base = std::filesystem::path(path).parent_path() / root["base"].as<std::string>();
+    load_yaml_file_depth(base.string(), depth + 1);
+  }
+  for (const auto& kv : root) {
+    std::string key = kv.first.as<std::string>();
+    if (key == "base") continue;
+    std::string origin = path + ":" + std::to_string(kv.first.Mark().line + 1);
+    if (!kv.second.IsScalar() && !kv.second.IsNull()) {
+      if (kv.second.IsSequence()) {  // a list is accepted for comma-separated string keys
+        const KeySpec* spec = find_key(key);
+        if (spec != nullptr && spec->type == VT::String && spec->choices.empty()) {
+          std::string joined;
+          for (const auto& item : kv.second) joined += (joined.empty() ? "" : ",") + item.as<std::string>();
+          set(key, joined, origin);
+          continue;
+        }
+      }
+      if (find_key(key) == nullptr) throw ConfigError(origin + ": " + describe_unknown_key(key));
+      throw ConfigError(origin + ": key '" + key + "' expects a single value, got a nested structure");
+    }
+    set(key, kv.second.IsNull() ? "" : kv.second.as<std::string>(), origin);
+  }
+}
+
+int64_t Config::get_int(const std::string& key) const { return std::stoll(get_string(key)); }
+double Config::get_float(const std::string& key) const { return std::stod(get_string(key)); }
+bool Config::get_bool(const std::string& key) const { return get_string(key) == "true"; }
+
+const std::string& Config::get_string(const std::string& key) const {
+  auto it = values_.find(key);
+  if (it == values_.end()) throw std::logic_error("Config: no key '" + key + "' in the schema");
+  return it->second;
+}
+
+std::vector<std::string> Config::get_list(const std::string& key) const {
+  std::vector<std::string> out;
+  std::stringstream ss(get_string(key));
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item = trim(item);
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+std::string Config::to_yaml() const {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  for (const auto& k : schema()) {
+    out << YAML::Key << k.name << YAML::Value;
+    const std::string& v = values_.at(k.name);
+    if (k.type == VT::String)
+      out << YAML::DoubleQuoted << v;
+    else
+      out << v;
+  }
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+nlohmann::json Config::to_json() const {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& k : schema()) {
+    const std::string& v = values_.at(k.name);
+    switch (k.type) {
+      case VT::Int: j[k.name] = std::stoll(v); break;
+      case VT::Float: j[k.name] = std::stod(v); break;
+      case VT::Bool: j[k.name] = (v == "true"); break;
+      case VT::String: j[k.name] = v; break;
+    }
+  }
+  return j;
+}
+
+std::map<std::string, std::string> Config::changed() const {
+  std::map<std::string, std::string> out;
+  for (const auto& k : schema())
+    if (values_.at(k.name) != k.default_value) out[k.name] = values_.at(k.name);
+  return out;
+}
+
+}  // namespace cerebra

@@ -1,0 +1,315 @@
+// One run of the tabular task end to end, and its re-evaluation from the run directory.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <chrono>
+
+#include <fmt/core.h>
+
+#include "cerebra/baselines.h"
+#include "cerebra/config.h"
+#include "cerebra/flop_counter.h"
+#include "cerebra/runtime.h"
+#include "cerebra/tabular.h"
+#include "cerebra/train.h"
+
+namespace fs = std::filesystem;
+
+namespace cerebra {
+
+namespace {
+
+struct Prepared {
+  TabularSource source;
+  Split split;
+  TabularData data;
+};
+
+Prepared prepare(const Config& config) {
+  Prepared p;
+  p.source = open_tabular(resolve_task(config), config.get_int("max_rows"));
+  p.split = make_split(static_cast<int64_t>(p.source.rows.size()), config.get_float("val_fraction"),
+                       config.get_float("test_fraction"), static_cast<uint64_t>(config.get_int("seed")));
+  p.data = encode_tabular(p.source, p.split.train);
+  return p;
+}
+
+torch::Tensor rows_tensor(const std::vector<int64_t>& rows) { return torch::tensor(rows, torch::kInt64); }
+
+Batch tabular_batch(const TabularData& d, const std::vector<int64_t>& rows) {
+  auto idx = rows_tensor(rows);
+  Batch b;
+  b.num = d.num.index_select(0, idx);
+  b.cat = d.cat.index_select(0, idx);
+  b.y = d.y.index_select(0, idx);
+  return b;
+}
+
+InputSchema schema_of(const TabularData& d) {
+  InputSchema s;
+  s.n_numeric = static_cast<int64_t>(d.numeric_names.size());
+  s.cardinalities = d.cardinalities;
+  s.n_outputs = 1;
+  return s;
+}
+
+// Regression metrics of predictions in standardised units for `rows`.
+nlohmann::json regression_metrics(const TabularData& d, const torch::Tensor& pred_std, const std::vector<int64_t>& rows,
+                                  const std::string& prefix) {
+  auto idx = rows_tensor(rows);
+  auto pt = d.to_transformed(pred_std.reshape({-1}));
+  auto yt = d.to_transformed(d.y.index_select(0, idx));
+  auto pr = d.to_raw(pred_std.reshape({-1}));
+  auto yr = d.y_raw.index_select(0, idx);
+  const double rmse = (pt - yt).pow(2).mean().sqrt().item<double>();
+  const double var = (yt - yt.mean()).pow(2).mean().item<double>();
+  return {{prefix + "_rmse", rmse},
+          {prefix + "_r2", 1.0 - rmse * rmse / var},
+          {prefix + "_rmse_raw", (pr - yr).pow(2).mean().sqrt().item<double>()},
+          {prefix + "_mae_raw", (pr - yr).abs().mean().item<double>()}};
+}
+
+std::vector<int64_t> first_rows(const std::vector<int64_t>& rows, size_t k) {
+  return std::vector<int64_t>(rows.begin(), rows.begin() + std::min(rows.size(), k));
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream f(path);
+  if (!f) throw std::runtime_error("cannot write " + path.string());
+  f << text;
+}
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error("cannot read " + path.string());
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path.string() + ": invalid JSON: " + e.what());
+  }
+}
+
+std::vector<int64_t> json_rows(const nlohmann::json& j, const char* key, const fs::path& path) {
+  if (!j.contains(key) || !j[key].is_array()) throw std::runtime_error(path.string() + ": missing array '" + key + "'");
+  return j[key].get<std::vector<int64_t>>();
+}
+
+// The trained model of any kind, able to predict standardised targets for rows of the data.
+struct Fitted {
+  std::string kind;
+  std::shared_ptr<Model> net;
+  torch::Tensor ols_beta;
+  std::unique_ptr<XgbRegressor> xgb;
+  torch::Tensor design;  // one-hot design matrix for ols / xgboost
+
+  torch::Tensor predict_rows(const TabularData& d, const std::vector<int64_t>& rows, int64_t batch) {
+    if (net) return cerebra::predict(*net, rows, batch, [&](const std::vector<int64_t>& r) { return tabular_batch(d, r); })
+        .reshape({-1});
+    auto X = design.index_select(0, rows_tensor(rows));
+    return kind == "ols" ? ols_predict(X, ols_beta).to(torch::kFloat32) : xgb->predict(X);
+  }
+};
+
+const char* checkpoint_name(const std::string& kind) {
+  return kind == "xgboost" ? "model.xgb.json" : "model.pt";
+}
+
+int setup_runtime(const Config& config, bool quiet) {
+  int threads = set_threads(static_cast<int>(config.get_int("threads")));
+  if (!config.get_bool("allow_slow_blas")) require_openblas();
+  return threads;
+}
+
+}  // namespace
+
+nlohmann::json train_run(const Config& config, const std::string& out_dir, const RunOptions& options) {
+  const int threads = setup_runtime(config, options.quiet);
+  const std::string kind = config.get_string("model");
+  Prepared p = prepare(config);
+  const TabularData& d = p.data;
+  fs::create_directories(out_dir);
+  const fs::path out(out_dir);
+  write_text(out / "config.yaml", config.to_yaml());
+  write_text(out / "split.json", split_to_json(p.split).dump() + "\n");
+  if (!options.quiet)
+    std::cerr << fmt::format("[{}] {} rows ({} train, {} val, {} test), {} numeric + {} categorical features, "
+                             "threads={}\n",
+                             kind, p.source.rows.size(), p.split.train.size(), p.split.val.size(), p.split.test.size(),
+                             d.numeric_names.size(), d.categorical_names.size(), threads);
+  if (p.source.dropped_rows > 0 && !options.quiet)
+    std::cerr << fmt::format("[{}] warning: {} rows without a target were skipped\n", kind, p.source.dropped_rows);
+
+  reset_peak_tensor_bytes();
+  reset_peak_rss();
+  torch::manual_seed(config.get_int("seed"));
+
+  Fitted fit;
+  fit.kind = kind;
+  std::vector<double> epoch_seconds;
+  double examples_per_second = 0;
+  nlohmann::json training;
+  double analytic = std::nan("");
+  int64_t params = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+
+  if (kind == "ols" || kind == "xgboost") {
+    fit.design = one_hot_design(d);
+    auto tr = rows_tensor(p.split.train);
+    auto Xtr = fit.design.index_select(0, tr);
+    auto ytr = d.y.index_select(0, tr);
+    if (kind == "ols") {
+      fit.ols_beta = fit_ols(Xtr, ytr);
+      params = fit.ols_beta.numel();
+      analytic = 2.0 * static_cast<double>(fit.design.size(1));  // one dot product per example
+    } else {
+      XgbParams xp;
+      xp.rounds = config.get_int("xgb_rounds");
+      xp.max_depth = config.get_int("xgb_max_depth");
+      xp.eta = config.get_float("xgb_eta");
+      xp.subsample = config.get_float("xgb_subsample");
+      xp.threads = threads;
+      xp.seed = static_cast<uint64_t>(config.get_int("seed"));
+      auto va = rows_tensor(p.split.val);
+      fit.xgb = std::make_unique<XgbRegressor>();
+      fit.xgb->fit(Xtr, ytr, fit.design.index_select(0, va), d.y.index_select(0, va), xp);
+      training = {{"rounds_run", fit.xgb->rounds_run()}, {"best_rounds", fit.xgb->best_rounds()}};
+    }
+    epoch_seconds.push_back(elapsed());
+    examples_per_second = static_cast<double>(p.split.train.size()) / std::max(epoch_seconds[0], 1e-9);
+  } else {
+    fit.net = make_tabular_model(config, schema_of(d));
+    params = fit.net->parameter_count();
+    analytic = fit.net->flops_per_example();
+    TrainerOptions to = trainer_options_from_config(config);
+    to.quiet = options.quiet;
+    to.metrics_path = (out / "metrics.jsonl").string();
+    TrainerHooks hooks;
+    hooks.make_batch = [&](const std::vector<int64_t>& r) { return tabular_batch(d, r); };
+    hooks.loss = [](const torch::Tensor& pred, const Batch& b) { return torch::mse_loss(pred.reshape({-1}), b.y); };
+    hooks.describe_val = [&](double vl) { return nlohmann::json{{"val_rmse", std::sqrt(vl) * d.y_std}}; };
+    TrainResult tr = train_model(*fit.net, p.split.train, p.split.val, to, hooks);
+    epoch_seconds = tr.epoch_seconds;
+    examples_per_second = tr.examples_per_second;
+    training = {{"epochs_run", tr.epochs_run}, {"best_epoch", tr.best_epoch}, {"best_val_loss", tr.best_val_loss}};
+  }
+  if (kind == "ols" || kind == "xgboost") {
+    // One line per fit, so metrics.jsonl exists for every model.
+    write_text(out / "metrics.jsonl", nlohmann::json{{"epoch", 1}, {"epoch_seconds", epoch_seconds[0]}}.dump() + "\n");
+  }
+
+  // Measured FLOPs: the matmul-class ops that ran while predicting a batch of test rows.
+  nlohmann::json measured = nullptr;
+  if (kind != "xgboost") {
+    auto rows = first_rows(p.split.test, 256);
+    FlopCounter counter;
+    fit.predict_rows(d, rows, static_cast<int64_t>(rows.size()));
+    measured = counter.total() / static_cast<double>(rows.size());
+  }
+
+  const int64_t eval_batch = config.get_int("eval_batch_size");
+  nlohmann::json metrics = regression_metrics(d, fit.predict_rows(d, p.split.test, eval_batch), p.split.test, "test");
+  metrics.update(regression_metrics(d, fit.predict_rows(d, p.split.val, eval_batch), p.split.val, "val"));
+
+  const fs::path ckpt = out / checkpoint_name(kind);
+  if (fit.net) save_model(*fit.net, ckpt.string());
+  if (kind == "ols") torch::save(fit.ols_beta, ckpt.string());
+  if (fit.xgb) fit.xgb->save(ckpt.string());
+
+  nlohmann::json summary = {
+      {"task", p.source.spec.name},
+      {"model", kind},
+      {"params", params},
+      {"metrics", metrics},
+      {"target", {{"column", p.source.spec.target}, {"transform", d.transform}, {"mean", d.y_mean}, {"std", d.y_std}}},
+      {"data", {{"path", p.source.spec.path}, {"fnv1a64", fmt::format("{:016x}", p.source.checksum)},
+                {"rows", p.source.rows.size()}, {"train", p.split.train.size()}, {"val", p.split.val.size()},
+                {"test", p.split.test.size()}}},
+      {"flops", {{"analytic_forward_per_example", std::isnan(analytic) ? nlohmann::json(nullptr) : nlohmann::json(analytic)},
+                 {"measured_forward_per_example", measured},
+                 {"convention", "2 per multiply-add of matmul-class ops (mm, addmm, bmm, mv, convolution, kernels)"}}},
+      {"time", {{"epoch_seconds_median", median(epoch_seconds)}, {"epochs", epoch_seconds.size()},
+                {"train_seconds_total", std::accumulate(epoch_seconds.begin(), epoch_seconds.end(), 0.0)},
+                {"examples_per_second", examples_per_second}}},
+      {"memory", {{"peak_tensor_bytes", peak_tensor_bytes()}, {"peak_rss_bytes", peak_rss_bytes()}}},
+      {"training", training},
+      {"threads", threads},
+      {"machine", machine_description()},
+      {"blas", loaded_blas_library()},
+      {"torch_version", torch_version()},
+      {"checkpoint", checkpoint_name(kind)},
+  };
+  write_text(out / "summary.json", summary.dump(2) + "\n");
+  return summary;
+}
+
+nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options) {
+  const fs::path dir(run_dir);
+  if (!fs::is_directory(dir)) throw std::runtime_error("run directory '" + run_dir + "' not found");
+  Config config;
+  config.load_yaml_file((dir / "config.yaml").string());
+  const int threads = setup_runtime(config, options.quiet);
+  const std::string kind = config.get_string("model");
+
+  const nlohmann::json split_json = read_json(dir / "split.json");
+  Split split{json_rows(split_json, "train", dir / "split.json"), json_rows(split_json, "val", dir / "split.json"),
+              json_rows(split_json, "test", dir / "split.json")};
+  TabularSource source = open_tabular(resolve_task(config), config.get_int("max_rows"));
+  nlohmann::json summary;
+  if (fs::exists(dir / "summary.json")) {
+    summary = read_json(dir / "summary.json");
+    const std::string want = summary["data"]["fnv1a64"].get<std::string>();
+    const std::string have = fmt::format("{:016x}", source.checksum);
+    if (want != have)
+      std::cerr << fmt::format("warning: {} has changed since the run (checksum {} != {}): metrics will differ\n",
+                               source.spec.path, have, want);
+  }
+  for (const auto* part : {&split.train, &split.val, &split.test})
+    for (auto r : *part)
+      if (r < 0 || r >= static_cast<int64_t>(source.rows.size()))
+        throw std::runtime_error((dir / "split.json").string() + ": row " + std::to_string(r) + " is outside the " +
+                                 std::to_string(source.rows.size()) + " rows of " + source.spec.path);
+  TabularData d = encode_tabular(source, split.train);
+
+  Fitted fit;
+  fit.kind = kind;
+  const fs::path ckpt = dir / checkpoint_name(kind);
+  if (!fs::exists(ckpt)) throw std::runtime_error("checkpoint " + ckpt.string() + " not found");
+  if (kind == "ols" || kind == "xgboost") {
+    fit.design = one_hot_design(d);
+    if (kind == "ols") {
+      torch::load(fit.ols_beta, ckpt.string());
+    } else {
+      fit.xgb = std::make_unique<XgbRegressor>();
+      fit.xgb->load(ckpt.string(), threads);
+    }
+  } else {
+    fit.net = make_tabular_model(config, schema_of(d));
+    load_model(*fit.net, ckpt.string());
+    fit.net->eval();
+  }
+  nlohmann::json metrics =
+      regression_metrics(d, fit.predict_rows(d, split.test, config.get_int("eval_batch_size")), split.test, "test");
+  nlohmann::json result = {{"run", run_dir}, {"model", kind}, {"metrics", metrics}, {"threads", threads}};
+  if (summary.contains("metrics")) {
+    bool identical = true;
+    for (auto& [k, v] : metrics.items())
+      if (summary["metrics"].contains(k) && summary["metrics"][k].get<double>() != v.get<double>()) identical = false;
+    result["matches_summary"] = identical;
+  }
+  return result;
+}
+
+}  // namespace cerebra
