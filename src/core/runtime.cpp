@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <mutex>
+#include <unordered_map>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -124,15 +126,30 @@ namespace {
 std::atomic<int64_t> g_current{0};
 std::atomic<int64_t> g_peak{0};
 
-struct CountingContext {
-  c10::DataPtr inner;
+// Live allocations: pointer -> (bytes, the inner allocator's deleter). The data pointer doubles as the context,
+// as c10::Allocator::raw_allocate requires.
+struct Live {
   size_t bytes;
+  c10::DeleterFnPtr inner_deleter;
 };
+std::mutex g_live_mutex;
+std::unordered_map<void*, Live>& live() {
+  static auto* m = new std::unordered_map<void*, Live>();  // never destroyed: frees can happen at exit
+  return *m;
+}
 
-void counting_delete(void* ctx) {
-  auto* c = static_cast<CountingContext*>(ctx);
-  g_current.fetch_sub(static_cast<int64_t>(c->bytes), std::memory_order_relaxed);
-  delete c;  // frees the inner allocation through its own deleter
+void counting_delete(void* ptr) {
+  if (ptr == nullptr) return;
+  Live l{0, nullptr};
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    auto it = live().find(ptr);
+    if (it == live().end()) return;  // not ours (cannot happen: only our DataPtrs carry this deleter)
+    l = it->second;
+    live().erase(it);
+  }
+  g_current.fetch_sub(static_cast<int64_t>(l.bytes), std::memory_order_relaxed);
+  l.inner_deleter(ptr);
 }
 
 class CountingAllocator final : public c10::Allocator {
@@ -142,16 +159,23 @@ class CountingAllocator final : public c10::Allocator {
   c10::DataPtr allocate(size_t n) const override {
     c10::DataPtr inner = inner_->allocate(n);
     void* data = inner.get();
+    if (data == nullptr) return inner;  // zero-byte allocations
+    TORCH_CHECK(inner.get_context() == data, "counting allocator: the default CPU allocator's context is not its data");
     c10::Device device = inner.device();
+    c10::DeleterFnPtr inner_deleter = inner.get_deleter();
+    inner.release_context();
+    {
+      std::lock_guard<std::mutex> lock(g_live_mutex);
+      live()[data] = Live{n, inner_deleter};
+    }
     int64_t now = g_current.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed) + static_cast<int64_t>(n);
     int64_t peak = g_peak.load(std::memory_order_relaxed);
     while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
     }
-    auto* ctx = new CountingContext{std::move(inner), n};
-    return {data, ctx, &counting_delete, device};
+    return {data, data, &counting_delete, device};
   }
 
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return &counting_delete; }
 
  private:
   c10::Allocator* inner_;

@@ -51,26 +51,25 @@ struct Pack {
     std::memcpy(&v, p, sizeof(V));
     return v;
   }
-  static CEREBRA_INLINE void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  static CEREBRA_INLINE void store(T* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
   static CEREBRA_INLINE V set1(T x) { return V{} + x; }
-  static CEREBRA_INLINE V max(V a, V b) { return a > b ? a : b; }
-  static CEREBRA_INLINE T hsum(V v) {
+  static CEREBRA_INLINE V max(const V& a, const V& b) { return a > b ? a : b; }
+  static CEREBRA_INLINE T hsum(const V& v) {
     T s = v[0];
     for (int i = 1; i < W; ++i) s += v[i];
     return s;
   }
-  static CEREBRA_INLINE T hmax(V v) {
+  static CEREBRA_INLINE T hmax(const V& v) {
     T m = v[0];
     for (int i = 1; i < W; ++i) m = v[i] > m ? v[i] : m;
     return m;
   }
   // exp for float lanes (Cephes expf: range reduction by ln 2, degree-6 polynomial; max relative error ~1.2e-7
   // on [-87, 88]). Inputs below -87 (including -inf) give exactly 0; inputs above 88 saturate at exp(88).
-  static CEREBRA_INLINE V exp(V x) {
+  static CEREBRA_INLINE V exp(const V& in) {
     static_assert(sizeof(T) == 4, "Pack::exp is the float version; doubles use Pack<double, 1>");
     const V lo = set1(-87.0f), hi = set1(88.0f);
-    const V under = x;
-    x = x < lo ? lo : x;
+    V x = in < lo ? lo : in;
     x = x > hi ? hi : x;
     V fn = x * 1.44269504088896341f + 12582912.0f;  // round(x / ln2) by the 1.5 * 2^23 trick
     fn = fn - 12582912.0f;
@@ -86,7 +85,7 @@ struct Pack {
     const I n = __builtin_convertvector(fn, I);
     const I bits = (n + 127) << 23;  // 2^n as a float bit pattern
     const V res = p * (V)bits;  // vector cast: same bits, reinterpreted
-    return under < lo ? set1(0.0f) : res;
+    return in < lo ? set1(0.0f) : res;
   }
 };
 

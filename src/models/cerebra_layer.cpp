@@ -1,0 +1,247 @@
+// The Cerebra layer: router + compressor + full / compressed attention paths, the compute hooks of
+// SequenceMixer, and the registration as mixer "cerebra". Design and FLOP formulas: include/cerebra/cerebra_layer.h.
+#include "cerebra/cerebra_layer.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace cerebra {
+
+namespace {
+
+double masked_value(const torch::Tensor& t) { return t.scalar_type() == torch::kHalf ? -6.0e4 : -1.0e9; }
+
+// scores: (..., L) and allowed: broadcastable bool -> softmax over the allowed entries. A row with nothing allowed
+// becomes uniform (finite), never NaN: such rows belong to padding and are never read.
+torch::Tensor masked_softmax(const torch::Tensor& scores, const torch::Tensor& allowed) {
+  return torch::softmax(scores.masked_fill(allowed.logical_not(), masked_value(scores)), -1);
+}
+
+// t: (B, L, h·e) -> (B, h, L, e)
+torch::Tensor split_heads(const torch::Tensor& t, int64_t h) {
+  const int64_t B = t.size(0), L = t.size(1), e = t.size(2) / h;
+  return t.view({B, L, h, e}).permute({0, 2, 1, 3});
+}
+
+// t: (B, h, L, e) -> (B, L, h·e)
+torch::Tensor merge_heads(const torch::Tensor& t) {
+  const int64_t B = t.size(0), h = t.size(1), L = t.size(2), e = t.size(3);
+  return t.permute({0, 2, 1, 3}).reshape({B, L, h * e});
+}
+
+// x: (B, n, c), rows: (B, R) int64 -> (B, R, c)
+torch::Tensor gather_rows(const torch::Tensor& x, const torch::Tensor& rows) {
+  return x.gather(1, rows.unsqueeze(-1).expand({rows.size(0), rows.size(1), x.size(2)}));
+}
+
+}  // namespace
+
+CerebraLayer::CerebraLayer(const CerebraOptions& o) : opts_(o) {
+  opts_.validate();
+  const int64_t d = o.d_model, dc = o.compressed_width();
+  router = register_module("router", CerebraRouter(d));
+  compressor = register_module("compressor", CerebraCompressor(opts_));
+  q_proj = register_module("q_proj", torch::nn::Linear(d, d));
+  kv_proj = register_module("kv_proj", torch::nn::Linear(d, 2 * d));
+  out_proj = register_module("out_proj", torch::nn::Linear(d, d));
+  qc_proj = register_module("qc_proj", torch::nn::Linear(d, dc));
+  kvc_proj = register_module("kvc_proj", torch::nn::Linear(d, 2 * dc));
+  kvm_proj = register_module("kvm_proj", torch::nn::Linear(dc, 2 * dc));
+  up_proj = register_module("up_proj", torch::nn::Linear(dc, d));
+}
+
+void CerebraLayer::set_temperature(double tau) {
+  TORCH_CHECK(tau > 0, "cerebra: temperature must be > 0, got ", tau);
+  opts_.tau = tau;
+}
+
+torch::Tensor CerebraLayer::aux_loss() {
+  if (!rec_loss_.defined() || opts_.rec_weight <= 0) return {};
+  return rec_loss_ * opts_.rec_weight;
+}
+
+// ---- full path -------------------------------------------------------------------------------------------------
+
+// x: (B, n, d), key_mask: (B, n), rows: (B, R) or undefined (all n) -> (B, R, d), before the output projection.
+torch::Tensor CerebraLayer::full_path(const torch::Tensor& x, const torch::Tensor& key_mask,
+                                      const torch::Tensor& rows) {
+  const int64_t B = x.size(0), n = x.size(1), h = opts_.n_heads, e = opts_.d_model / h;
+  auto xq = rows.defined() ? gather_rows(x, rows) : x;                                        // (B, R, d)
+  auto q = split_heads(q_proj->forward(xq), h) * (1.0 / std::sqrt(static_cast<double>(e)));  // (B, h, R, e)
+  auto kv = kv_proj->forward(x).chunk(2, -1);
+  auto k = split_heads(kv[0], h), v = split_heads(kv[1], h);  // (B, h, n, e)
+  auto p = masked_softmax(torch::matmul(q, k.transpose(-2, -1)), key_mask.view({B, 1, 1, n}));  // (B, h, R, n)
+  return merge_heads(torch::matmul(p, v));
+}
+
+// Reference: every query and the full n×n score matrix, then the requested rows.
+torch::Tensor CerebraLayer::full_path_ref(const torch::Tensor& x, const torch::Tensor& key_mask,
+                                          const torch::Tensor& rows) {
+  const int64_t B = x.size(0), n = x.size(1), h = opts_.n_heads, e = opts_.d_model / h;
+  auto q = split_heads(q_proj->forward(x), h) / std::sqrt(static_cast<double>(e));
+  auto kv = kv_proj->forward(x).chunk(2, -1);
+  auto k = split_heads(kv[0], h), v = split_heads(kv[1], h);
+  auto p = masked_softmax(torch::matmul(q, k.transpose(-2, -1)), key_mask.view({B, 1, 1, n}));
+  auto y = merge_heads(torch::matmul(p, v));  // (B, n, d)
+  return rows.defined() ? gather_rows(y, rows) : y;
+}
+
+// ---- compressed path -------------------------------------------------------------------------------------------
+
+// x: (B, n, d), key_mask: (B, n), rows: (B, R) or undefined (all n), mem: (B, m, d_c) -> (B, R, d).
+// Each query attends, in one softmax, over its 2⌊w/2⌋+1 window keys (gathered per query) and the m memory slots.
+torch::Tensor CerebraLayer::comp_path(const torch::Tensor& x, const torch::Tensor& key_mask, const torch::Tensor& rows,
+                                      const CompressedMemory& mem) {
+  const int64_t B = x.size(0), n = x.size(1), h = opts_.n_heads, dc = opts_.compressed_width(), e = dc / h;
+  const int64_t m = mem.slots.size(1), hw = opts_.window / 2, W = 2 * hw + 1;
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
+  auto pos = rows.defined() ? rows : torch::arange(n, long_opts).unsqueeze(0).expand({B, n});  // (B, R)
+  const int64_t R = pos.size(1);
+
+  auto xq = rows.defined() ? gather_rows(x, rows) : x;
+  auto q = split_heads(qc_proj->forward(xq), h).contiguous() * (1.0 / std::sqrt(static_cast<double>(e)));  // (B,h,R,e)
+  auto kvc = kvc_proj->forward(x).chunk(2, -1);
+  auto kc = split_heads(kvc[0], h).contiguous(), vc = split_heads(kvc[1], h).contiguous();  // (B, h, n, e)
+  auto kvm = kvm_proj->forward(mem.slots).chunk(2, -1);
+  auto km = split_heads(kvm[0], h), vm = split_heads(kvm[1], h);  // (B, h, m, e)
+
+  // Window of each query: positions pos + [−hw, hw]; out-of-range or padded keys are masked.
+  auto idx = pos.unsqueeze(-1) + torch::arange(-hw, hw + 1, long_opts).view({1, 1, W});  // (B, R, W)
+  auto in_range = (idx >= 0).logical_and(idx < n);
+  idx = idx.clamp(0, n - 1);
+  auto key_ok = in_range.logical_and(key_mask.gather(1, idx.view({B, R * W})).view({B, R, W}));  // (B, R, W)
+  auto base = (torch::arange(B * h, long_opts) * n).view({B, h, 1, 1});
+  auto flat = (base + idx.unsqueeze(1)).reshape({-1});                                   // (B·h·R·W)
+  auto kw = kc.reshape({B * h * n, e}).index_select(0, flat).view({B, h, R, W, e});      // (B, h, R, W, e)
+  auto vw = vc.reshape({B * h * n, e}).index_select(0, flat).view({B, h, R, W, e});
+
+  auto s_win = torch::matmul(kw, q.unsqueeze(-1)).squeeze(-1);  // (B, h, R, W)
+  auto s_mem = torch::matmul(q, km.transpose(-2, -1));          // (B, h, R, m)
+  auto allowed = torch::cat({key_ok.unsqueeze(1), mem.slot_mask.view({B, 1, 1, m}).expand({B, 1, R, m})}, -1);
+  auto p = masked_softmax(torch::cat({s_win, s_mem}, -1), allowed);  // (B, h, R, W + m)
+  auto o = torch::matmul(p.narrow(-1, 0, W).unsqueeze(-2), vw).squeeze(-2)  // (B, h, R, e)
+           + torch::matmul(p.narrow(-1, W, m), vm);
+  return up_proj->forward(merge_heads(o));  // (B, R, d)
+}
+
+// Reference: every query against all n keys with a band mask |i − j| ≤ ⌊w/2⌋, plus the memory; then the rows.
+torch::Tensor CerebraLayer::comp_path_ref(const torch::Tensor& x, const torch::Tensor& key_mask,
+                                          const torch::Tensor& rows, const CompressedMemory& mem) {
+  const int64_t B = x.size(0), n = x.size(1), h = opts_.n_heads, dc = opts_.compressed_width(), e = dc / h;
+  const int64_t m = mem.slots.size(1), hw = opts_.window / 2;
+  auto q = split_heads(qc_proj->forward(x), h) / std::sqrt(static_cast<double>(e));  // (B, h, n, e)
+  auto kvc = kvc_proj->forward(x).chunk(2, -1);
+  auto kc = split_heads(kvc[0], h), vc = split_heads(kvc[1], h);
+  auto kvm = kvm_proj->forward(mem.slots).chunk(2, -1);
+  auto km = split_heads(kvm[0], h), vm = split_heads(kvm[1], h);
+  auto i = torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+  auto band = (i.view({n, 1}) - i.view({1, n})).abs() <= hw;                                      // (n, n)
+  auto allowed_loc = band.view({1, 1, n, n}).logical_and(key_mask.view({B, 1, 1, n}));          // (B, 1, n, n)
+  auto allowed = torch::cat({allowed_loc, mem.slot_mask.view({B, 1, 1, m}).expand({B, 1, n, m})}, -1);
+  auto s = torch::cat({torch::matmul(q, kc.transpose(-2, -1)), torch::matmul(q, km.transpose(-2, -1))}, -1);
+  auto p = masked_softmax(s, allowed);
+  auto o = torch::matmul(p.narrow(-1, 0, n), vc) + torch::matmul(p.narrow(-1, n, m), vm);  // (B, h, n, e)
+  auto y = merge_heads(o);
+  return up_proj->forward(rows.defined() ? gather_rows(y, rows) : y);
+}
+
+// ---- forward ---------------------------------------------------------------------------------------------------
+
+torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor& mask_in) {
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == opts_.d_model, "cerebra: x must be (B, n, ", opts_.d_model, "), got ",
+              x.sizes());
+  const int64_t B = x.size(0), n = x.size(1), d = opts_.d_model;
+  TORCH_CHECK(n > 0, "cerebra: empty sequence");
+  torch::Tensor mask = mask_in;
+  if (mask.defined()) {
+    TORCH_CHECK(mask.sizes() == torch::IntArrayRef({B, n}), "cerebra: mask must be (B, n) = (", B, ", ", n,
+                "), got ", mask.sizes());
+    mask = mask.to(torch::kBool);
+  } else {
+    mask = torch::ones({B, n}, torch::TensorOptions().dtype(torch::kBool).device(x.device()));
+  }
+  rec_loss_ = torch::Tensor();
+
+  if (dense_) {
+    // Warm-up: plain multi-head attention, router and compressor off.
+    routing_ = Routing{};
+    auto y = out_proj->forward(opts_.use_reference ? full_path_ref(x, mask, {}) : full_path(x, mask, {}));
+    realised_ = static_cast<double>(B) * dense_attention_flops(n, d);
+    expected_ = torch::tensor(realised_, torch::TensorOptions().dtype(torch::kDouble));
+    const double valid = mask.sum().item<double>();
+    stats_ = {{"gate_mean", 1.0}, {"tokens_routed", valid / std::max<int64_t>(B, 1)}, {"memory_slots", 0.0}};
+    return y;
+  }
+
+  routing_ = router->forward(x, mask, opts_, is_training() && opts_.gumbel);
+  const Routing& r = routing_;
+  const int64_t full_rows = r.full_rows, comp_rows = n - r.comp_start;
+  const bool want_rec = is_training() && opts_.rec_weight > 0;
+  CompressedMemory mem;
+  if (comp_rows > 0) {
+    mem = compressor->forward(x, mask, want_rec);
+    rec_loss_ = mem.rec_loss;
+  }
+  auto full_fn = [&](const torch::Tensor& rows) {
+    return opts_.use_reference ? full_path_ref(x, mask, rows) : full_path(x, mask, rows);
+  };
+  auto comp_fn = [&](const torch::Tensor& rows) {
+    return opts_.use_reference ? comp_path_ref(x, mask, rows, mem) : comp_path(x, mask, rows, mem);
+  };
+
+  torch::Tensor y;  // (B, n, d) before the output projection
+  if (opts_.mode == RoutingMode::kSoft) {
+    auto g = r.gates.unsqueeze(-1);
+    y = g * full_fn({}) + (1.0 - g) * comp_fn({});
+  } else {
+    // Rows in rank order: [0, full_rows) run the full path, [comp_start, n) the compressed path; where both ran
+    // (threshold, unequal counts in a batch) use_full picks. Straight-through gate factors carry the gradient.
+    auto g = r.gates.gather(1, r.order);  // (B, n) in rank order
+    auto g_st = (g - g.detach()).unsqueeze(-1);
+    auto zeros = [&](int64_t rows) { return torch::zeros({B, rows, d}, x.options()); };
+    torch::Tensor full_perm = zeros(n), comp_perm = zeros(n);
+    if (full_rows > 0) {
+      auto yf = full_fn(r.order.narrow(1, 0, full_rows)) * (1.0 + g_st.narrow(1, 0, full_rows));
+      full_perm = full_rows < n ? torch::cat({yf, zeros(n - full_rows)}, 1) : yf;
+    }
+    if (comp_rows > 0) {
+      auto yc = comp_fn(r.order.narrow(1, r.comp_start, comp_rows)) * (1.0 - g_st.narrow(1, r.comp_start, comp_rows));
+      comp_perm = r.comp_start > 0 ? torch::cat({zeros(r.comp_start), yc}, 1) : yc;
+    }
+    auto y_perm = torch::where(r.use_full.unsqueeze(-1), full_perm, comp_perm);
+    // Back to sequence order: position order[b, j] holds row j.
+    const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
+    auto inv = torch::empty_like(r.order).scatter_(1, r.order, torch::arange(n, long_opts).unsqueeze(0).expand({B, n}));
+    y = gather_rows(y_perm, inv);
+  }
+  y = out_proj->forward(y);
+  record(mask, n, full_rows, comp_rows, comp_rows > 0, want_rec && comp_rows > 0);
+  return y;
+}
+
+// Realised and expected cost and the statistics of the forward that just ran.
+void CerebraLayer::record(const torch::Tensor& mask, int64_t n, int64_t full_rows, int64_t comp_rows,
+                          bool compressor_ran, bool with_reconstruction) {
+  const int64_t B = mask.size(0);
+  const CerebraCost c = cerebra_cost(opts_, n);
+  realised_ = static_cast<double>(B) * c.executed(full_rows, comp_rows, with_reconstruction);
+
+  const auto maskd = mask.to(torch::kDouble);
+  auto g = routing_.gates.to(torch::kDouble);
+  double overhead = c.overhead() + (with_reconstruction ? c.reconstruction : 0.0);
+  expected_ = ((g * (c.per_full - c.per_comp) + c.per_comp) * maskd).sum() + static_cast<double>(B) * overhead;
+
+  const double valid = maskd.sum().item<double>();
+  stats_ = {{"gate_mean", valid > 0 ? (g.detach() * maskd).sum().item<double>() / valid : 0.0},
+            {"tokens_routed", routing_.count.to(torch::kDouble).mean().item<double>()},
+            {"memory_slots", compressor_ran ? static_cast<double>(c.m) : 0.0}};
+}
+
+namespace {
+MixerRegistration reg("cerebra", [](const MixerOptions& o) {
+  return std::make_shared<CerebraLayer>(CerebraOptions::from_mixer(o));
+});
+}  // namespace
+
+}  // namespace cerebra
