@@ -127,6 +127,7 @@ const char* checkpoint_name(const std::string& kind) {
 }
 
 int setup_runtime(const Config& config, bool quiet) {
+  install_counting_allocator();  // idempotent; peak tensor memory is read from it
   int threads = set_threads(static_cast<int>(config.get_int("threads")));
   if (!config.get_bool("allow_slow_blas")) require_openblas();
   return threads;
