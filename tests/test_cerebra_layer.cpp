@@ -237,9 +237,9 @@ TEST(CerebraLayerRouting, HardRoutingPutsEachPathsOutputAtItsPosition) {
     }
     layer->eval();
     soft->eval();
-    const int64_t n = 13;
+    const int64_t n = 29;
     auto x = torch::randn({3, n, o.d_model}, torch::kDouble);
-    auto mask = ragged_mask({13, 8, 2}, n);
+    auto mask = ragged_mask({29, 18, 2}, n);
     auto y = layer->forward(x, mask);
     auto y_full = plain_mha(*layer, x, mask);
     auto y_comp = soft->forward(x, mask);
@@ -319,9 +319,10 @@ TEST(CerebraLayerReference, FastPathsMatchReferenceOnOutputsAndGradients) {
       auto layer = std::make_shared<CerebraLayer>(o);
       layer->to(torch::kDouble);
       layer->eval();
-      auto x = torch::randn({3, 13, o.d_model}, torch::kDouble).requires_grad_(true);
-      auto mask = ragged_mask({13, 8, 2}, 13);
-      auto w = torch::randn({3, 13, o.d_model}, torch::kDouble);
+      // 37 positions: three window blocks of 16, so queries near block edges reach into the neighbours.
+      auto x = torch::randn({3, 37, o.d_model}, torch::kDouble).requires_grad_(true);
+      auto mask = ragged_mask({37, 20, 2}, 37);
+      auto w = torch::randn({3, 37, o.d_model}, torch::kDouble);
 
       std::vector<torch::Tensor> out, grads;
       for (bool ref : {false, true}) {
@@ -534,6 +535,7 @@ TEST(CerebraLayerCompressor, MemoryRespectsPaddingAndReconstructionLossTrains) {
     o.memory_max = 0;
     o.compression_ratio = 0.25;
     o.rec_weight = 0.5;
+    o.pool_queries = 3;  // fewer learned queries than the 4 slots: attnpool resamples its bank
     auto comp = CerebraCompressor(o);
     const int64_t n = 16;
     auto x = torch::randn({2, n, o.d_model});

@@ -32,9 +32,13 @@
 //   Full path   the routed rows are gathered; only they compute queries (d → d); exact multi-head softmax over
 //               the keys/values (d → 2d) of all real tokens: k·n·d work, never n².
 //   Compressed  the other rows are gathered; queries d → d_c; each attends, multi-head in width d_c, jointly (one
-//   path        softmax) over its window of 2·⌊w/2⌋+1 tokens centred on itself (keys/values d → 2d_c of all tokens,
-//               gathered per query: O(n·w·d_c), no n×n matrix; out-of-range and padded keys masked) and the m
-//               memory slots (keys/values d_c → 2d_c); then d_c → d.
+//   path        softmax) over its window |i − j| ≤ ⌊w/2⌋ (2·⌊w/2⌋+1 tokens; keys/values d → 2d_c of all tokens;
+//               out-of-range and padded keys masked) and the m memory slots (keys/values d_c → 2d_c); then d_c → d.
+//               The window is computed in blocks: positions are cut into blocks of c = max(16, 2⌊w/2⌋); each
+//               block's c queries meet the block's c + 2⌊w/2⌋ neighbouring keys in one small GEMM per head, and a band
+//               mask keeps each query's own window: O(n·(c + w)·d_c), no n×n matrix. The block GEMMs cover every
+//               position (routed positions hold zero queries and their results are dropped), so their cost is
+//               shared, not per row.
 //   Output      both paths write into (B, n, d), then one output projection d → d. The feed-forward block and the
 //               residuals belong to the surrounding backbone.
 //   Dense mode  set_dense(true): every token on the full path, router and compressor off: plain multi-head
@@ -42,14 +46,16 @@
 //
 // FLOPs (2 per multiply-add of matmul-class ops; element-wise work, softmax and gathers are not counted; the same
 // convention as cerebra::FlopCounter, which the tests hold this arithmetic to). Per sequence of padded length n,
-// with e = d/h, d_c, W = 2⌊w/2⌋+1, m = memory slots, κ = conv_kernel:
+// with d_c, m = memory slots, κ = conv_kernel, window block c = max(16, 2⌊w/2⌋), span S = c + 2⌊w/2⌋ and
+// n_c = ⌈n/c⌉·c (positions padded to whole blocks):
 //   per routed query     c_full = 2d² + 4·n·d                       (query proj, q·Kᵀ, P·V)
-//   per compressed query c_comp = 4·d·d_c + 4·(W + m)·d_c          (query proj, window+memory q·Kᵀ and P·V, d_c → d)
+//   per compressed query c_comp = 4·d·d_c + 4·m·d_c                (query proj, memory q·Kᵀ and P·V, d_c → d)
 //   router               2·n·d
 //   compressor           conv: 2·n·d·κ + 2·m·d·d_c;  attnpool: 4·m·n·d + 2·m·d·d_c;
 //                        hybrid: 2·n·d·κ + 4·m·n·d + 2·m·d·d_c
 //   full-path keys/vals  4·n·d²        (only when at least one row takes the full path)
-//   compressed keys/vals 4·n·d·d_c + 4·m·d_c²   (only when at least one row takes the compressed path, as is the
+//   compressed shared    4·n·d·d_c + 4·m·d_c² + 4·n_c·S·d_c  (window keys/values, memory keys/values, the block
+//                        GEMMs of the window; only when at least one row takes the compressed path, as the
 //                        compressor itself)
 //   output projection    2·n·d²
 //   reconstruction       2·m·d_c·d (+ 2·n·m·d for attnpool/hybrid), training with rec_weight > 0 only
@@ -98,7 +104,9 @@ struct CerebraOptions {
   int64_t memory_max = 64;                // extra "memory_max": bound on m; <= 0 means unbounded (quadratic)
   int64_t window = 32;                    // extra "window": w; the window holds 2·⌊w/2⌋+1 tokens
   double rec_weight = 0.0;                // extra "rec_weight": α, weight of the reconstruction loss
-  bool use_reference = false;             // extra "use_reference" (0/1): plain torch-op reference paths
+  // extra "use_reference" (0/1): compute both paths the plain way (every query against all n keys, band-masked
+  // for the window), the same function as the fast paths; for tests. realised_flops() still reports the fast paths.
+  bool use_reference = false;
   int64_t conv_kernel = 3;                // extra "conv_kernel": depthwise kernel of conv/hybrid (odd)
   int64_t pool_queries = 64;              // extra "pool_queries": learned-query bank when memory_max <= 0
 
@@ -108,19 +116,22 @@ struct CerebraOptions {
 
   int64_t compressed_width() const;       // d_c
   int64_t memory_slots(int64_t n) const;  // m for padded length n
-  int64_t window_keys() const;            // W = 2·⌊w/2⌋ + 1
+  int64_t window_keys() const;            // keys in a token's window: 2·⌊w/2⌋ + 1
+  int64_t window_block() const;           // c = max(16, 2·⌊w/2⌋): query positions per window block
   int64_t pool_bank() const;              // learned queries of attnpool/hybrid
 };
 
 // Analytic forward FLOPs of one sequence of padded length n, split the way the expected-cost estimator needs it.
 struct CerebraCost {
   int64_t n = 0, m = 0, d_c = 0, window_keys = 0;
+  int64_t window_span = 0;    // keys per window block: c + 2⌊w/2⌋
+  int64_t window_rows = 0;    // positions padded to whole blocks: ⌈n/c⌉·c
   double per_full = 0;        // one routed query
   double per_comp = 0;        // one compressed query
   double router = 0;
   double compressor = 0;
   double full_shared = 0;     // full-path keys/values of all n tokens
-  double comp_shared = 0;     // window keys/values of all n tokens + memory keys/values
+  double comp_shared = 0;     // window keys/values of all n tokens, memory keys/values, window block GEMMs
   double out_proj = 0;
   double reconstruction = 0;  // training-only ℓ_rec
 

@@ -119,6 +119,8 @@ int64_t CerebraOptions::memory_slots(int64_t n) const {
 
 int64_t CerebraOptions::window_keys() const { return 2 * (window / 2) + 1; }
 
+int64_t CerebraOptions::window_block() const { return std::max<int64_t>(16, 2 * (window / 2)); }
+
 int64_t CerebraOptions::pool_bank() const { return memory_max > 0 ? memory_max : pool_queries; }
 
 // ---- FLOPs -----------------------------------------------------------------------------------------------------
@@ -138,17 +140,21 @@ CerebraCost cerebra_cost(const CerebraOptions& o, int64_t n) {
   c.d_c = o.compressed_width();
   c.window_keys = o.window_keys();
   const double N = static_cast<double>(n), d = static_cast<double>(o.d_model), dc = static_cast<double>(c.d_c);
-  const double m = static_cast<double>(c.m), W = static_cast<double>(c.window_keys);
+  const double m = static_cast<double>(c.m);
+  const int64_t block = o.window_block();
+  c.window_span = block + 2 * (o.window / 2);
+  c.window_rows = (n + block - 1) / block * block;
+  const double span = static_cast<double>(c.window_span), Np = static_cast<double>(c.window_rows);
   const double kappa = static_cast<double>(o.conv_kernel);
 
   c.per_full = 2.0 * d * d + 4.0 * N * d;
-  c.per_comp = 4.0 * d * dc + 4.0 * (W + m) * dc;
+  c.per_comp = 4.0 * d * dc + 4.0 * m * dc;
   c.router = 2.0 * N * d;
   const bool conv = o.compressor != CompressorKind::kAttnPool;
   const bool pool = o.compressor != CompressorKind::kConv;
   c.compressor = 2.0 * m * d * dc + (conv ? 2.0 * N * d * kappa : 0.0) + (pool ? 4.0 * m * N * d : 0.0);
   c.full_shared = 4.0 * N * d * d;
-  c.comp_shared = 4.0 * N * d * dc + 4.0 * m * dc * dc;
+  c.comp_shared = 4.0 * N * d * dc + 4.0 * m * dc * dc + 4.0 * Np * span * dc;
   c.out_proj = 2.0 * N * d * d;
   c.reconstruction = 2.0 * m * dc * d + (pool ? 2.0 * N * m * d : 0.0);
   return c;

@@ -90,38 +90,52 @@ torch::Tensor CerebraLayer::full_path_ref(const torch::Tensor& x, const torch::T
 // ---- compressed path -------------------------------------------------------------------------------------------
 
 // x: (B, n, d), key_mask: (B, n), rows: (B, R) or undefined (all n), mem: (B, m, d_c) -> (B, R, d).
-// Each query attends, in one softmax, over its 2⌊w/2⌋+1 window keys (gathered per query) and the m memory slots.
-torch::Tensor CerebraLayer::comp_path(const torch::Tensor& x, const torch::Tensor& key_mask, const torch::Tensor& rows,
+// Each row's query attends, in one softmax, over its window |i − j| ≤ ⌊w/2⌋ and the m memory slots.
+// The window is computed in blocks: the positions are cut into blocks of c = CerebraOptions::window_block(),
+// each block's c queries meet its c + 2⌊w/2⌋ neighbouring keys (one small GEMM per block and head) and the band
+// mask keeps each query's own window. Queries, memory attention and d_c -> d run for the requested rows only;
+// in the block GEMMs the other positions (the routed tokens) carry zero queries and their results are dropped.
+torch::Tensor CerebraLayer::comp_path(const torch::Tensor& x, const torch::Tensor& key_mask, const torch::Tensor& rows_in,
                                       const CompressedMemory& mem) {
   const int64_t B = x.size(0), n = x.size(1), h = opts_.n_heads, dc = opts_.compressed_width(), e = dc / h;
-  const int64_t m = mem.slots.size(1), hw = opts_.window / 2, W = 2 * hw + 1;
+  const int64_t m = mem.slots.size(1), hw = opts_.window / 2, c = opts_.window_block();
+  const int64_t nb = (n + c - 1) / c, np = nb * c, span = c + 2 * hw;
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
-  auto pos = rows.defined() ? rows : torch::arange(n, long_opts).unsqueeze(0).expand({B, n});  // (B, R)
-  const int64_t R = pos.size(1);
+  auto rows = rows_in.defined() ? rows_in : torch::arange(n, long_opts).unsqueeze(0).expand({B, n});  // (B, R)
+  const int64_t R = rows.size(1);
+  auto row_index = [&](int64_t width) { return rows.view({B, 1, R, 1}).expand({B, h, R, width}); };
 
-  auto xq = rows.defined() ? gather_rows(x, rows) : x;
-  auto q = split_heads(qc_proj->forward(xq), h).contiguous() * (1.0 / std::sqrt(static_cast<double>(e)));  // (B,h,R,e)
-  auto kvc = kvc_proj->forward(x).chunk(2, -1);
-  auto kc = split_heads(kvc[0], h).contiguous(), vc = split_heads(kvc[1], h).contiguous();  // (B, h, n, e)
+  auto xq = rows_in.defined() ? gather_rows(x, rows) : x;
+  auto q = split_heads(qc_proj->forward(xq), h) * (1.0 / std::sqrt(static_cast<double>(e)));  // (B, h, R, e)
+  auto kvc = kvc_proj->forward(x).chunk(2, -1);                                               // (B, n, d_c) each
   auto kvm = kvm_proj->forward(mem.slots).chunk(2, -1);
   auto km = split_heads(kvm[0], h), vm = split_heads(kvm[1], h);  // (B, h, m, e)
 
-  // Window of each query: positions pos + [−hw, hw]; out-of-range or padded keys are masked.
-  auto idx = pos.unsqueeze(-1) + torch::arange(-hw, hw + 1, long_opts).view({1, 1, W});  // (B, R, W)
-  auto in_range = (idx >= 0).logical_and(idx < n);
-  idx = idx.clamp(0, n - 1);
-  auto key_ok = in_range.logical_and(key_mask.gather(1, idx.view({B, R * W})).view({B, R, W}));  // (B, R, W)
-  auto base = (torch::arange(B * h, long_opts) * n).view({B, h, 1, 1});
-  auto flat = (base + idx.unsqueeze(1)).reshape({-1});                                   // (B·h·R·W)
-  auto kw = kc.reshape({B * h * n, e}).index_select(0, flat).view({B, h, R, W, e});      // (B, h, R, W, e)
-  auto vw = vc.reshape({B * h * n, e}).index_select(0, flat).view({B, h, R, W, e});
+  // Window scores in blocks. Queries in position layout (B, h, nb, c, e), zero where no row asked for one.
+  auto q_pos = torch::zeros({B, h, np, e}, q.options()).scatter(2, row_index(e), q).view({B, h, nb, c, e});
+  // Keys of block b: positions b·c − hw … b·c + c + hw − 1, zero outside [0, n): (B, h, nb, e, span) and values
+  // (B, h, nb, span, e).
+  auto blocks = [&](const torch::Tensor& t) {  // (B, n, d_c) -> (B, nb, h, e, span)
+    return torch::constant_pad_nd(t, {0, 0, hw, np - n + hw}).unfold(1, span, c).view({B, nb, h, e, span});
+  };
+  auto k_blk = blocks(kvc[0]).permute({0, 2, 1, 3, 4});
+  auto v_blk = blocks(kvc[1]).permute({0, 2, 1, 4, 3});
+  auto s_win = torch::matmul(q_pos, k_blk);  // (B, h, nb, c, span)
+  // Key t of block b is position b·c − hw + t; query r of the block is position b·c + r: window ⇔ r ≤ t ≤ r + 2hw.
+  auto r_idx = torch::arange(c, long_opts).view({c, 1}), t_idx = torch::arange(span, long_opts).view({1, span});
+  auto band = (t_idx >= r_idx).logical_and(t_idx <= r_idx + 2 * hw);                                      // (c, span)
+  auto key_ok = torch::constant_pad_nd(key_mask, {hw, np - n + hw}).unfold(1, span, c);                  // (B, nb, span)
+  auto allowed_win = band.view({1, 1, c, span}).logical_and(key_ok.unsqueeze(2)).unsqueeze(1);           // (B,1,nb,c,span)
 
-  auto s_win = torch::matmul(kw, q.unsqueeze(-1)).squeeze(-1);  // (B, h, R, W)
-  auto s_mem = torch::matmul(q, km.transpose(-2, -1));          // (B, h, R, m)
-  auto allowed = torch::cat({key_ok.unsqueeze(1), mem.slot_mask.view({B, 1, 1, m}).expand({B, 1, R, m})}, -1);
-  auto p = masked_softmax(torch::cat({s_win, s_mem}, -1), allowed);  // (B, h, R, W + m)
-  auto o = torch::matmul(p.narrow(-1, 0, W).unsqueeze(-2), vw).squeeze(-2)  // (B, h, R, e)
-           + torch::matmul(p.narrow(-1, W, m), vm);
+  // Memory scores of the rows, placed at their positions so that one softmax covers window and memory.
+  auto s_mem = torch::matmul(q, km.transpose(-2, -1));  // (B, h, R, m)
+  auto s_mem_pos = torch::zeros({B, h, np, m}, s_mem.options()).scatter(2, row_index(m), s_mem).view({B, h, nb, c, m});
+  auto allowed_mem = mem.slot_mask.view({B, 1, 1, 1, m}).expand({B, 1, nb, c, m});
+  auto p = masked_softmax(torch::cat({s_win, s_mem_pos}, -1), torch::cat({allowed_win, allowed_mem}, -1));
+
+  auto o_win = torch::matmul(p.narrow(-1, 0, span), v_blk).view({B, h, np, e}).gather(2, row_index(e));  // (B,h,R,e)
+  auto p_mem = p.narrow(-1, span, m).reshape({B, h, np, m}).gather(2, row_index(m));                    // (B,h,R,m)
+  auto o = o_win + torch::matmul(p_mem, vm);
   return up_proj->forward(merge_heads(o));  // (B, R, d)
 }
 
@@ -168,7 +182,7 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
     routing_ = Routing{};
     auto y = out_proj->forward(opts_.use_reference ? full_path_ref(x, mask, {}) : full_path(x, mask, {}));
     realised_ = static_cast<double>(B) * dense_attention_flops(n, d);
-    expected_ = torch::tensor(realised_, torch::TensorOptions().dtype(torch::kDouble));
+    expected_ = torch::tensor(realised_, torch::TensorOptions().dtype(torch::kDouble).device(x.device()));
     const double valid = mask.sum().item<double>();
     stats_ = {{"gate_mean", 1.0}, {"tokens_routed", valid / std::max<int64_t>(B, 1)}, {"memory_slots", 0.0}};
     return y;

@@ -145,8 +145,8 @@ void fill(T* p, int64_t n, T x) {
 // Forward: one (batch·head, query tile). out rows start zeroed. Scratch: S (br x bc), m, l (br), bias (bc).
 
 template <typename T, int W>
-CEREBRA_INLINE void forward_item(const Attn<T>& a, int64_t bh, int64_t qt, T* out, T* lse, T* S, T* m, T* l,
-                                 T* bias, double& flops) {
+CEREBRA_INLINE void forward_item(const Attn<T>& a, int64_t bh, int64_t qt, T* out, T* lse, T* S, T* m, T* l, T* bias,
+                                 double& flops) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   const int64_t dh = a.dh, r0 = qt * a.br, nr = std::min(a.br, a.nq - r0);
   const T* Q = a.q + (bh * a.nq + r0) * dh;
@@ -209,8 +209,8 @@ CEREBRA_INLINE void forward_items(const Attn<T>& a, int64_t begin, int64_t end, 
   }
 }
 
-CEREBRA_TARGET_AVX2 void forward_items_avx2(const Attn<float>& a, int64_t begin, int64_t end, float* out,
-                                            float* lse, double* flops) {
+CEREBRA_TARGET_AVX2 void forward_items_avx2(const Attn<float>& a, int64_t begin, int64_t end, float* out, float* lse,
+                                            double* flops) {
   forward_items<float, simd::lanes<float>(true)>(a, begin, end, out, lse, flops);
 }
 
@@ -221,7 +221,6 @@ void forward_items_any(const Attn<T>& a, int64_t begin, int64_t end, T* out, T* 
   }
   forward_items<T, simd::lanes<T>(false)>(a, begin, end, out, lse, flops);
 }
-
 
 // ---------------------------------------------------------------------------------------------------------------
 // Backward: one (batch·head, group of key tiles j = group, group + groups, ...). The dk, dv rows of those key tiles
@@ -266,7 +265,7 @@ CEREBRA_INLINE void backward_item(const Attn<T>& a, const AttnGrad<T>& g, int64_
       const T* Qi = Q + r0 * dh;
       const T* dOi = dO + r0 * dh;
       blas::gemm(false, true, nr, nc, dh, a.scale, Qi, dh, Kj, dh, T(0), S, nc);  // S = s Q_i K_jᵀ
-      for (int64_t r = 0; r < nr; ++r) {                                           // S -> P, 0 where not attended
+      for (int64_t r = 0; r < nr; ++r) {                                          // S -> P, 0 where not attended
         T* s = S + r * nc;
         const int64_t lim = a.allowed(r0 + r, c0, nc);
         const T lse_r = L[r0 + r];
@@ -278,26 +277,25 @@ CEREBRA_INLINE void backward_item(const Attn<T>& a, const AttnGrad<T>& g, int64_
         row_exp<T, W>(s, lim, lse_r);
         fill(s + lim, nc - lim, T(0));
       }
-      blas::gemm(true, false, nc, dh, nr, T(1), S, nc, dOi, dh, T(1), dVj, dh);  // dV_j += Pᵀ dO_i
-      blas::gemm(false, true, nr, nc, dh, T(1), dOi, dh, Vj, dh, T(0), dP, nc);  // dP = dO_i V_jᵀ
+      blas::gemm(true, false, nc, dh, nr, T(1), S, nc, dOi, dh, T(1), dVj, dh);                     // dV_j += Pᵀ dO_i
+      blas::gemm(false, true, nr, nc, dh, T(1), dOi, dh, Vj, dh, T(0), dP, nc);                     // dP = dO_i V_jᵀ
       for (int64_t r = 0; r < nr; ++r) row_dsoftmax<T, W>(S + r * nc, dP + r * nc, nc, D[r0 + r]);  // S -> dS
-      blas::gemm(true, false, nc, dh, nr, a.scale, S, nc, Qi, dh, T(1), dKj, dh);              // dK_j += s dSᵀ Q_i
-      blas::gemm(false, false, nr, dh, nc, a.scale, S, nc, Kj, dh, T(1), dQ + r0 * dh, dh);    // dQ_i += s dS K_j
+      blas::gemm(true, false, nc, dh, nr, a.scale, S, nc, Qi, dh, T(1), dKj, dh);            // dK_j += s dSᵀ Q_i
+      blas::gemm(false, false, nr, dh, nc, a.scale, S, nc, Kj, dh, T(1), dQ + r0 * dh, dh);  // dQ_i += s dS K_j
       flops += 10.0 * nr * nc * dh;
     }
   }
 }
 
 template <typename T, int W>
-CEREBRA_INLINE void backward_items(const Attn<T>& a, const AttnGrad<T>& g, int64_t begin, int64_t end,
-                                   double* flops) {
+CEREBRA_INLINE void backward_items(const Attn<T>& a, const AttnGrad<T>& g, int64_t begin, int64_t end, double* flops) {
   std::vector<T> work(2 * a.br * a.bc + a.bc);
   T *S = work.data(), *dP = S + a.br * a.bc, *bias = dP + a.br * a.bc;
   for (int64_t t = begin; t < end; ++t) backward_item<T, W>(a, g, t / g.groups, t % g.groups, S, dP, bias, flops[t]);
 }
 
-CEREBRA_TARGET_AVX2 void backward_items_avx2(const Attn<float>& a, const AttnGrad<float>& g, int64_t begin,
-                                             int64_t end, double* flops) {
+CEREBRA_TARGET_AVX2 void backward_items_avx2(const Attn<float>& a, const AttnGrad<float>& g, int64_t begin, int64_t end,
+                                             double* flops) {
   backward_items<float, simd::lanes<float>(true)>(a, g, begin, end, flops);
 }
 
@@ -316,8 +314,8 @@ template <typename T>
 Attn<T> describe(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal, double scale,
                  const AttentionTiling& tiling) {
   return Attn<T>{q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), mask.defined() ? mask.data_ptr<bool>() : nullptr,
-                 q.size(1), q.size(2), k.size(2), q.size(3), tiling.q_rows, tiling.k_cols, causal,
-                 static_cast<T>(scale)};
+                 q.size(1),       q.size(2),       k.size(2),       q.size(3),
+                 tiling.q_rows,   tiling.k_cols,   causal,          static_cast<T>(scale)};
 }
 
 // -> out: (B, H, n_q, dh), lse: (B, H, n_q)
@@ -352,9 +350,14 @@ std::tuple<Tensor, Tensor, Tensor> backward_kernel(const Tensor& q, const Tensor
   auto dq = torch::zeros({groups, q.size(0), q.size(1), q.size(2), q.size(3)}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "tiled_attention_backward", [&] {
     const auto a = describe<scalar_t>(q, k, v, mask, causal, scale, tiling);
-    const AttnGrad<scalar_t> g{dout.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), D.data_ptr<scalar_t>(),
-                               dq.data_ptr<scalar_t>(),   dk.data_ptr<scalar_t>(),  dv.data_ptr<scalar_t>(),
-                               BH,                        groups};
+    const AttnGrad<scalar_t> g{dout.data_ptr<scalar_t>(),
+                               lse.data_ptr<scalar_t>(),
+                               D.data_ptr<scalar_t>(),
+                               dq.data_ptr<scalar_t>(),
+                               dk.data_ptr<scalar_t>(),
+                               dv.data_ptr<scalar_t>(),
+                               BH,
+                               groups};
     const int64_t items = BH * groups;
     std::vector<double> flops(items, 0.0);
     at::parallel_for(0, items, 1, [&](int64_t b, int64_t e) { backward_items_any(a, g, b, e, flops.data()); });
@@ -391,9 +394,9 @@ struct TiledAttentionFunction : public torch::autograd::Function<TiledAttentionF
     const AttentionTiling tiling{ctx->saved_data["q_rows"].toInt(), ctx->saved_data["k_cols"].toInt()};
     const auto& m = ctx->saved_data["mask"];
     const Tensor mask = m.isTensor() ? m.toTensor() : Tensor();
-    auto [dq, dk, dv] = backward_kernel(saved[0], saved[1], saved[2], mask, saved[3],
-                                        saved[4], grads[0].contiguous(), ctx->saved_data["causal"].toBool(),
-                                        ctx->saved_data["scale"].toDouble(), tiling);
+    auto [dq, dk, dv] =
+        backward_kernel(saved[0], saved[1], saved[2], mask, saved[3], saved[4], grads[0].contiguous(),
+                        ctx->saved_data["causal"].toBool(), ctx->saved_data["scale"].toDouble(), tiling);
     return {dq, dk, dv, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
@@ -439,7 +442,7 @@ Tensor attention_ref(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   check_inputs("attention_ref", q, k, v, key_padding_mask);
   const int64_t B = q.size(0), nq = q.size(2), nk = k.size(2);
   auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // (B, H, n_q, n_k)
-  Tensor allowed;                                                // broadcasts to scores; true = may attend
+  Tensor allowed;                                               // broadcasts to scores; true = may attend
   if (key_padding_mask.defined()) allowed = key_padding_mask.view({B, 1, 1, nk});
   if (causal) {
     auto tri = torch::ones({nq, nk}, q.options().dtype(torch::kBool)).tril().view({1, 1, nq, nk});  // j <= i

@@ -1,8 +1,7 @@
 #include "blas.h"
 
-#include <dlfcn.h>
-
 #include <c10/util/Exception.h>
+#include <dlfcn.h>
 
 #include <limits>
 
@@ -13,8 +12,8 @@ namespace {
 // Fortran BLAS interface (LP64: 32-bit integers), column-major.
 using sgemm_fn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
                           const int*, const float*, const int*, const float*, float*, const int*);
-using dgemm_fn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*,
-                          const double*, const int*, const double*, const int*, const double*, double*, const int*);
+using dgemm_fn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+                          const int*, const double*, const int*, const double*, double*, const int*);
 
 // Looked up once in the symbols the process already has: libtorch_cpu links libblas.so.3, so its sgemm_/dgemm_
 // are the ones at::mm uses. The project's CMake does not link BLAS itself.
@@ -43,7 +42,8 @@ void gemm_loops(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, cons
   for (int64_t i = 0; i < M; ++i) {
     for (int64_t j = 0; j < N; ++j) {
       T acc = 0;
-      for (int64_t p = 0; p < K; ++p) acc += (ta ? A[p * lda + i] : A[i * lda + p]) * (tb ? B[j * ldb + p] : B[p * ldb + j]);
+      for (int64_t p = 0; p < K; ++p)
+        acc += (ta ? A[p * lda + i] : A[i * lda + p]) * (tb ? B[j * ldb + p] : B[p * ldb + j]);
       T& c = C[i * ldc + j];
       c = alpha * acc + (beta == T(0) ? T(0) : beta * c);
     }

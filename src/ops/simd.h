@@ -54,10 +54,20 @@ struct Pack {
   static CEREBRA_INLINE void store(T* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
   static CEREBRA_INLINE V set1(T x) { return V{} + x; }
   static CEREBRA_INLINE V max(const V& a, const V& b) { return a > b ? a : b; }
+  // Pairwise in registers: log2(W) dependent adds, not W - 1.
   static CEREBRA_INLINE T hsum(const V& v) {
-    T s = v[0];
-    for (int i = 1; i < W; ++i) s += v[i];
-    return s;
+    if constexpr (W == 8) {
+      const auto h = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+      const auto q = __builtin_shufflevector(h, h, 0, 1) + __builtin_shufflevector(h, h, 2, 3);
+      return q[0] + q[1];
+    } else if constexpr (W == 4) {
+      const auto q = __builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3);
+      return q[0] + q[1];
+    } else {
+      T s = v[0];
+      for (int i = 1; i < W; ++i) s += v[i];
+      return s;
+    }
   }
   static CEREBRA_INLINE T hmax(const V& v) {
     T m = v[0];
@@ -84,7 +94,7 @@ struct Pack {
     p = p * r * r + r + 1.0f;
     const I n = __builtin_convertvector(fn, I);
     const I bits = (n + 127) << 23;  // 2^n as a float bit pattern
-    const V res = p * (V)bits;  // vector cast: same bits, reinterpreted
+    const V res = p * (V)bits;       // vector cast: same bits, reinterpreted
     return in < lo ? set1(0.0f) : res;
   }
 };

@@ -15,9 +15,9 @@
 // attention_ref is the same function built from torch ops (materialised scores), for tests and benchmarks.
 #pragma once
 
-#include <cstdint>
-
 #include <torch/types.h>
+
+#include <cstdint>
 
 namespace cerebra::ops {
 

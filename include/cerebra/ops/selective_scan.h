@@ -13,16 +13,16 @@
 // FLOPs (2 per multiply-add; selective_scan_flops): per (b, d, l, n) the forward runs dt·A, (dt·u)·B and
 // exp(·)·x + (·) for the state (counted as 3 multiply-adds) and C·x for the output (1): 8·B·D·L·N in all; the
 // exp and the per-(b, d, l) work (softplus, skip, gate) are element-wise and not counted. The backward recomputes
-// the states of each chunk (3 multiply-adds, 4 with z) and runs the adjoint recurrence (9): 2·(12 + [z])·B·D·L·N.
+// the states of each chunk (3 multiply-adds) and runs the adjoint recurrence (9): 24·B·D·L·N.
 // The kernel reports both to the FLOP counter as "kernel:selective_scan"; the reference reports its forward as
 // "kernel:selective_scan_ref" (its own ops are element-wise, which the counter does not see), so a model measures
 // the same FLOPs whichever path runs.
 #pragma once
 
+#include <torch/types.h>
+
 #include <cstdint>
 #include <tuple>
-
-#include <torch/types.h>
 
 namespace cerebra::ops {
 

@@ -1,0 +1,115 @@
+// Mamba block (Gu & Dao 2023, mamba_ssm's Mamba "simple" path) as a SequenceMixer ("mamba").
+//
+//   x (B, n, d) -> in_proj -> [x | z] (B, n, 2E), E = expand·d
+//   x -> causal depthwise conv (kernel d_conv) -> SiLU -> x_proj -> [dt (R) | B (N) | C (N)]
+//   delta = dt_proj.weight · dt, selective scan with A = -exp(A_log), skip D, gate silu(z) and
+//   delta_bias = dt_proj.bias under softplus -> y (B, n, E) -> out_proj -> (B, n, d)
+//
+// MixerOptions::extra: "d_state" N (16), "expand" (2), "d_conv" (4), "dt_rank" R (ceil(d/16)),
+// "scan_impl" (0 = chunked CPU kernel ops::selective_scan, 1 = ops::selective_scan_ref).
+// Padding mask: padded tokens enter as zeros (before in_proj and before the conv) and get a step size of 0, so the
+// state passes through them unchanged: nothing of a padded token reaches a real one, wherever the padding is.
+// Causal by construction (left-padded conv, forward scan).
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "cerebra/mixer.h"
+#include "cerebra/ops/selective_scan.h"
+
+namespace cerebra {
+
+namespace {
+
+namespace F = torch::nn::functional;
+
+class MambaMixer final : public SequenceMixer {
+ public:
+  explicit MambaMixer(const MixerOptions& o)
+      : d_(o.d_model),
+        N_(static_cast<int64_t>(o.get("d_state", 16))),
+        E_(static_cast<int64_t>(o.get("expand", 2)) * o.d_model),
+        k_(static_cast<int64_t>(o.get("d_conv", 4))),
+        R_(static_cast<int64_t>(o.get("dt_rank", std::ceil(o.d_model / 16.0)))),
+        scan_impl_(static_cast<int>(o.get("scan_impl", 0))) {
+    TORCH_CHECK(d_ > 0 && N_ > 0 && E_ > 0 && k_ > 0 && R_ > 0, "mamba: d_model, d_state, expand, d_conv and dt_rank ",
+                "must be positive, got ", d_, ", ", N_, ", ", E_ / std::max<int64_t>(d_, 1), ", ", k_, ", ", R_);
+    TORCH_CHECK(scan_impl_ == 0 || scan_impl_ == 1, "mamba: scan_impl must be 0 (kernel) or 1 (reference), got ",
+                scan_impl_);
+    in_proj_ = register_module("in_proj", torch::nn::Linear(torch::nn::LinearOptions(d_, 2 * E_).bias(false)));
+    conv_ = register_module("conv", torch::nn::Conv1d(torch::nn::Conv1dOptions(E_, E_, k_).groups(E_)));
+    x_proj_ = register_module("x_proj", torch::nn::Linear(torch::nn::LinearOptions(E_, R_ + 2 * N_).bias(false)));
+    dt_proj_ = register_module("dt_proj", torch::nn::Linear(R_, E_));
+    out_proj_ = register_module("out_proj", torch::nn::Linear(torch::nn::LinearOptions(E_, d_).bias(false)));
+    // S4D-real initialisation A[:, n] = -(n + 1), stored as log; skip D = 1.
+    A_log_ = register_parameter("A_log", torch::log(torch::arange(1, N_ + 1, torch::kFloat)).repeat({E_, 1}));
+    D_ = register_parameter("D", torch::ones({E_}));
+    init_dt();
+  }
+
+  // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) override {
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "mamba: x must be (B, n, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), n = x.size(1);
+    torch::Tensor m;  // (B, 1, n) 0/1 in x's dtype
+    if (mask.defined()) {
+      TORCH_CHECK(mask.sizes() == torch::IntArrayRef({B, n}) && mask.scalar_type() == torch::kBool,
+                  "mamba: mask must be bool (B, n) = (", B, ", ", n, "), got ", mask.scalar_type(), " ", mask.sizes());
+      m = mask.to(x.scalar_type()).unsqueeze(1);
+    }
+    auto xz = in_proj_->forward(m.defined() ? x * m.transpose(1, 2) : x);  // (B, n, 2E)
+    auto u = xz.narrow(2, 0, E_).transpose(1, 2);                          // (B, E, n)
+    auto z = xz.narrow(2, E_, E_).transpose(1, 2);                         // (B, E, n)
+    if (m.defined()) u = u * m;
+    u = torch::silu(conv_->forward(F::pad(u, F::PadFuncOptions({k_ - 1, 0}))));  // causal: (B, E, n)
+    if (m.defined()) u = u * m;
+    auto x_dbl = x_proj_->forward(u.transpose(1, 2));                                      // (B, n, R + 2N)
+    auto delta = torch::linear(x_dbl.narrow(2, 0, R_), dt_proj_->weight).transpose(1, 2);  // (B, E, n)
+    auto Bm = x_dbl.narrow(2, R_, N_).transpose(1, 2);                                     // (B, N, n)
+    auto Cm = x_dbl.narrow(2, R_ + N_, N_).transpose(1, 2);                                // (B, N, n)
+    auto A = -torch::exp(A_log_);                                                          // (E, N)
+    torch::Tensor bias = dt_proj_->bias;
+    bool softplus = true;
+    if (m.defined()) {  // step size 0 on padded tokens: the state passes through them unchanged
+      delta = torch::softplus(delta + bias.unsqueeze(-1)) * m;
+      bias = torch::Tensor();
+      softplus = false;
+    }
+    auto y = scan_impl_ == 0 ? std::get<0>(ops::selective_scan(u, delta, A, Bm, Cm, D_, z, bias, softplus))
+                             : std::get<0>(ops::selective_scan_ref(u, delta, A, Bm, Cm, D_, z, bias, softplus));
+    return out_proj_->forward(y.transpose(1, 2));  // (B, n, d)
+  }
+
+  double flops(int64_t n) const override {
+    const double N = static_cast<double>(n), d = static_cast<double>(d_), E = static_cast<double>(E_);
+    const double R = static_cast<double>(R_), S = static_cast<double>(N_), k = static_cast<double>(k_);
+    return 2.0 * N * d * 2.0 * E                      // in_proj
+           + 2.0 * N * E * k                          // depthwise conv (aten::convolution, groups = E)
+           + 2.0 * N * E * (R + 2.0 * S)              // x_proj
+           + 2.0 * N * R * E                          // dt_proj
+           + ops::selective_scan_flops(1, E_, n, N_)  // scan, 8·n·E·N
+           + 2.0 * N * E * d;                         // out_proj
+  }
+  bool is_causal() const override { return true; }
+
+ private:
+  // dt_proj as in mamba_ssm: weight ~ U(±R^-1/2); bias = softplus⁻¹(dt), dt log-uniform in [1e-3, 1e-1].
+  void init_dt() {
+    torch::NoGradGuard guard;
+    const double std = 1.0 / std::sqrt(static_cast<double>(R_));
+    dt_proj_->weight.uniform_(-std, std);
+    auto dt = torch::exp(torch::rand({E_}) * (std::log(0.1) - std::log(1e-3)) + std::log(1e-3)).clamp_min(1e-4);
+    dt_proj_->bias.copy_(dt + torch::log(-torch::expm1(-dt)));
+  }
+
+  int64_t d_, N_, E_, k_, R_;
+  int scan_impl_;
+  torch::nn::Linear in_proj_{nullptr}, x_proj_{nullptr}, dt_proj_{nullptr}, out_proj_{nullptr};
+  torch::nn::Conv1d conv_{nullptr};
+  torch::Tensor A_log_, D_;
+};
+
+MixerRegistration reg("mamba", [](const MixerOptions& o) { return std::make_shared<MambaMixer>(o); });
+
+}  // namespace
+}  // namespace cerebra
