@@ -45,6 +45,8 @@ class Model : public torch::nn::Module {
   virtual double flops_per_example() const = 0;
   // The sequence mixers inside (for compute-aware objectives and statistics); empty for non-sequence models.
   virtual std::vector<std::shared_ptr<SequenceMixer>> mixers() const { return {}; }
+  // Tokens each mixer sees per example (0 for non-sequence models).
+  virtual int64_t tokens_per_example() const { return 0; }
   int64_t parameter_count() const;
 };
 

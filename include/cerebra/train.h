@@ -43,6 +43,13 @@ struct TrainerHooks {
   std::function<torch::Tensor(const torch::Tensor& pred, const Batch& batch)> loss;
   // Extra fields for the epoch's metrics line, computed from the validation loss.
   std::function<nlohmann::json(double val_loss)> describe_val;
+  // Optional compute-aware objective: called at the start of each (1-based) epoch, to turn the task loss of a
+  // batch into the training objective, and after validation for extra fields of the epoch's metrics line.
+  std::function<void(int64_t epoch)> on_epoch_begin;
+  std::function<torch::Tensor(const torch::Tensor& task_loss, const Batch& batch)> objective;
+  std::function<nlohmann::json()> epoch_report;
+  // Epochs before this one (e.g. dense warm-up and the λ ramp) are neither kept as best nor counted for patience.
+  int64_t first_selectable_epoch = 1;
 };
 
 struct TrainResult {

@@ -8,7 +8,9 @@
 #include <fstream>
 #include <iostream>
 
+#include "cerebra/bench_layers.h"
 #include "cerebra/config.h"
+#include "cerebra/flops_command.h"
 #include "cerebra/csv.h"
 #include "cerebra/runtime.h"
 #include "cerebra/tabular.h"
@@ -218,6 +220,10 @@ int main(int argc, char** argv) {
   tasks->add_flag("--quiet,-q", bench_quiet, "No progress display");
   add_config_options(tasks, bench_args);
 
+  std::function<int()> run_layers, run_flops;
+  auto* layers = add_bench_layers_command(bench, &run_layers);
+  auto* flops = add_flops_command(&app, &run_flops);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -256,6 +262,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*data) return run_export(data_out, data_force);
+    if (layers->parsed()) return run_layers();
+    if (flops->parsed()) return run_flops();
     if (*tasks) {
       Config config = build_config(tasks, bench_args);
       ensure_data(config);

@@ -1,9 +1,22 @@
 // Multi-head softmax self-attention as a SequenceMixer ("attention"); the Transformer baseline's mixer.
+//
+// MixerOptions::attention_impl selects how the softmax(q kᵀ) v core runs (both compute the same function):
+//   naive  materialised (B, h, n, n) scores and probabilities, torch ops (default)
+//   tiled  cerebra::ops::tiled_attention: online softmax over score tiles, O(n) extra memory
+//
+// flops(n) (forward, per sequence, 2 per multiply-add): 8·n·d² for the q/k/v and output projections plus the two
+// attention products. Non-causal: 4·n²·d. Causal, naive: also 4·n²·d (the full score matrix is computed, then
+// masked). Causal, tiled: exactly what the kernel runs for an unpadded sequence with its default tiling, i.e.
+// 4·d·Σ_tiles nr·min(n, r0 + nr) over the query tiles [r0, r0 + nr) of q_rows rows (roughly half of 4·n²·d).
+// Key tiles that are entirely padding are skipped by the kernel; flops(n) does not know the padding and counts them.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "cerebra/mixer.h"
+#include "cerebra/ops/attention.h"
 
 namespace cerebra {
 
@@ -14,7 +27,8 @@ class AttentionMixer final : public SequenceMixer {
   explicit AttentionMixer(const MixerOptions& o)
       : d_(o.d_model), h_(o.n_heads), causal_(o.causal), impl_(o.attention_impl) {
     TORCH_CHECK(d_ % h_ == 0, "attention: d_model (", d_, ") must be divisible by n_heads (", h_, ")");
-    TORCH_CHECK(impl_ == "naive", "attention: implementation '", impl_, "' is not available; use naive");
+    TORCH_CHECK(impl_ == "naive" || impl_ == "tiled", "attention: unknown attention_impl '", impl_,
+                "'; expected naive|tiled");
     qkv_ = register_module("qkv", torch::nn::Linear(d_, 3 * d_));
     out_ = register_module("out", torch::nn::Linear(d_, d_));
   }
@@ -25,13 +39,18 @@ class AttentionMixer final : public SequenceMixer {
     const int64_t B = x.size(0), n = x.size(1), dh = d_ / h_;
     auto qkv = qkv_->forward(x).view({B, n, 3, h_, dh}).permute({2, 0, 3, 1, 4});  // (3, B, h, n, dh)
     auto q = qkv[0], k = qkv[1], v = qkv[2];
-    auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(dh)));  // (B,h,n,n)
-    torch::Tensor allowed;  // (B or 1, 1, n or 1, n) true = may attend
-    if (mask.defined()) {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+    if (mask.defined())
       TORCH_CHECK(mask.sizes() == torch::IntArrayRef({B, n}), "attention: mask must be (B, n) = (", B, ", ", n,
                   "), got ", mask.sizes());
-      allowed = mask.view({B, 1, 1, n});
+    if (impl_ == "tiled") {
+      const auto key_mask = mask.defined() ? mask.to(torch::kBool) : torch::Tensor();
+      auto y = ops::tiled_attention(q, k, v, key_mask, causal_, scale).transpose(1, 2).reshape({B, n, d_});
+      return out_->forward(y);
     }
+    auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // (B,h,n,n)
+    torch::Tensor allowed;  // (B or 1, 1, n or 1, n) true = may attend
+    if (mask.defined()) allowed = mask.view({B, 1, 1, n});
     if (causal_) {
       auto tri = torch::ones({n, n}, torch::TensorOptions().dtype(torch::kBool)).tril().view({1, 1, n, n});
       allowed = allowed.defined() ? allowed.logical_and(tri) : tri;
@@ -45,10 +64,21 @@ class AttentionMixer final : public SequenceMixer {
 
   double flops(int64_t n) const override {
     const double N = static_cast<double>(n), d = static_cast<double>(d_);
-    return 2.0 * N * d * 3.0 * d   // q, k, v projections
+    const double projections = 2.0 * N * d * 3.0 * d   // q, k, v projections
+                                + 2.0 * N * d * d;      // output projection
+    if (causal_ && impl_ == "tiled") {
+      // The kernel's forward runs, per head and query tile [r0, r0 + nr), keys [0, min(n, r0 + nr)): two products.
+      const int64_t br = ops::AttentionTiling{}.q_rows;
+      double pairs = 0.0;  // Σ nr · keys attended by the tile
+      for (int64_t r0 = 0; r0 < n; r0 += br) {
+        const int64_t nr = std::min(br, n - r0);
+        pairs += static_cast<double>(nr) * static_cast<double>(std::min(n, r0 + nr));
+      }
+      return projections + 4.0 * pairs * d;
+    }
+    return projections
            + 2.0 * N * N * d       // scores
-           + 2.0 * N * N * d       // probabilities x values
-           + 2.0 * N * d * d;      // output projection
+           + 2.0 * N * N * d;      // probabilities x values
   }
   bool is_causal() const override { return causal_; }
 

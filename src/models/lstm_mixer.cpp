@@ -26,16 +26,19 @@ class LstmMixer final : public SequenceMixer {
     auto gates_x = w_ih_->forward(x);  // (B, n, 4d): input projection of every step at once
     auto h = torch::zeros({B, d_}, x.options());
     auto c = torch::zeros({B, d_}, x.options());
+    // unbind, not select: the backward of n selects would allocate n full-size gradients (quadratic in n).
+    const auto steps = gates_x.unbind(1);
+    const auto step_mask = mask.defined() ? mask.unbind(1) : std::vector<torch::Tensor>();
     std::vector<torch::Tensor> outs;
     outs.reserve(n);
     for (int64_t t = 0; t < n; ++t) {
-      auto g = gates_x.select(1, t) + w_hh_->forward(h);  // (B, 4d)
+      auto g = steps[t] + w_hh_->forward(h);  // (B, 4d)
       auto ch = g.chunk(4, 1);
       auto i = torch::sigmoid(ch[0]), f = torch::sigmoid(ch[1]), gg = torch::tanh(ch[2]), o = torch::sigmoid(ch[3]);
       auto c_new = f * c + i * gg;
       auto h_new = o * torch::tanh(c_new);
       if (mask.defined()) {
-        auto m = mask.select(1, t).unsqueeze(1);  // (B, 1)
+        auto m = step_mask[t].unsqueeze(1);  // (B, 1)
         c = torch::where(m, c_new, c);
         h = torch::where(m, h_new, h);
       } else {

@@ -97,6 +97,7 @@ class FeatureTokenModel final : public Model {
     return backbone_->flops(n_num_ + n_cat_ + 1) + 2.0 * d_ * n_out_;
   }
   std::vector<std::shared_ptr<SequenceMixer>> mixers() const override { return backbone_->mixers(); }
+  int64_t tokens_per_example() const override { return n_num_ + n_cat_ + 1; }
 
  private:
   int64_t n_num_, n_cat_ = 0, n_out_, d_;
@@ -126,6 +127,21 @@ BackboneOptions backbone_options_from_config(const Config& config, const std::st
   bo.n_layers = config.get_int("n_layers");
   bo.ffn_mult = config.get_int("ffn_mult");
   bo.dropout = config.get_float("dropout");
+  if (bo.mixer == "cerebra") {
+    auto& e = bo.mixer_options.extra;
+    const std::string mode = config.get_string("router_mode"), comp = config.get_string("compressor");
+    e["mode"] = mode == "soft" ? 0 : mode == "topk" ? 1 : 2;
+    e["compressor"] = comp == "conv" ? 0 : comp == "attnpool" ? 1 : 2;
+    e["topk"] = static_cast<double>(config.get_int("topk"));
+    e["k_max"] = static_cast<double>(config.get_int("k_max"));
+    e["compression_ratio"] = config.get_float("compression_ratio");
+    e["width_scale"] = config.get_float("width_scale");
+    e["memory_max"] = static_cast<double>(config.get_int("memory_max"));
+    e["window"] = static_cast<double>(config.get_int("window"));
+    e["rec_weight"] = config.get_float("rec_weight");
+    e["gumbel"] = config.get_bool("gumbel") ? 1 : 0;
+    e["tau"] = config.get_float("tau");
+  }
   return bo;
 }
 

@@ -54,6 +54,32 @@ std::vector<KeySpec> build_schema() {
       {"seed", VT::Int, "42", "seed of the split, initialisation, shuffling and dropout", {}, "training"},
       {"threads", VT::Int, "0", "intra-op threads (0 = all cores)", {}, "runtime"},
       {"allow_slow_blas", VT::Bool, "false", "run even when LibTorch is not using OpenBLAS", {}, "runtime"},
+      // ---- the Cerebra layer (model: cerebra) and compute as an objective
+      {"router_mode", VT::String, "topk", "cerebra: which tokens take the full path", {"soft", "topk", "threshold"},
+       "cerebra"},
+      {"topk", VT::Int, "16", "cerebra: tokens per sequence on the full path in topk mode (0 = compression only; "
+       "capped by the sequence length)", {}, "cerebra"},
+      {"k_max", VT::Int, "64", "cerebra: cap on routed tokens per sequence in threshold mode", {}, "cerebra"},
+      {"compressor", VT::String, "conv", "cerebra: compressor of the memory slots", {"conv", "attnpool", "hybrid"},
+       "cerebra"},
+      {"compression_ratio", VT::Float, "0.5", "cerebra: memory slots m = ceil(r n), bounded by memory_max", {},
+       "cerebra"},
+      {"width_scale", VT::Float, "0.5", "cerebra: compressed width d_c = ceil(s d)", {}, "cerebra"},
+      {"memory_max", VT::Int, "64", "cerebra: bound on memory slots (<= 0: unbounded, cost quadratic in n)", {},
+       "cerebra"},
+      {"window", VT::Int, "8", "cerebra: local window w of the compressed path", {}, "cerebra"},
+      {"rec_weight", VT::Float, "0", "cerebra: weight alpha of the compressor's reconstruction loss", {}, "cerebra"},
+      {"gumbel", VT::Bool, "true", "cerebra: logistic (binary-concrete) noise on the router while training", {},
+       "cerebra"},
+      {"tau", VT::Float, "1.0", "cerebra: gate temperature when the router is switched on", {}, "cerebra"},
+      {"tau_min", VT::Float, "0.3", "cerebra: temperature reached at the end of the lambda ramp", {}, "cerebra"},
+      {"lambda", VT::Float, "0", "compute penalty lambda_T of J = L + lambda C (C: expected FLOPs / dense "
+       "Transformer FLOPs of the same shape)", {}, "cerebra"},
+      {"lambda0", VT::Float, "0", "compute penalty lambda_0 when the router is switched on", {}, "cerebra"},
+      {"warm_epochs", VT::Int, "0", "recipe: dense warm-up epochs (every token on the full path, lambda = 0)", {},
+       "cerebra"},
+      {"lambda_ramp_epochs", VT::Int, "0", "recipe: epochs of the linear ramp lambda_0 -> lambda (and tau -> tau_min)",
+       {}, "cerebra"},
       // ---- gradient-boosted trees
       {"xgb_rounds", VT::Int, "600", "xgboost: maximum boosting rounds (early stopping on validation)", {}, "xgboost"},
       {"xgb_max_depth", VT::Int, "6", "xgboost: tree depth", {}, "xgboost"},
@@ -106,6 +132,7 @@ std::string normalise(const KeySpec& spec, const std::string& raw, const std::st
       if (l == "true" || l == "1" || l == "yes" || l == "on") return "true";
       if (l == "false" || l == "0" || l == "no" || l == "off") return "false";
       fail("expects " + type_name(spec.type) + ", got '" + v + "'");
+      return v;
     }
     case VT::String: {
       if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), v) == spec.choices.end()) {

@@ -12,6 +12,7 @@
 #include <fmt/core.h>
 
 #include "cerebra/baselines.h"
+#include "cerebra/compute_objective.h"
 #include "cerebra/config.h"
 #include "cerebra/flop_counter.h"
 #include "cerebra/runtime.h"
@@ -158,6 +159,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
 
   Fitted fit;
   fit.kind = kind;
+  std::unique_ptr<ComputeObjective> compute;
   std::vector<double> epoch_seconds;
   double examples_per_second = 0;
   nlohmann::json training;
@@ -201,6 +203,32 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
     hooks.make_batch = [&](const std::vector<int64_t>& r) { return tabular_batch(d, r); };
     hooks.loss = [](const torch::Tensor& pred, const Batch& b) { return torch::mse_loss(pred.reshape({-1}), b.y); };
     hooks.describe_val = [&](double vl) { return nlohmann::json{{"val_rmse", std::sqrt(vl) * d.y_std}}; };
+    const ComputeSchedule schedule = ComputeSchedule::from_config(config);
+    compute = std::make_unique<ComputeObjective>(*fit.net, schedule);
+    if (compute->active()) {
+      const int64_t n_tokens = fit.net->tokens_per_example();
+      if (config.get_string("router_mode") == "topk" && config.get_int("topk") >= n_tokens && !options.quiet)
+        std::cerr << fmt::format("[{}] note: topk {} >= the {} tokens of an example ({} features + CLS): every token "
+                                 "takes the full path; routing cannot save compute on this task at this k\n",
+                                 kind, config.get_int("topk"), n_tokens, n_tokens - 1);
+      hooks.on_epoch_begin = [&](int64_t epoch) { compute->begin_epoch(epoch); };
+      hooks.objective = [&](const torch::Tensor& loss, const Batch& b) { return compute->objective(loss, b.size()); };
+      hooks.epoch_report = [&]() {
+        nlohmann::json r = compute->epoch_summary();
+        auto rows = first_rows(p.split.val, 512);
+        if (!rows.empty()) {
+          fit.predict_rows(d, rows, static_cast<int64_t>(rows.size()));
+          const auto B = static_cast<int64_t>(rows.size());
+          r["val_realised_flops_per_example"] = compute->realised_per_example(B);
+          r["val_expected_flops_per_example"] = compute->expected_per_example(B);
+          r["val_relative_flops"] = compute->realised_per_example(B) / compute->dense_flops_per_example();
+          r["layers"] = compute->layer_stats();
+        }
+        return r;
+      };
+      hooks.first_selectable_epoch =
+          std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, config.get_int("epochs"));
+    }
     TrainResult tr = train_model(*fit.net, p.split.train, p.split.val, to, hooks);
     epoch_seconds = tr.epoch_seconds;
     examples_per_second = tr.examples_per_second;
@@ -212,12 +240,18 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
   }
 
   // Measured FLOPs: the matmul-class ops that ran while predicting a batch of test rows.
-  nlohmann::json measured = nullptr;
+  nlohmann::json measured = nullptr, realised = nullptr, expected = nullptr, dense = nullptr;
   if (kind != "xgboost") {
     auto rows = first_rows(p.split.test, 256);
-    FlopCounter counter;
-    fit.predict_rows(d, rows, static_cast<int64_t>(rows.size()));
-    measured = counter.total() / static_cast<double>(rows.size());
+    const auto B = static_cast<int64_t>(rows.size());
+    {
+      FlopCounter counter;
+      fit.predict_rows(d, rows, B);
+      measured = counter.total() / static_cast<double>(B);
+    }
+    realised = compute ? compute->realised_per_example(B) : analytic;
+    expected = compute ? compute->expected_per_example(B) : analytic;
+    dense = compute ? compute->dense_flops_per_example() : analytic;
   }
 
   const int64_t eval_batch = config.get_int("eval_batch_size");
@@ -240,6 +274,9 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
                 {"test", p.split.test.size()}}},
       {"flops", {{"analytic_forward_per_example", std::isnan(analytic) ? nlohmann::json(nullptr) : nlohmann::json(analytic)},
                  {"measured_forward_per_example", measured},
+                 {"realised_per_example", realised},
+                 {"expected_per_example", expected},
+                 {"dense_transformer_per_example", dense},
                  {"convention", "2 per multiply-add of matmul-class ops (mm, addmm, bmm, mv, convolution, kernels)"}}},
       {"time", {{"epoch_seconds_median", median(epoch_seconds)}, {"epochs", epoch_seconds.size()},
                 {"train_seconds_total", std::accumulate(epoch_seconds.begin(), epoch_seconds.end(), 0.0)},

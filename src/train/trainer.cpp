@@ -158,6 +158,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
     std::mt19937_64 rng(o.seed * 1000003ULL + static_cast<uint64_t>(epoch));
     for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[static_cast<int64_t>(rng() % (i + 1))]);
 
+    if (hooks.on_epoch_begin) hooks.on_epoch_begin(epoch);
     auto t0 = Clock::now();
     double loss_sum = 0;
     for (int64_t b = 0; b < steps_per_epoch; ++b, ++step) {
@@ -167,13 +168,14 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
       const double lr = lr_at(o, step, total_steps, warmup);
       for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
       opt.zero_grad();
-      auto loss = hooks.loss(model.forward(batch), batch);
+      auto task_loss = hooks.loss(model.forward(batch), batch);
+      auto loss = hooks.objective ? hooks.objective(task_loss, batch) : task_loss;
       TORCH_CHECK(std::isfinite(loss.item<double>()), "training diverged: loss is ", loss.item<double>(),
                   " at epoch ", epoch, ", batch ", b + 1, " (try a lower lr)");
       loss.backward();
       if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), o.grad_clip);
       opt.step();
-      loss_sum += loss.item<double>() * static_cast<double>(hi - lo);
+      loss_sum += task_loss.item<double>() * static_cast<double>(hi - lo);
       const double el = seconds_since(t0);
       const double rate = static_cast<double>(hi) / std::max(el, 1e-9);
       const double remaining = static_cast<double>((o.epochs - epoch) * n + (n - hi)) / std::max(rate, 1e-9);
@@ -186,13 +188,15 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
     r.epochs_run = epoch;
 
     const double vl = val_loss_of();
-    const bool improved = !(vl >= r.best_val_loss);  // NaN (no validation rows) counts as improved
+    const bool selectable = epoch >= hooks.first_selectable_epoch;
+    // NaN (no validation rows) counts as improved; the first selectable epoch always replaces earlier ones.
+    const bool improved = selectable && (epoch == hooks.first_selectable_epoch || !(vl >= r.best_val_loss));
     if (improved) {
       r.best_val_loss = vl;
       r.best_epoch = epoch;
       best = snapshot(model);
       since_best = 0;
-    } else {
+    } else if (selectable) {
       ++since_best;
     }
     if (metrics.is_open()) {
@@ -204,6 +208,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
                              {"examples_per_second", static_cast<double>(n) / secs},
                              {"best", improved}};
       if (hooks.describe_val) line.update(hooks.describe_val(vl));
+      if (hooks.epoch_report) line.update(hooks.epoch_report());
       metrics << line.dump() << "\n";
       metrics.flush();
     }

@@ -1,0 +1,64 @@
+// Compute as part of the objective (SPEC §3, paper §3.1 and §3.6): J = L_task + λ·C (+ auxiliary losses), where
+// C = expected FLOPs per example / FLOPs per example of the dense Transformer of the same shape (dimensionless).
+// The recipe's schedule: warm epochs dense with λ = 0, then router and compressor on with λ₀, a linear ramp to λ_T
+// over the ramp epochs while the gate temperature anneals geometrically from τ to τ_min.
+#pragma once
+
+#include <cstdint>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "cerebra/models.h"
+
+namespace cerebra {
+
+class Config;
+
+struct ComputeSchedule {
+  int64_t warm_epochs = 0, ramp_epochs = 0;
+  double lambda0 = 0, lambda_target = 0, tau = 1.0, tau_min = 1.0;
+
+  static ComputeSchedule from_config(const Config& config);
+  bool dense(int64_t epoch) const { return epoch <= warm_epochs; }  // epochs are 1-based
+  double lambda(int64_t epoch) const;
+  double temperature(int64_t epoch) const;
+};
+
+// FLOPs per example of a model split into what its compute-aware mixers decide and everything else.
+struct ComputeBreakdown {
+  double static_flops = 0;  // FLOPs of the parts whose cost is fixed (embeddings, feed-forward, head, ...)
+  double dense_flops = 0;   // the same model with dense softmax attention in place of every compute-aware mixer
+};
+ComputeBreakdown compute_breakdown(const Model& model);
+
+class ComputeObjective {
+ public:
+  ComputeObjective(Model& model, const ComputeSchedule& schedule);
+
+  bool active() const { return adaptive_; }  // the model has compute-aware mixers
+  void begin_epoch(int64_t epoch);           // dense mode, temperature, λ for this epoch
+  // Task loss of the last forward of `batch_size` examples -> the objective J.
+  torch::Tensor objective(const torch::Tensor& task_loss, int64_t batch_size);
+
+  // After a forward of `batch_size` examples: realised FLOPs per example (what ran) and expected (from the gates).
+  double realised_per_example(int64_t batch_size) const;
+  double expected_per_example(int64_t batch_size) const;
+  // Gate statistics of the last forward, one object per compute-aware layer.
+  nlohmann::json layer_stats() const;
+  // Means over the epoch of what objective() saw.
+  nlohmann::json epoch_summary() const;
+  double dense_flops_per_example() const { return breakdown_.dense_flops; }
+
+ private:
+  Model& model_;
+  ComputeSchedule schedule_;
+  ComputeBreakdown breakdown_;
+  bool adaptive_ = false;
+  double lambda_ = 0;
+  int64_t epoch_ = 0;
+  double sum_cost_ = 0, sum_aux_ = 0;
+  int64_t steps_ = 0;
+};
+
+}  // namespace cerebra

@@ -1,0 +1,136 @@
+#include "cerebra/compute_objective.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "cerebra/cerebra_layer.h"
+#include "cerebra/config.h"
+
+namespace cerebra {
+
+ComputeSchedule ComputeSchedule::from_config(const Config& c) {
+  ComputeSchedule s;
+  s.warm_epochs = c.get_int("warm_epochs");
+  s.ramp_epochs = c.get_int("lambda_ramp_epochs");
+  s.lambda0 = c.get_float("lambda0");
+  s.lambda_target = c.get_float("lambda");
+  s.tau = c.get_float("tau");
+  s.tau_min = c.get_float("tau_min");
+  if (s.warm_epochs < 0 || s.ramp_epochs < 0) throw ConfigError("warm_epochs and lambda_ramp_epochs must be >= 0");
+  if (s.lambda0 < 0 || s.lambda_target < 0) throw ConfigError("lambda and lambda0 must be >= 0");
+  if (!(s.tau > 0) || !(s.tau_min > 0)) throw ConfigError("tau and tau_min must be > 0");
+  return s;
+}
+
+namespace {
+// Progress through the ramp in [0, 1] for a 1-based epoch: 0 at the first epoch after warm-up.
+double ramp_progress(const ComputeSchedule& s, int64_t epoch) {
+  if (s.ramp_epochs <= 0) return 1.0;
+  const double e = static_cast<double>(epoch - s.warm_epochs - 1);
+  return std::clamp(e / static_cast<double>(s.ramp_epochs), 0.0, 1.0);
+}
+}  // namespace
+
+double ComputeSchedule::lambda(int64_t epoch) const {
+  if (dense(epoch)) return 0.0;
+  return lambda0 + (lambda_target - lambda0) * ramp_progress(*this, epoch);
+}
+
+double ComputeSchedule::temperature(int64_t epoch) const {
+  return tau * std::pow(tau_min / tau, ramp_progress(*this, epoch));
+}
+
+ComputeBreakdown compute_breakdown(const Model& model) {
+  ComputeBreakdown b;
+  const int64_t n = model.tokens_per_example();
+  double mixers = 0, dense = 0;
+  for (const auto& m : model.mixers()) {
+    mixers += m->flops(n);
+    if (auto layer = std::dynamic_pointer_cast<CerebraLayer>(m))
+      dense += dense_attention_flops(n, layer->options().d_model);
+    else
+      dense += m->flops(n);
+  }
+  b.static_flops = model.flops_per_example() - mixers;
+  b.dense_flops = b.static_flops + dense;
+  return b;
+}
+
+ComputeObjective::ComputeObjective(Model& model, const ComputeSchedule& schedule)
+    : model_(model), schedule_(schedule), breakdown_(compute_breakdown(model)) {
+  for (const auto& m : model.mixers())
+    if (std::dynamic_pointer_cast<CerebraLayer>(m)) adaptive_ = true;
+}
+
+void ComputeObjective::begin_epoch(int64_t epoch) {
+  epoch_ = epoch;
+  lambda_ = schedule_.lambda(epoch);
+  sum_cost_ = sum_aux_ = 0;
+  steps_ = 0;
+  for (const auto& m : model_.mixers()) {
+    m->set_dense(schedule_.dense(epoch));
+    m->set_temperature(schedule_.temperature(epoch));
+  }
+}
+
+torch::Tensor ComputeObjective::objective(const torch::Tensor& task_loss, int64_t batch_size) {
+  torch::Tensor j = task_loss;
+  torch::Tensor expected;  // Σ over compute-aware layers of expected FLOPs, summed over the batch
+  for (const auto& m : model_.mixers()) {
+    torch::Tensor aux = m->aux_loss();
+    if (aux.defined()) {
+      j = j + aux;
+      sum_aux_ += aux.item<double>();
+    }
+    torch::Tensor e = m->expected_flops();
+    if (e.defined()) expected = expected.defined() ? expected + e : e;
+  }
+  if (expected.defined()) {
+    // C = (fixed FLOPs + expected mixer FLOPs) per example / dense FLOPs per example; only the gates carry gradient.
+    auto cost = (expected.to(torch::kFloat64) / static_cast<double>(batch_size) + breakdown_.static_flops) /
+                breakdown_.dense_flops;
+    sum_cost_ += cost.item<double>();
+    if (lambda_ > 0) j = j + lambda_ * cost.to(task_loss.scalar_type());
+  }
+  ++steps_;
+  return j;
+}
+
+double ComputeObjective::realised_per_example(int64_t batch_size) const {
+  const int64_t n = model_.tokens_per_example();
+  double f = breakdown_.static_flops;
+  for (const auto& m : model_.mixers()) {
+    const double r = m->realised_flops();
+    f += r < 0 ? m->flops(n) : r / static_cast<double>(batch_size);
+  }
+  return f;
+}
+
+double ComputeObjective::expected_per_example(int64_t batch_size) const {
+  const int64_t n = model_.tokens_per_example();
+  double f = breakdown_.static_flops;
+  for (const auto& m : model_.mixers()) {
+    torch::Tensor e = m->expected_flops();
+    f += e.defined() ? e.item<double>() / static_cast<double>(batch_size) : m->flops(n);
+  }
+  return f;
+}
+
+nlohmann::json ComputeObjective::layer_stats() const {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& m : model_.mixers())
+    if (std::dynamic_pointer_cast<CerebraLayer>(m)) layers.push_back(m->stats());
+  return layers;
+}
+
+nlohmann::json ComputeObjective::epoch_summary() const {
+  const double steps = static_cast<double>(std::max<int64_t>(1, steps_));
+  return {{"lambda", lambda_},
+          {"tau", schedule_.temperature(epoch_)},
+          {"dense", schedule_.dense(epoch_)},
+          {"train_expected_cost", sum_cost_ / steps},
+          {"train_aux_loss", sum_aux_ / steps}};
+}
+
+}  // namespace cerebra
