@@ -10,6 +10,7 @@
 
 #include "cerebra/bench_layers.h"
 #include "cerebra/config.h"
+#include "cerebra/experiment_commands.h"
 #include "cerebra/flops_command.h"
 #include "cerebra/csv.h"
 #include "cerebra/runtime.h"
@@ -223,6 +224,7 @@ int main(int argc, char** argv) {
   std::function<int()> run_layers, run_flops;
   auto* layers = add_bench_layers_command(bench, &run_layers);
   auto* flops = add_flops_command(&app, &run_flops);
+  ExperimentCommands experiments = add_experiment_commands(&app, CEREBRA_SOURCE_DIR);
 
   try {
     app.parse(argc, argv);
@@ -264,6 +266,7 @@ int main(int argc, char** argv) {
     if (*data) return run_export(data_out, data_force);
     if (layers->parsed()) return run_layers();
     if (flops->parsed()) return run_flops();
+    if (experiments.selected()) return experiments.run();
     if (*tasks) {
       Config config = build_config(tasks, bench_args);
       ensure_data(config);

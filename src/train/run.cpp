@@ -289,7 +289,9 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
       {"torch_version", torch_version()},
       {"checkpoint", checkpoint_name(kind)},
   };
-  write_text(out / "summary.json", summary.dump(2) + "\n");
+  // Written last and atomically (rename): a summary.json that exists is complete, so a sweep can trust it.
+  write_text(out / "summary.json.tmp", summary.dump(2) + "\n");
+  fs::rename(out / "summary.json.tmp", out / "summary.json");
   return summary;
 }
 

@@ -1,0 +1,272 @@
+// `cerebra sweep`, `cerebra reproduce table1`, `cerebra report`, `cerebra plot`. See
+// include/cerebra/experiment_commands.h.
+#include "cerebra/experiment_commands.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "cerebra/config.h"
+#include "cerebra/experiments.h"
+
+namespace fs = std::filesystem;
+
+namespace cerebra {
+
+namespace {
+
+// ---- config files plus --key value overrides (as `cerebra train`)
+
+struct ConfigArgs {
+  std::vector<std::string> files;
+  std::map<std::string, std::string> values;
+  std::map<std::string, CLI::Option*> options;
+};
+
+void add_config_options(CLI::App* app, ConfigArgs& args) {
+  app->add_option("--config", args.files,
+                  "YAML config file(s), applied in order; a file may start from another with `base: FILE`")
+      ->check(CLI::ExistingFile);
+  for (const auto& k : Config::schema()) {
+    auto* opt = app->add_option("--" + k.name, args.values[k.name], k.help)
+                    ->default_str(k.default_value.empty() ? "\"\"" : k.default_value)
+                    ->group("Config keys (" + k.group + "), applied to every run");
+    args.options[k.name] = opt;
+  }
+  app->allow_extras();
+}
+
+void reject_extras(const CLI::App* app) {
+  for (const auto& extra : app->remaining()) {
+    if (extra.rfind("--", 0) == 0) {
+      std::string key = extra.substr(2);
+      throw ConfigError("command line: " + describe_unknown_key(key.substr(0, key.find('='))));
+    }
+    throw ConfigError("command line: unexpected argument '" + extra + "'");
+  }
+}
+
+Config build_config(const CLI::App* app, const ConfigArgs& args, std::string* command) {
+  reject_extras(app);
+  Config config;
+  for (const auto& f : args.files) {
+    config.load_yaml_file(f);
+    *command += " --config " + f;
+  }
+  for (const auto& [key, opt] : args.options)
+    if (opt->count() > 0) {
+      config.set(key, args.values.at(key), "command line --" + key);
+      *command += " --" + key + " " + args.values.at(key);
+    }
+  return config;
+}
+
+// A named task's data file must exist before hundreds of runs fail on it.
+void check_data(const Config& config) {
+  const std::string task = config.get_string("task");
+  if (task == "csv" || !config.get_string("data").empty()) return;
+  const fs::path path = fs::path(config.get_string("data_dir")) / (task + ".csv");
+  if (!fs::exists(path))
+    throw std::runtime_error(path.string() + " not found: export the data sets first with `cerebra data` "
+                                             "(or set data_dir / data)");
+}
+
+std::string find_rows_file(const std::string& source_dir) {
+  std::vector<fs::path> candidates;
+  if (const char* home = std::getenv("CEREBRA_HOME")) candidates.emplace_back(fs::path(home) / "configs/table1/rows.yaml");
+  candidates.emplace_back("configs/table1/rows.yaml");
+  if (!source_dir.empty()) candidates.emplace_back(fs::path(source_dir) / "configs/table1/rows.yaml");
+  for (const auto& c : candidates)
+    if (fs::exists(c)) return c.string();
+  throw std::runtime_error("cannot find configs/table1/rows.yaml (give --rows FILE or set CEREBRA_HOME)");
+}
+
+struct SweepArgs {
+  ConfigArgs config;
+  std::vector<std::string> grids;
+  int64_t seeds = 3;
+  std::string out, metric, series;
+  bool verbose = false, no_plots = false;
+};
+
+struct ReproduceArgs {
+  bool quick = false, verbose = false, no_plots = false;
+  int64_t seeds = 0;
+  int threads = -1;
+  std::string out, rows;
+  std::vector<std::string> set;
+};
+
+struct DirArgs {
+  std::string dir, metric;
+  bool no_plots = false;
+};
+
+int run_sweep_command(CLI::App* cmd, SweepArgs& a) {
+  std::string command = "cerebra sweep";
+  Config base = build_config(cmd, a.config, &command);
+  check_data(base);
+  std::vector<exp::GridAxis> axes;
+  for (const auto& g : a.grids) {
+    axes.push_back(exp::parse_grid(g));
+    command += " --grid \"" + g + "\"";
+  }
+  std::vector<std::string> series;
+  if (!a.series.empty()) {
+    std::stringstream ss(a.series);
+    for (std::string k; std::getline(ss, k, ',');)
+      if (!k.empty()) series.push_back(k);
+  }
+  const auto points = exp::grid_points(base, axes, series);
+  exp::SweepOptions o;
+  o.out = a.out.empty() ? fmt::format("runs/sweep-{}-{}", base.get_string("task"), base.get_string("model")) : a.out;
+  o.seeds = a.seeds;
+  o.metric = a.metric;
+  o.quiet_runs = !a.verbose;
+  o.plots = !a.no_plots;
+  command += fmt::format(" --seeds {} --out {}", a.seeds, o.out) + (a.metric.empty() ? "" : " --metric " + a.metric);
+  o.extra = {{"command", command}};
+  o.title = "sweep " + o.out;
+  const auto r = exp::run_sweep(points, o);
+  const auto t = exp::load_sweep(o.out, a.metric);
+  std::cout << fmt::format("{:<44} {:>7} {:>20} {:>14} {:>10} {:>8}\n", "point", "ok", t.metric.name + " (mean±std)",
+                           "FLOPs/example", "epoch s", "frontier");
+  for (const auto& p : t.points)
+    std::cout << fmt::format("{:<44} {:>7} {:>20} {:>14} {:>10} {:>8}\n", p.label.substr(0, 44),
+                             fmt::format("{}/{}", p.n_ok, p.n_runs), exp::format_stat(p.metric, 4),
+                             std::isfinite(p.flops_realised.mean) ? fmt::format("{:.4g}", p.flops_realised.mean) : "-",
+                             std::isfinite(p.epoch_seconds.mean) ? fmt::format("{:.2f}", p.epoch_seconds.mean) : "-",
+                             std::string(p.front_flops ? "F" : "") + (p.front_time ? "T" : ""));
+  std::cout << fmt::format("frontier: F = non-dominated in {} vs realised FLOPs, T = vs epoch time ({} is better)\n"
+                           "wrote {}/{{table,runs,frontier}}.{{csv,json}}{}\n",
+                           t.metric.name, t.metric.higher_is_better ? "higher" : "lower", o.out,
+                           r.plot_error.empty() && o.plots ? " and plots/frontier_{flops,time}.{png,svg}" : "");
+  if (!r.plot_error.empty()) std::cerr << "plots not drawn: " << r.plot_error << "\n";
+  return r.failed > 0 ? 1 : 0;
+}
+
+int run_reproduce_command(ReproduceArgs& a, const std::string& source_dir) {
+  exp::Table1Options o;
+  o.rows_file = a.rows.empty() ? find_rows_file(source_dir) : a.rows;
+  o.quick = a.quick;
+  o.seeds = a.seeds;
+  o.out = a.out.empty() ? (a.quick ? "runs/table1-quick" : "runs/table1") : a.out;
+  o.quiet_runs = !a.verbose;
+  o.plots = !a.no_plots;
+  if (a.threads >= 0) o.overrides.emplace_back("threads", std::to_string(a.threads));
+  for (const auto& kv : a.set) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos) throw ConfigError("--set '" + kv + "': expected KEY=VALUE");
+    o.overrides.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  for (const auto& [k, v] : o.overrides) {
+    Config probe;
+    probe.set(k, v, "--set " + k);  // unknown keys and bad values fail before any run
+  }
+  const auto r = exp::reproduce_table1(o);
+  std::cout << exp::table1_markdown(exp::load_sweep(o.out));
+  std::cerr << fmt::format("wrote {}/table1.md and table1.csv (report: cerebra report {})\n", o.out, o.out);
+  if (!r.plot_error.empty()) std::cerr << "plots not drawn: " << r.plot_error << "\n";
+  return r.failed > 0 ? 1 : 0;
+}
+
+}  // namespace
+
+ExperimentCommands add_experiment_commands(CLI::App* app, const std::string& source_dir) {
+  // sweep
+  auto sa = std::make_shared<SweepArgs>();
+  auto* sweep = app->add_subcommand(
+      "sweep",
+      "Run a grid of config values x seeds (one run directory each), aggregate mean ± sample std over seeds, and\n"
+      "write the table, the Pareto frontier (metric vs realised FLOPs per example, and vs epoch time) and plots.\n"
+      "Resumable: a run whose summary.json is complete and whose config.yaml equals the planned config is reused;\n"
+      "a failed run is recorded (error.txt, status in runs.csv) and the others go on.\n"
+      "Example: cerebra sweep --config configs/cerebra_compress_router.yaml --grid \"lambda=0,1e-3,1e-2\" \\\n"
+      "           --grid \"compression_ratio=0.25,0.5\" --seeds 3 --out runs/sweep-lambda --epochs 10");
+  sweep->add_option("--grid", sa->grids,
+                    "KEY=V1,V2,...: a config key and its values; repeat for a Cartesian grid (first varies slowest)")
+      ->required();
+  sweep->add_option("--seeds", sa->seeds, "Seeds per grid point: the config's seed, seed+1, ...")->capture_default_str();
+  sweep->add_option("--out", sa->out, "Sweep directory (default: runs/sweep-<task>-<model>)");
+  sweep->add_option("--metric", sa->metric,
+                    "Summary metric, e.g. test_rmse, test_accuracy, or name:max / name:min to set the direction "
+                    "(default: test_rmse, else test_accuracy, ...; accuracy/f1/r2-like names are higher-is-better)");
+  sweep->add_option("--series", sa->series,
+                    "Comma-separated config keys whose values name the plot series (default: model when swept, "
+                    "else every grid key but the first, else the model)");
+  sweep->add_flag("--verbose,-v", sa->verbose, "Show each run's per-epoch progress");
+  sweep->add_flag("--no-plots", sa->no_plots, "Write tables only");
+  add_config_options(sweep, sa->config);
+
+  // reproduce table1
+  auto ra = std::make_shared<ReproduceArgs>();
+  auto* reproduce = app->add_subcommand("reproduce", "Regenerate the paper's tables with measured numbers");
+  reproduce->require_subcommand(1);
+  auto* table1 = reproduce->add_subcommand(
+      "table1",
+      "Table 1 on the salary task (CPS1988): small Transformer, LSTM, Cerebra compression-only, compression +\n"
+      "router, full (+ sampler + pruning). Columns: test RMSE, relative FLOPs (Transformer = 1.00, realised FLOPs\n"
+      "per example), epoch time, peak memory; mean ± std over seeds. Rows come from configs/table1/rows.yaml; a\n"
+      "row whose config is missing or invalid is reported as unavailable. Writes table1.md and table1.csv plus\n"
+      "everything a sweep writes; resumable.");
+  table1->add_flag("--quick", ra->quick,
+                   "A first look in a few minutes: the manifest's quick overrides (fewer epochs, max_rows) and 1 seed");
+  table1->add_option("--seeds", ra->seeds, "Seeds per row (default: the manifest's, 3; quick: 1)");
+  table1->add_option("--out", ra->out, "Output directory (default: runs/table1 or runs/table1-quick)");
+  table1->add_option("--rows", ra->rows, "Row manifest (default: configs/table1/rows.yaml)");
+  table1->add_option("--threads", ra->threads, "Intra-op threads of every run (0 = all cores)");
+  table1->add_option("--set", ra->set, "KEY=VALUE config override applied to every row (repeatable)");
+  table1->add_flag("--verbose,-v", ra->verbose, "Show each run's per-epoch progress");
+  table1->add_flag("--no-plots", ra->no_plots, "Write tables only");
+
+  // report and plot
+  auto rep = std::make_shared<DirArgs>();
+  auto* report = app->add_subcommand(
+      "report",
+      "Write DIR/report.md from a sweep / reproduce directory (sweep.json) or a `bench tasks` / `bench layers`\n"
+      "directory (results.json): machine, threads, BLAS, versions, config hashes, tables and the plots.");
+  report->add_option("dir", rep->dir, "Directory to report on")->required();
+  report->add_flag("--no-plots", rep->no_plots, "Do not (re)draw plots; link those present");
+  auto pl = std::make_shared<DirArgs>();
+  auto* plot = app->add_subcommand(
+      "plot",
+      "Draw DIR/plots/*.png and *.svg (gnuplot): Pareto frontiers of a sweep directory, or log-log time and memory\n"
+      "vs n with fitted slopes of a `bench layers` directory (also writes scaling.csv).");
+  plot->add_option("dir", pl->dir, "Sweep or bench layers directory")->required();
+  plot->add_option("--metric", pl->metric, "Sweep metric (name or name:max/min; default: the sweep's)");
+
+  ExperimentCommands c;
+  c.selected = [=] { return sweep->parsed() || table1->parsed() || report->parsed() || plot->parsed(); };
+  c.run = [=]() -> int {
+    if (sweep->parsed()) return run_sweep_command(sweep, *sa);
+    if (table1->parsed()) return run_reproduce_command(*ra, source_dir);
+    if (report->parsed()) {
+      exp::write_report(rep->dir, !rep->no_plots);
+      std::cout << "wrote " << (fs::path(rep->dir) / "report.md").string() << "\n";
+      return 0;
+    }
+    if (plot->parsed()) {
+      std::string err;
+      if (fs::exists(fs::path(pl->dir) / "sweep.json"))
+        err = exp::write_sweep_outputs(exp::load_sweep(pl->dir, pl->metric), true);
+      else if (fs::exists(fs::path(pl->dir) / "results.json"))
+        err = exp::write_scaling_outputs(pl->dir, true);
+      else
+        throw std::runtime_error("plot: " + pl->dir + " holds neither sweep.json nor a bench layers results.json");
+      if (!err.empty()) throw std::runtime_error(err);
+      std::cout << "wrote " << (fs::path(pl->dir) / "plots").string() << "/*.png and *.svg\n";
+      return 0;
+    }
+    return 1;
+  };
+  return c;
+}
+
+}  // namespace cerebra

@@ -1,0 +1,257 @@
+// Sweeps: a grid of config values × seeds, one run directory each, resumable, failures recorded, then aggregated.
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#include <fmt/core.h>
+
+#include "cerebra/experiments.h"
+#include "cerebra/train.h"
+
+namespace fs = std::filesystem;
+
+namespace cerebra::exp {
+
+namespace {
+
+std::string trim(const std::string& s) {
+  const auto a = s.find_first_not_of(" \t");
+  if (a == std::string::npos) return "";
+  return s.substr(a, s.find_last_not_of(" \t") - a + 1);
+}
+
+// Characters safe in a directory name; anything else becomes '_'.
+std::string dir_safe(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+' ||
+                           c == '=' || c == '_')
+                              ? c
+                              : '_';
+  return out;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_text_atomic(const fs::path& p, const std::string& text) {
+  const fs::path tmp = p.string() + ".tmp";
+  {
+    std::ofstream f(tmp);
+    if (!f) throw std::runtime_error("cannot write " + tmp.string());
+    f << text;
+    if (!f) throw std::runtime_error("cannot write " + tmp.string());
+  }
+  fs::rename(tmp, p);
+}
+
+std::string duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  if (s < 90) return fmt::format("{:.0f}s", s);
+  if (s < 5400) return fmt::format("{:.0f}m{:02.0f}s", std::floor(s / 60), std::fmod(s, 60));
+  return fmt::format("{:.0f}h{:02.0f}m", std::floor(s / 3600), std::floor(std::fmod(s, 3600) / 60));
+}
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+
+GridAxis parse_grid(const std::string& text) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos)
+    throw ConfigError("--grid '" + text + "': expected KEY=V1,V2,... (e.g. lambda=0,1e-4,1e-3)");
+  GridAxis axis;
+  axis.key = trim(text.substr(0, eq));
+  if (Config::find_key(axis.key) == nullptr) throw ConfigError("--grid: " + describe_unknown_key(axis.key));
+  if (axis.key == "seed") throw ConfigError("--grid: seeds are set with --seeds, not swept as a grid key");
+  std::stringstream ss(text.substr(eq + 1));
+  std::set<std::string> seen;
+  for (std::string v; std::getline(ss, v, ',');) {
+    v = trim(v);
+    if (v.empty()) continue;
+    Config probe;
+    probe.set(axis.key, v, "--grid " + axis.key);  // throws ConfigError naming the key and the expected type
+    if (!seen.insert(v).second) throw ConfigError("--grid " + axis.key + ": value '" + v + "' given twice");
+    axis.values.push_back(v);
+  }
+  if (axis.values.empty()) throw ConfigError("--grid '" + text + "': no values after '='");
+  return axis;
+}
+
+std::vector<PlanPoint> grid_points(const Config& base, const std::vector<GridAxis>& axes,
+                                   std::vector<std::string> series_keys) {
+  std::set<std::string> keys;
+  for (const auto& a : axes)
+    if (!keys.insert(a.key).second) throw ConfigError("--grid: key '" + a.key + "' given twice");
+  if (series_keys.empty()) {
+    if (keys.count("model"))
+      series_keys = {"model"};
+    else
+      for (size_t i = 1; i < axes.size(); ++i) series_keys.push_back(axes[i].key);
+  }
+  for (const auto& k : series_keys)
+    if (Config::find_key(k) == nullptr) throw ConfigError("--series: " + describe_unknown_key(k));
+
+  std::vector<PlanPoint> points;
+  std::vector<size_t> idx(axes.size(), 0);
+  while (true) {
+    PlanPoint p;
+    p.config = base;
+    std::string name, label;
+    for (size_t a = 0; a < axes.size(); ++a) {
+      const auto& v = axes[a].values[idx[a]];
+      p.config.set(axes[a].key, v, "--grid " + axes[a].key);
+      p.params.emplace_back(axes[a].key, v);
+      name += (name.empty() ? "" : "__") + dir_safe(axes[a].key + "=" + v);
+      label += (label.empty() ? "" : " ") + axes[a].key + "=" + v;
+    }
+    p.name = name.empty() ? "base" : name;
+    p.label = label.empty() ? "base" : label;
+    if (series_keys.empty()) {
+      p.series = p.config.get_string("model");
+    } else {
+      for (const auto& k : series_keys) {
+        std::string v;
+        for (const auto& [pk, pv] : p.params)
+          if (pk == k) v = pv;
+        if (v.empty()) v = p.config.to_json()[k].dump();
+        if (!v.empty() && v.front() == '"') v = v.substr(1, v.size() - 2);
+        p.series += (p.series.empty() ? "" : " ") + k + "=" + v;
+      }
+    }
+    points.push_back(std::move(p));
+    // odometer: last axis fastest
+    size_t a = axes.size();
+    while (a > 0) {
+      --a;
+      if (++idx[a] < axes[a].values.size()) break;
+      idx[a] = 0;
+      if (a == 0) return points;
+    }
+    if (axes.empty()) return points;
+  }
+}
+
+std::string run_dir_name(const PlanPoint& point, int64_t seed) { return point.name + "__seed=" + std::to_string(seed); }
+
+bool run_complete(const std::string& run_dir, const Config& config) {
+  const fs::path d(run_dir);
+  if (!fs::exists(d / "summary.json") || !fs::exists(d / "config.yaml")) return false;
+  try {
+    auto s = nlohmann::json::parse(read_text(d / "summary.json"));
+    if (!s.is_object() || !s.contains("metrics") || !s["metrics"].is_object()) return false;
+  } catch (const nlohmann::json::exception&) {
+    return false;
+  }
+  return read_text(d / "config.yaml") == config.to_yaml();
+}
+
+SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions& options) {
+  if (options.out.empty()) throw std::invalid_argument("sweep: no output directory");
+  if (options.seeds < 1) throw std::invalid_argument("sweep: --seeds must be at least 1");
+  if (!options.metric.empty()) parse_metric(options.metric);  // reject a bad direction before any run
+  const fs::path out(options.out);
+  fs::create_directories(out);
+
+  struct Job {
+    size_t point;
+    int64_t seed;
+    std::string dir;
+    Config config;
+    bool done;
+  };
+  std::vector<Job> jobs;
+  nlohmann::json plan_points = nlohmann::json::array(), plan_runs = nlohmann::json::array();
+  SweepOutcome outcome;
+  std::set<std::string> names;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const auto& p = points[i];
+    if (!names.insert(p.name).second) throw std::invalid_argument("sweep: two points named '" + p.name + "'");
+    nlohmann::json params = nlohmann::json::array();
+    for (const auto& [k, v] : p.params) params.push_back({k, v});
+    plan_points.push_back({{"name", p.name}, {"label", p.label}, {"series", p.series}, {"params", params},
+                           {"unavailable", p.unavailable}});
+    if (!p.unavailable.empty()) {
+      ++outcome.unavailable;
+      continue;
+    }
+    const int64_t base_seed = p.config.get_int("seed");
+    for (int64_t s = 0; s < options.seeds; ++s) {
+      Job j{i, base_seed + s, run_dir_name(p, base_seed + s), p.config, false};
+      j.config.set("seed", std::to_string(j.seed), "sweep seed");
+      j.done = run_complete((out / j.dir).string(), j.config);
+      plan_runs.push_back({{"point", p.name}, {"seed", j.seed}, {"dir", j.dir}});
+      jobs.push_back(std::move(j));
+    }
+  }
+  nlohmann::json plan = {{"kind", "sweep"},   {"title", options.title}, {"metric", options.metric},
+                         {"seeds", options.seeds}, {"points", plan_points}, {"runs", plan_runs},
+                         {"extra", options.extra}};
+  write_text_atomic(out / "sweep.json", plan.dump(2) + "\n");
+
+  outcome.total = static_cast<int64_t>(jobs.size());
+  int64_t todo = 0;
+  for (const auto& j : jobs) todo += j.done ? 0 : 1;
+  outcome.skipped = outcome.total - todo;
+  if (!options.quiet)
+    std::cerr << fmt::format("sweep: {} points x {} seeds = {} runs in {}; {} already complete, {} to run{}\n",
+                             points.size() - static_cast<size_t>(outcome.unavailable), options.seeds, outcome.total,
+                             out.string(), outcome.skipped, todo,
+                             outcome.unavailable ? fmt::format(" ({} points unavailable)", outcome.unavailable) : "");
+
+  RunFunction run = options.run ? options.run : RunFunction(train_run);
+  double spent = 0;
+  int64_t index = 0;
+  for (const auto& j : jobs) {
+    if (j.done) continue;
+    ++index;
+    const fs::path dir = out / j.dir;
+    const auto& p = points[j.point];
+    if (!options.quiet)
+      std::cerr << fmt::format("sweep: run {}/{}: {} seed={} ...\n", index, todo, p.label, j.seed);
+    fs::create_directories(dir);
+    std::error_code ec;
+    fs::remove(dir / "error.txt", ec);
+    fs::remove(dir / "summary.json", ec);  // a stale summary of another config must not count as this run
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string status;
+    try {
+      RunOptions ro;
+      ro.quiet = options.quiet_runs;
+      nlohmann::json s = run(j.config, dir.string(), ro);
+      ++outcome.ran;
+      const std::string m = options.metric.empty() ? default_metric(s) : parse_metric(options.metric).name;
+      const double v = summary_value(s, m);
+      status = std::isfinite(v) ? fmt::format("{} {:.4g}", m, v) : "done";
+    } catch (const std::exception& e) {
+      ++outcome.ran;
+      ++outcome.failed;
+      std::ofstream(dir / "error.txt") << e.what() << "\n";
+      status = "FAILED: " + first_line(e.what());
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    spent += secs;
+    const double eta = spent / static_cast<double>(index) * static_cast<double>(todo - index);
+    if (!options.quiet)
+      std::cerr << fmt::format("sweep: run {}/{} {} seed={}: {} in {}; ETA {}\n", index, todo, p.label, j.seed,
+                               status, duration(secs), index == todo ? "done" : duration(eta));
+  }
+
+  SweepTable table = load_sweep(out.string(), options.metric);
+  outcome.plot_error = write_sweep_outputs(table, options.plots);
+  if (!options.quiet) {
+    std::cerr << fmt::format("sweep: {} runs: {} ran now ({} failed), {} reused; results in {}\n", outcome.total,
+                             outcome.ran, outcome.failed, outcome.skipped, out.string());
+    if (!outcome.plot_error.empty()) std::cerr << "sweep: plots not drawn: " << outcome.plot_error << "\n";
+  }
+  return outcome;
+}
+
+}  // namespace cerebra::exp
