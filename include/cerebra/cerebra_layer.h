@@ -109,6 +109,10 @@ struct CerebraOptions {
   bool use_reference = false;
   int64_t conv_kernel = 3;                // extra "conv_kernel": depthwise kernel of conv/hybrid (odd)
   int64_t pool_queries = 64;              // extra "pool_queries": learned-query bank when memory_max <= 0
+  // Heads of the full path kept by structured pruning (cerebra/pruning.h); 0 = all n_heads. The full path then
+  // computes queries, keys and values only for those heads (width D_f = full_heads·d/n_heads instead of d) and its
+  // output fills only their columns before the output projection.
+  int64_t full_heads = 0;
 
   // Reads d_model and n_heads and the extra keys above; `causal` must be false. dropout is not used.
   static CerebraOptions from_mixer(const MixerOptions& o);
@@ -119,6 +123,8 @@ struct CerebraOptions {
   int64_t window_keys() const;            // keys in a token's window: 2·⌊w/2⌋ + 1
   int64_t window_block() const;           // c = max(16, 2·⌊w/2⌋): query positions per window block
   int64_t pool_bank() const;              // learned queries of attnpool/hybrid
+  int64_t full_head_count() const { return full_heads > 0 ? full_heads : n_heads; }
+  int64_t full_width() const { return full_head_count() * (d_model / n_heads); }  // D_f
 };
 
 // Analytic forward FLOPs of one sequence of padded length n, split the way the expected-cost estimator needs it.
@@ -223,6 +229,13 @@ class CerebraLayer : public SequenceMixer {
   const torch::Tensor& last_gates() const { return routing_.gates; }
   const torch::Tensor& last_selected() const { return routing_.selected; }
 
+  // Structured pruning of the full path's heads (cerebra/pruning.h). A head costs, per sequence, its share of the
+  // query projection for every full-path row and of the keys/values and both attention products.
+  std::vector<PrunableGroup> prunable_groups(int64_t n) const override;
+  torch::Tensor unit_taylor(size_t group) const override;
+  void prune_units(size_t group, const std::vector<int64_t>& keep) override;
+  void mask_units(size_t group, const std::vector<int64_t>& keep) override;
+
   // Parameters (names in named_parameters(): router.score, compressor.*, q_proj, kv_proj, out_proj, qc_proj,
   // kvc_proj, kvm_proj, up_proj).
   CerebraRouter router{nullptr};
@@ -253,6 +266,7 @@ class CerebraLayer : public SequenceMixer {
   torch::Tensor expected_, rec_loss_;
   double realised_ = -1.0;
   std::map<std::string, double> stats_;
+  torch::Tensor full_cols_;  // buffer "full_cols" once heads are pruned: columns of d the full path writes
 };
 
 }  // namespace cerebra

@@ -49,6 +49,9 @@ class ComputeObjective {
   // Means over the epoch of what objective() saw.
   nlohmann::json epoch_summary() const;
   double dense_flops_per_example() const { return breakdown_.dense_flops; }
+  // After the model's shapes changed (structured pruning): recomputes its fixed FLOPs; the dense normaliser stays
+  // that of the model as built, so λ keeps its meaning.
+  void refresh_static_flops() { breakdown_.static_flops = compute_breakdown(model_).static_flops; }
 
  private:
   Model& model_;

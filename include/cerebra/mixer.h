@@ -39,6 +39,15 @@ struct MixerOptions {
   }
 };
 
+// One group of prunable structures of a mixer: units of one kind that can be removed one by one
+// (see cerebra/pruning.h). `unit_flops` is the analytic forward FLOPs one unit costs per sequence of n tokens.
+struct PrunableGroup {
+  std::string kind;  // "heads" | "channels"
+  std::string name;  // unique within the mixer, e.g. "heads", "conv0"
+  int64_t units = 0;
+  double unit_flops = 0;
+};
+
 class SequenceMixer : public torch::nn::Module {
  public:
   // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
@@ -61,6 +70,16 @@ class SequenceMixer : public torch::nn::Module {
   // compressor off) for the warm-up epochs of the recipe.
   virtual void set_temperature(double tau) {}
   virtual void set_dense(bool dense) {}
+
+  // ---- structured pruning (cerebra/pruning.h); mixers without prunable structures keep these defaults ----
+  virtual std::vector<PrunableGroup> prunable_groups(int64_t n) const { return {}; }
+  // (units) Σ g·w over each unit's parameters from their .grad(): the first-order Taylor estimate of the change in
+  // the loss when the unit is removed (up to sign). Undefined when no gradient is present.
+  virtual torch::Tensor unit_taylor(size_t group) const { return {}; }
+  // Removes every unit of the group not in `keep` (ascending indices): smaller weight tensors replace the old ones.
+  virtual void prune_units(size_t group, const std::vector<int64_t>& keep) {}
+  // Zeroes the units not in `keep` without changing any shape: the masked model the pruned one must equal.
+  virtual void mask_units(size_t group, const std::vector<int64_t>& keep) {}
 };
 
 using MixerFactory = std::function<std::shared_ptr<SequenceMixer>(const MixerOptions&)>;

@@ -19,6 +19,7 @@
 namespace cerebra {
 
 class Config;
+class BackboneImpl;
 
 // One mini-batch. Tabular tasks fill num/cat; token tasks fill tokens/mask. y is the target.
 struct Batch {
@@ -47,6 +48,8 @@ class Model : public torch::nn::Module {
   virtual std::vector<std::shared_ptr<SequenceMixer>> mixers() const { return {}; }
   // Tokens each mixer sees per example (0 for non-sequence models).
   virtual int64_t tokens_per_example() const { return 0; }
+  // The backbone that holds prunable structures (cerebra/pruning.h); nullptr for models without one.
+  virtual BackboneImpl* backbone() { return nullptr; }
   int64_t parameter_count() const;
 };
 
@@ -66,6 +69,15 @@ class BackboneImpl : public torch::nn::Module {
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask);
   double flops(int64_t n) const;
   const std::vector<std::shared_ptr<SequenceMixer>>& mixers() const { return mixers_; }
+  int64_t n_layers() const { return static_cast<int64_t>(mixers_.size()); }
+
+  // Structured pruning of the feed-forward hidden units of layer l (cerebra/pruning.h). ffn_units is 0 when the
+  // backbone has no feed-forward block.
+  int64_t ffn_units(int64_t l) const;
+  double ffn_unit_flops(int64_t n) const;  // per sequence of n tokens: 2·n·d (in) + 2·n·d (out)
+  torch::Tensor ffn_taylor(int64_t l) const;  // (units) Σ g·w over ffn_in row j, its bias and ffn_out column j
+  void prune_ffn(int64_t l, const std::vector<int64_t>& keep);
+  void mask_ffn(int64_t l, const std::vector<int64_t>& keep);
 
  private:
   BackboneOptions options_;

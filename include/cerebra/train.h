@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cerebra/models.h"
+#include "cerebra/sampler.h"
 
 namespace cerebra {
 
@@ -34,6 +35,7 @@ struct TrainerOptions {
   uint64_t seed = 42;
   bool quiet = false;
   std::string metrics_path;  // metrics.jsonl; empty = not written
+  SamplerOptions sampler;    // compute-aware sampler (cerebra/sampler.h); off = seeded shuffles
 };
 TrainerOptions trainer_options_from_config(const Config& config);
 
@@ -50,6 +52,15 @@ struct TrainerHooks {
   std::function<nlohmann::json()> epoch_report;
   // Epochs before this one (e.g. dense warm-up and the λ ramp) are neither kept as best nor counted for patience.
   int64_t first_selectable_epoch = 1;
+  // Compute-aware sampler (required when TrainerOptions::sampler is on): the unreduced loss (B,) of a prediction,
+  // and optionally each training row's compute estimate Ĉ relative to the dense model (default: 1 for all).
+  std::function<torch::Tensor(const torch::Tensor& pred, const Batch& batch)> per_example_loss;
+  std::function<std::vector<double>(const std::vector<int64_t>& rows)> example_cost;
+  // Optional, after each backward pass while the gradients are in .grad() (e.g. pruning saliencies).
+  std::function<void(int64_t epoch)> after_backward;
+  // Optional, at the end of an epoch's training, before validation. Returns true when the model's parameters were
+  // replaced (structured pruning): the optimiser is rebuilt and the kept best weights are reset to this model.
+  std::function<bool(int64_t epoch)> on_epoch_end;
 };
 
 struct TrainResult {

@@ -17,6 +17,7 @@
 
 #include "cerebra/mixer.h"
 #include "cerebra/ops/attention.h"
+#include "cerebra/pruning.h"
 
 namespace cerebra {
 
@@ -27,6 +28,7 @@ class AttentionMixer final : public SequenceMixer {
   explicit AttentionMixer(const MixerOptions& o)
       : d_(o.d_model), h_(o.n_heads), causal_(o.causal), impl_(o.attention_impl) {
     TORCH_CHECK(d_ % h_ == 0, "attention: d_model (", d_, ") must be divisible by n_heads (", h_, ")");
+    dh_ = d_ / h_;
     TORCH_CHECK(impl_ == "naive" || impl_ == "tiled", "attention: unknown attention_impl '", impl_,
                 "'; expected naive|tiled");
     qkv_ = register_module("qkv", torch::nn::Linear(d_, 3 * d_));
@@ -36,7 +38,8 @@ class AttentionMixer final : public SequenceMixer {
   // x: (B, n, d), mask: (B, n) bool -> (B, n, d)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) override {
     TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "attention: x must be (B, n, ", d_, "), got ", x.sizes());
-    const int64_t B = x.size(0), n = x.size(1), dh = d_ / h_;
+    // h_ heads of width dh_ (fewer than n_heads once pruned): inner width h_·dh_.
+    const int64_t B = x.size(0), n = x.size(1), dh = dh_, inner = h_ * dh_;
     auto qkv = qkv_->forward(x).view({B, n, 3, h_, dh}).permute({2, 0, 3, 1, 4});  // (3, B, h, n, dh)
     auto q = qkv[0], k = qkv[1], v = qkv[2];
     const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
@@ -45,7 +48,7 @@ class AttentionMixer final : public SequenceMixer {
                   "), got ", mask.sizes());
     if (impl_ == "tiled") {
       const auto key_mask = mask.defined() ? mask.to(torch::kBool) : torch::Tensor();
-      auto y = ops::tiled_attention(q, k, v, key_mask, causal_, scale).transpose(1, 2).reshape({B, n, d_});
+      auto y = ops::tiled_attention(q, k, v, key_mask, causal_, scale).transpose(1, 2).reshape({B, n, inner});
       return out_->forward(y);
     }
     auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // (B,h,n,n)
@@ -58,14 +61,15 @@ class AttentionMixer final : public SequenceMixer {
     if (allowed.defined()) scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
     auto probs = torch::softmax(scores, -1);
     if (allowed.defined()) probs = probs.masked_fill(allowed.logical_not(), 0.0);  // rows with no key: zeros, not NaN
-    auto y = torch::matmul(probs, v).transpose(1, 2).reshape({B, n, d_});
+    auto y = torch::matmul(probs, v).transpose(1, 2).reshape({B, n, inner});
     return out_->forward(y);
   }
 
   double flops(int64_t n) const override {
-    const double N = static_cast<double>(n), d = static_cast<double>(d_);
-    const double projections = 2.0 * N * d * 3.0 * d   // q, k, v projections
-                                + 2.0 * N * d * d;      // output projection
+    // With pruned heads the inner width h_·dh_ replaces d in the projections' outputs and in the products.
+    const double N = static_cast<double>(n), d = static_cast<double>(d_), di = static_cast<double>(h_ * dh_);
+    const double projections = 2.0 * N * d * 3.0 * di   // q, k, v projections
+                                + 2.0 * N * di * d;     // output projection
     if (causal_ && impl_ == "tiled") {
       // The kernel's forward runs, per head and query tile [r0, r0 + nr), keys [0, min(n, r0 + nr)): two products.
       const int64_t br = ops::AttentionTiling{}.q_rows;
@@ -74,16 +78,44 @@ class AttentionMixer final : public SequenceMixer {
         const int64_t nr = std::min(br, n - r0);
         pairs += static_cast<double>(nr) * static_cast<double>(std::min(n, r0 + nr));
       }
-      return projections + 4.0 * pairs * d;
+      return projections + 4.0 * pairs * di;
     }
     return projections
-           + 2.0 * N * N * d       // scores
-           + 2.0 * N * N * d;      // probabilities x values
+           + 2.0 * N * N * di      // scores
+           + 2.0 * N * N * di;     // probabilities x values
   }
   bool is_causal() const override { return causal_; }
 
+  // ---- structured pruning: heads. Every term of flops(n) is proportional to the number of heads.
+  std::vector<PrunableGroup> prunable_groups(int64_t n) const override {
+    return {{"heads", "heads", h_, flops(n) / static_cast<double>(h_)}};
+  }
+  // Head j owns rows j·dh.. of the q, k and v blocks of qkv (and their biases) and columns j·dh.. of out.
+  torch::Tensor unit_taylor(size_t) const override {
+    auto gw_in = grad_times_weight(qkv_->weight).sum(1) + grad_times_weight(qkv_->bias);  // (3·h·dh)
+    auto gw_out = grad_times_weight(out_->weight).sum(0);                                  // (h·dh)
+    return gw_in.view({3, h_, dh_}).sum(2).sum(0) + gw_out.view({h_, dh_}).sum(1);
+  }
+  void prune_units(size_t, const std::vector<int64_t>& keep) override {
+    const int64_t inner = h_ * dh_;
+    auto rows = torch::cat({unit_columns(keep, dh_, 0), unit_columns(keep, dh_, inner), unit_columns(keep, dh_, 2 * inner)});
+    qkv_ = torch::nn::Linear(replace_module("qkv", select_linear(qkv_, rows, {})));
+    out_ = torch::nn::Linear(replace_module("out", select_linear(out_, {}, unit_columns(keep, dh_))));
+    h_ = static_cast<int64_t>(keep.size());
+  }
+  // A head whose values and output columns are zero contributes nothing.
+  void mask_units(size_t, const std::vector<int64_t>& keep) override {
+    torch::NoGradGuard g;
+    for (int64_t j = 0; j < h_; ++j) {
+      if (std::find(keep.begin(), keep.end(), j) != keep.end()) continue;
+      qkv_->weight.narrow(0, 2 * h_ * dh_ + j * dh_, dh_).zero_();
+      qkv_->bias.narrow(0, 2 * h_ * dh_ + j * dh_, dh_).zero_();
+      out_->weight.narrow(1, j * dh_, dh_).zero_();
+    }
+  }
+
  private:
-  int64_t d_, h_;
+  int64_t d_, h_, dh_ = 0;
   bool causal_;
   std::string impl_;
   torch::nn::Linear qkv_{nullptr}, out_{nullptr};

@@ -1,6 +1,7 @@
 #include <torch/torch.h>
 
 #include "cerebra/models.h"
+#include "cerebra/pruning.h"
 
 namespace cerebra {
 
@@ -48,9 +49,47 @@ double BackboneImpl::flops(int64_t n) const {
   const double d = static_cast<double>(options_.mixer_options.d_model);
   double f = 0;
   for (const auto& m : mixers_) f += m->flops(n);
-  if (options_.ffn_mult > 0)
-    f += static_cast<double>(mixers_.size()) * 2.0 * (2.0 * n * d * options_.ffn_mult * d);  // in and out
+  for (int64_t l = 0; l < n_layers(); ++l)  // in and out; ffn_units(l) = ffn_mult·d until pruned
+    f += 2.0 * (2.0 * n * d * static_cast<double>(ffn_units(l)));
   return f;
+}
+
+// ---- structured pruning of the feed-forward hidden units
+
+int64_t BackboneImpl::ffn_units(int64_t l) const {
+  if (options_.ffn_mult <= 0) return 0;
+  return ffn_in_.at(static_cast<size_t>(l))->weight.size(0);
+}
+
+double BackboneImpl::ffn_unit_flops(int64_t n) const {
+  return 4.0 * static_cast<double>(n) * static_cast<double>(options_.mixer_options.d_model);
+}
+
+torch::Tensor BackboneImpl::ffn_taylor(int64_t l) const {
+  TORCH_CHECK(options_.ffn_mult > 0, "backbone: no feed-forward block to score");
+  const auto& fi = ffn_in_.at(static_cast<size_t>(l));
+  const auto& fo = ffn_out_.at(static_cast<size_t>(l));
+  return grad_times_weight(fi->weight).sum(1) + grad_times_weight(fi->bias) + grad_times_weight(fo->weight).sum(0);
+}
+
+void BackboneImpl::prune_ffn(int64_t l, const std::vector<int64_t>& keep) {
+  TORCH_CHECK(options_.ffn_mult > 0, "backbone: no feed-forward block to prune");
+  const auto i = static_cast<size_t>(l);
+  const std::string s = std::to_string(l);
+  auto idx = index_tensor(keep);
+  ffn_in_.at(i) = torch::nn::Linear(replace_module("ffn_in" + s, select_linear(ffn_in_[i], idx, {})));
+  ffn_out_.at(i) = torch::nn::Linear(replace_module("ffn_out" + s, select_linear(ffn_out_[i], {}, idx)));
+}
+
+void BackboneImpl::mask_ffn(int64_t l, const std::vector<int64_t>& keep) {
+  TORCH_CHECK(options_.ffn_mult > 0, "backbone: no feed-forward block to mask");
+  const auto i = static_cast<size_t>(l);
+  torch::NoGradGuard g;
+  auto drop = torch::ones({ffn_units(l)}, torch::kBool);
+  drop.index_fill_(0, index_tensor(keep), false);
+  ffn_in_[i]->weight.index_fill_(0, drop.nonzero().view({-1}), 0.0);
+  ffn_in_[i]->bias.masked_fill_(drop, 0.0);
+  ffn_out_[i]->weight.index_fill_(1, drop.nonzero().view({-1}), 0.0);
 }
 
 }  // namespace cerebra

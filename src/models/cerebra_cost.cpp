@@ -104,6 +104,7 @@ void CerebraOptions::validate() const {
   TORCH_CHECK(conv_kernel >= 1 && conv_kernel % 2 == 1, "cerebra: conv_kernel must be odd and >= 1, got ",
               conv_kernel);
   TORCH_CHECK(pool_queries >= 1, "cerebra: pool_queries must be >= 1, got ", pool_queries);
+  TORCH_CHECK(full_heads >= 0 && full_heads <= n_heads, "cerebra: full_heads must be in [0, n_heads], got ", full_heads);
 }
 
 int64_t CerebraOptions::compressed_width() const {
@@ -147,13 +148,14 @@ CerebraCost cerebra_cost(const CerebraOptions& o, int64_t n) {
   const double span = static_cast<double>(c.window_span), Np = static_cast<double>(c.window_rows);
   const double kappa = static_cast<double>(o.conv_kernel);
 
-  c.per_full = 2.0 * d * d + 4.0 * N * d;
+  const double df = static_cast<double>(o.full_width());  // = d unless full-path heads are pruned
+  c.per_full = 2.0 * d * df + 4.0 * N * df;
   c.per_comp = 4.0 * d * dc + 4.0 * m * dc;
   c.router = 2.0 * N * d;
   const bool conv = o.compressor != CompressorKind::kAttnPool;
   const bool pool = o.compressor != CompressorKind::kConv;
   c.compressor = 2.0 * m * d * dc + (conv ? 2.0 * N * d * kappa : 0.0) + (pool ? 4.0 * m * N * d : 0.0);
-  c.full_shared = 4.0 * N * d * d;
+  c.full_shared = 4.0 * N * d * df;
   c.comp_shared = 4.0 * N * d * dc + 4.0 * m * dc * dc + 4.0 * Np * span * dc;
   c.out_proj = 2.0 * N * d * d;
   c.reconstruction = 2.0 * m * dc * d + (pool ? 2.0 * N * m * d : 0.0);
@@ -166,8 +168,8 @@ double dense_attention_flops(int64_t n, int64_t d_model) {
 }
 
 double cerebra_flops(const CerebraOptions& o, int64_t n, bool dense) {
-  if (dense) return dense_attention_flops(n, o.d_model);
   const CerebraCost c = cerebra_cost(o, n);
+  if (dense) return o.full_width() == o.d_model ? dense_attention_flops(n, o.d_model) : c.executed(n, 0);
   switch (o.mode) {
     case RoutingMode::kSoft: return c.executed(n, n);
     case RoutingMode::kTopK: {

@@ -4,7 +4,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+
+#include "cerebra/pruning.h"
 
 namespace cerebra {
 
@@ -66,24 +69,27 @@ torch::Tensor CerebraLayer::aux_loss() {
 // x: (B, n, d), key_mask: (B, n), rows: (B, R) or undefined (all n) -> (B, R, d), before the output projection.
 torch::Tensor CerebraLayer::full_path(const torch::Tensor& x, const torch::Tensor& key_mask,
                                       const torch::Tensor& rows) {
-  const int64_t B = x.size(0), n = x.size(1), h = opts_.n_heads, e = opts_.d_model / h;
+  const int64_t B = x.size(0), n = x.size(1), h = opts_.full_head_count(), e = opts_.d_model / opts_.n_heads;
   auto xq = rows.defined() ? gather_rows(x, rows) : x;                                        // (B, R, d)
   auto q = split_heads(q_proj->forward(xq), h) * (1.0 / std::sqrt(static_cast<double>(e)));  // (B, h, R, e)
   auto kv = kv_proj->forward(x).chunk(2, -1);
   auto k = split_heads(kv[0], h), v = split_heads(kv[1], h);  // (B, h, n, e)
   auto p = masked_softmax(torch::matmul(q, k.transpose(-2, -1)), key_mask.view({B, 1, 1, n}));  // (B, h, R, n)
-  return merge_heads(torch::matmul(p, v));
+  auto y = merge_heads(torch::matmul(p, v));  // (B, R, D_f)
+  if (!full_cols_.defined()) return y;
+  return torch::zeros({B, y.size(1), opts_.d_model}, y.options()).index_copy(2, full_cols_, y);  // pruned heads: 0
 }
 
 // Reference: every query and the full n×n score matrix, then the requested rows.
 torch::Tensor CerebraLayer::full_path_ref(const torch::Tensor& x, const torch::Tensor& key_mask,
                                           const torch::Tensor& rows) {
-  const int64_t B = x.size(0), n = x.size(1), h = opts_.n_heads, e = opts_.d_model / h;
+  const int64_t B = x.size(0), n = x.size(1), h = opts_.full_head_count(), e = opts_.d_model / opts_.n_heads;
   auto q = split_heads(q_proj->forward(x), h) / std::sqrt(static_cast<double>(e));
   auto kv = kv_proj->forward(x).chunk(2, -1);
   auto k = split_heads(kv[0], h), v = split_heads(kv[1], h);
   auto p = masked_softmax(torch::matmul(q, k.transpose(-2, -1)), key_mask.view({B, 1, 1, n}));
-  auto y = merge_heads(torch::matmul(p, v));  // (B, n, d)
+  auto y = merge_heads(torch::matmul(p, v));  // (B, n, D_f)
+  if (full_cols_.defined()) y = torch::zeros({B, n, opts_.d_model}, y.options()).index_copy(2, full_cols_, y);
   return rows.defined() ? gather_rows(y, rows) : y;
 }
 
@@ -181,7 +187,7 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
     // Warm-up: plain multi-head attention, router and compressor off.
     routing_ = Routing{};
     auto y = out_proj->forward(opts_.use_reference ? full_path_ref(x, mask, {}) : full_path(x, mask, {}));
-    realised_ = static_cast<double>(B) * dense_attention_flops(n, d);
+    realised_ = static_cast<double>(B) * cerebra_flops(opts_, n, /*dense=*/true);
     expected_ = torch::tensor(realised_, torch::TensorOptions().dtype(torch::kDouble).device(x.device()));
     const double valid = mask.sum().item<double>();
     stats_ = {{"gate_mean", 1.0}, {"tokens_routed", valid / std::max<int64_t>(B, 1)}, {"memory_slots", 0.0}};
@@ -250,6 +256,54 @@ void CerebraLayer::record(const torch::Tensor& mask, int64_t n, int64_t full_row
   stats_ = {{"gate_mean", valid > 0 ? (g.detach() * maskd).sum().item<double>() / valid : 0.0},
             {"tokens_routed", routing_.count.to(torch::kDouble).mean().item<double>()},
             {"memory_slots", compressor_ran ? static_cast<double>(c.m) : 0.0}};
+}
+
+// ---- structured pruning of the full path's heads ------------------------------------------------------------
+
+std::vector<PrunableGroup> CerebraLayer::prunable_groups(int64_t n) const {
+  // Per head (width e): query projection of each full-path row 2·d·e, both products 4·n·e per row, keys and values
+  // of all n tokens 4·n·d·e. Full-path rows as flops(n) counts them: n in dense and soft mode, else min(k, n).
+  const double N = static_cast<double>(n), d = static_cast<double>(opts_.d_model);
+  const double e = static_cast<double>(opts_.d_model / opts_.n_heads);
+  int64_t rows = n;
+  if (!dense_ && opts_.mode == RoutingMode::kTopK) rows = std::min(opts_.topk, n);
+  if (!dense_ && opts_.mode == RoutingMode::kThreshold) rows = std::min(opts_.k_max, n);
+  const double per_head = static_cast<double>(rows) * (2.0 * d * e + 4.0 * N * e) + (rows > 0 ? 4.0 * N * d * e : 0.0);
+  return {{"heads", "heads", opts_.full_head_count(), per_head}};
+}
+
+// Head j owns rows j·e.. of q_proj and of the key and value blocks of kv_proj (with their biases).
+torch::Tensor CerebraLayer::unit_taylor(size_t) const {
+  const int64_t h = opts_.full_head_count(), e = opts_.d_model / opts_.n_heads;
+  auto q = grad_times_weight(q_proj->weight).sum(1) + grad_times_weight(q_proj->bias);     // (D_f)
+  auto kv = grad_times_weight(kv_proj->weight).sum(1) + grad_times_weight(kv_proj->bias);  // (2 D_f)
+  return q.view({h, e}).sum(1) + kv.view({2, h, e}).sum(2).sum(0);
+}
+
+void CerebraLayer::prune_units(size_t, const std::vector<int64_t>& keep) {
+  torch::NoGradGuard ng;
+  const int64_t h = opts_.full_head_count(), e = opts_.d_model / opts_.n_heads, df = h * e;
+  q_proj = torch::nn::Linear(replace_module("q_proj", select_linear(q_proj, unit_columns(keep, e), {})));
+  auto kv_rows = torch::cat({unit_columns(keep, e, 0), unit_columns(keep, e, df)});
+  kv_proj = torch::nn::Linear(replace_module("kv_proj", select_linear(kv_proj, kv_rows, {})));
+  // Columns of d (original head layout) the kept heads write.
+  auto cols = full_cols_.defined() ? full_cols_.index_select(0, unit_columns(keep, e)) : unit_columns(keep, e);
+  if (full_cols_.defined())
+    full_cols_.set_(cols.clone());
+  else
+    full_cols_ = register_buffer("full_cols", cols);
+  opts_.full_heads = static_cast<int64_t>(keep.size());
+}
+
+// A head whose values are zero writes zeros into its columns: what the pruned layer computes.
+void CerebraLayer::mask_units(size_t, const std::vector<int64_t>& keep) {
+  torch::NoGradGuard ng;
+  const int64_t h = opts_.full_head_count(), e = opts_.d_model / opts_.n_heads, df = h * e;
+  for (int64_t j = 0; j < h; ++j) {
+    if (std::find(keep.begin(), keep.end(), j) != keep.end()) continue;
+    kv_proj->weight.narrow(0, df + j * e, e).zero_();
+    kv_proj->bias.narrow(0, df + j * e, e).zero_();
+  }
 }
 
 namespace {

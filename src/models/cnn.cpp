@@ -7,10 +7,12 @@
 // real token. MixerOptions::extra: "kernel_size" (3), "cnn_depth" (2).
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "cerebra/mixer.h"
+#include "cerebra/pruning.h"
 
 namespace cerebra {
 
@@ -48,23 +50,72 @@ class CnnMixer final : public SequenceMixer {
       const int64_t span = (k_ - 1) * (int64_t{1} << i);  // receptive field of this sub-layer minus one
       const int64_t left = causal_ ? span : span / 2;
       auto in = m.defined() ? h * m : h;
-      auto g = F::glu(convs_[i]->forward(F::pad(in, F::PadFuncOptions({left, span - left}))), 1);  // (B, d, n)
+      auto g = F::glu(convs_[i]->forward(F::pad(in, F::PadFuncOptions({left, span - left}))), 1);  // (B, c_i, n)
+      if (static_cast<size_t>(i) < kept_.size() && kept_[i].defined())  // pruned: c_i < d kept channels
+        g = torch::zeros({B, d_, n}, g.options()).index_copy(1, kept_[i], g);
       h = i == 0 ? g : h + g;
     }
     return h.transpose(1, 2);  // (B, n, d)
   }
 
-  // Per convolution (aten::convolution): 2·n·C_in·C_out·k = 2·n·d·2d·k.
+  // Per convolution (aten::convolution): 2·n·C_in·C_out·k = 2·n·d·2c_i·k, c_i = d until channels are pruned.
   double flops(int64_t n) const override {
-    const double d = static_cast<double>(d_);
-    return static_cast<double>(depth_) * 2.0 * static_cast<double>(n) * d * 2.0 * d * static_cast<double>(k_);
+    double f = 0;
+    for (int64_t i = 0; i < depth_; ++i) f += static_cast<double>(channels(i)) * channel_flops(n);
+    return f;
   }
   bool is_causal() const override { return causal_; }
 
+  // ---- structured pruning: output channels of each gated convolution (a GLU channel j = conv rows j and c + j).
+  // A pruned sub-layer writes its c_i channels back into d through the buffer kept<i> (original channel indices).
+  std::vector<PrunableGroup> prunable_groups(int64_t n) const override {
+    std::vector<PrunableGroup> g;
+    for (int64_t i = 0; i < depth_; ++i) g.push_back({"channels", "conv" + std::to_string(i), channels(i), channel_flops(n)});
+    return g;
+  }
+  torch::Tensor unit_taylor(size_t i) const override {
+    const auto& c = convs_.at(i);
+    auto gw = grad_times_weight(c->weight).sum(2).sum(1) + grad_times_weight(c->bias);  // (2 c_i)
+    return gw.view({2, -1}).sum(0);
+  }
+  void prune_units(size_t i, const std::vector<int64_t>& keep) override {
+    torch::NoGradGuard ng;
+    const int64_t c = channels(static_cast<int64_t>(i));
+    auto idx = index_tensor(keep);
+    auto rows = torch::cat({idx, idx + c});
+    const auto& old = convs_.at(i);
+    torch::nn::Conv1d conv(torch::nn::Conv1dOptions(d_, 2 * static_cast<int64_t>(keep.size()), k_).dilation(1 << i));
+    conv->weight.copy_(old->weight.index_select(0, rows));
+    conv->bias.copy_(old->bias.index_select(0, rows));
+    conv->train(old->is_training());
+    convs_[i] = torch::nn::Conv1d(replace_module("conv" + std::to_string(i), conv));
+    if (kept_.size() < convs_.size()) kept_.resize(convs_.size());
+    auto orig = kept_[i].defined() ? kept_[i].index_select(0, idx) : idx;
+    if (kept_[i].defined())
+      kept_[i].set_(orig.clone());  // the registered buffer, resized in place
+    else
+      kept_[i] = register_buffer("kept" + std::to_string(i), orig);
+  }
+  void mask_units(size_t i, const std::vector<int64_t>& keep) override {
+    torch::NoGradGuard ng;
+    const auto& c = convs_.at(i);
+    for (int64_t j = 0; j < channels(static_cast<int64_t>(i)); ++j) {
+      if (std::find(keep.begin(), keep.end(), j) != keep.end()) continue;
+      c->weight[j].zero_();  // the GLU's linear half: a = 0 gives a·σ(b) = 0
+      c->bias[j].zero_();
+    }
+  }
+
  private:
+  int64_t channels(int64_t i) const { return convs_.at(static_cast<size_t>(i))->weight.size(0) / 2; }
+  double channel_flops(int64_t n) const {  // one GLU channel: two output rows of 2·n·d·k
+    return 2.0 * static_cast<double>(n) * static_cast<double>(d_) * 2.0 * static_cast<double>(k_);
+  }
+
   int64_t d_, k_, depth_;
   bool causal_;
   std::vector<torch::nn::Conv1d> convs_;
+  std::vector<torch::Tensor> kept_;  // per sub-layer: original channel indices kept (undefined = all)
 };
 
 MixerRegistration reg("cnn", [](const MixerOptions& o) { return std::make_shared<CnnMixer>(o); });

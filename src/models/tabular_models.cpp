@@ -98,6 +98,7 @@ class FeatureTokenModel final : public Model {
   }
   std::vector<std::shared_ptr<SequenceMixer>> mixers() const override { return backbone_->mixers(); }
   int64_t tokens_per_example() const override { return n_num_ + n_cat_ + 1; }
+  BackboneImpl* backbone() override { return backbone_.get(); }
 
  private:
   int64_t n_num_, n_cat_ = 0, n_out_, d_;

@@ -80,6 +80,31 @@ std::vector<KeySpec> build_schema() {
        "cerebra"},
       {"lambda_ramp_epochs", VT::Int, "0", "recipe: epochs of the linear ramp lambda_0 -> lambda (and tau -> tau_min)",
        {}, "cerebra"},
+      // ---- compute-aware sampler (include/cerebra/sampler.h)
+      {"sampler", VT::String, "uniform",
+       "training examples per epoch: uniform (seeded shuffles) or compute_aware (p ~ exp(beta rho - gamma C) with a "
+       "uniform floor, from sampler_start_epoch); true = compute_aware, false = uniform",
+       {"uniform", "compute_aware", "true", "false"}, "sampler"},
+      {"sampler_beta", VT::Float, "1.0", "sampler: weight beta of the informativeness rho (EMA loss / its mean)", {},
+       "sampler"},
+      {"sampler_gamma", VT::Float, "1.0", "sampler: weight gamma of the compute estimate C (relative to dense)", {},
+       "sampler"},
+      {"sampler_floor", VT::Float, "0.1", "sampler: uniform share f in [0, 1]; every example keeps p >= f/N", {},
+       "sampler"},
+      {"sampler_start_epoch", VT::Int, "1", "sampler: first epoch drawn by the sampler (earlier epochs: shuffles)", {},
+       "sampler"},
+      {"sampler_ema", VT::Float, "0.9", "sampler: decay a of the loss average rho <- a rho + (1 - a) loss", {},
+       "sampler"},
+      // ---- structured pruning (include/cerebra/pruning.h)
+      {"prune_start_epoch", VT::Int, "0", "pruning: first epoch E_p that ends with a pruning step (0 = off)", {},
+       "pruning"},
+      {"prune_target", VT::Float, "0", "pruning: share of each kind's units removed in the end, in [0, 1)", {},
+       "pruning"},
+      {"prune_epochs", VT::Int, "1", "pruning: epochs of the linear ramp to prune_target (one step per epoch)", {},
+       "pruning"},
+      {"prune_kinds", VT::String, "heads,ffn",
+       "pruning: comma-separated structures to prune: heads (attention / Cerebra full path), ffn (feed-forward "
+       "units), channels (cnn mixer)", {}, "pruning"},
       // ---- gradient-boosted trees
       {"xgb_rounds", VT::Int, "600", "xgboost: maximum boosting rounds (early stopping on validation)", {}, "xgboost"},
       {"xgb_max_depth", VT::Int, "6", "xgboost: tree depth", {}, "xgboost"},

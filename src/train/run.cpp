@@ -15,6 +15,7 @@
 #include "cerebra/compute_objective.h"
 #include "cerebra/config.h"
 #include "cerebra/flop_counter.h"
+#include "cerebra/pruning.h"
 #include "cerebra/runtime.h"
 #include "cerebra/tabular.h"
 #include "cerebra/train.h"
@@ -123,6 +124,9 @@ struct Fitted {
   }
 };
 
+// Kept sizes of pruned structures, beside model.pt: a fresh model takes these shapes before the weights load.
+constexpr const char* kPruneStateFile = "pruned.json";
+
 const char* checkpoint_name(const std::string& kind) {
   return kind == "xgboost" ? "model.xgb.json" : "model.pt";
 }
@@ -203,6 +207,9 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
     hooks.make_batch = [&](const std::vector<int64_t>& r) { return tabular_batch(d, r); };
     hooks.loss = [](const torch::Tensor& pred, const Batch& b) { return torch::mse_loss(pred.reshape({-1}), b.y); };
     hooks.describe_val = [&](double vl) { return nlohmann::json{{"val_rmse", std::sqrt(vl) * d.y_std}}; };
+    hooks.per_example_loss = [](const torch::Tensor& pred, const Batch& b) {
+      return (pred.reshape({-1}) - b.y).pow(2);
+    };
     const ComputeSchedule schedule = ComputeSchedule::from_config(config);
     compute = std::make_unique<ComputeObjective>(*fit.net, schedule);
     if (compute->active()) {
@@ -229,10 +236,42 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
       hooks.first_selectable_epoch =
           std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, config.get_int("epochs"));
     }
+    // Ĉ of an example relative to the dense model: every example of a tabular task has the same tokens, so the
+    // estimate is the model's current cost per example, the same for all rows (γ then has no effect).
+    hooks.example_cost = [&](const std::vector<int64_t>& r) {
+      const double dense_f = compute ? compute->dense_flops_per_example() : fit.net->flops_per_example();
+      return std::vector<double>(r.size(), fit.net->flops_per_example() / dense_f);
+    };
+    // Structured pruning: saliencies after each backward, a pruning step at the end of the scheduled epochs; the
+    // best epoch is chosen only once the pruning has finished (earlier snapshots would not fit the shapes).
+    const PruneSchedule prune_schedule = PruneSchedule::from_config(config);
+    std::unique_ptr<Pruner> pruner;
+    if (prune_schedule.enabled()) {
+      pruner = std::make_unique<Pruner>(*fit.net, prune_schedule);
+      hooks.after_backward = [&](int64_t epoch) { pruner->accumulate(epoch); };
+      hooks.on_epoch_end = [&](int64_t epoch) {
+        const bool changed = pruner->end_epoch(epoch);
+        if (changed && compute) compute->refresh_static_flops();
+        return changed;
+      };
+      auto previous = hooks.epoch_report;
+      hooks.epoch_report = [&, previous]() {
+        nlohmann::json r = previous ? previous() : nlohmann::json::object();
+        r.update(pruner->report());
+        return r;
+      };
+      hooks.first_selectable_epoch = std::min<int64_t>(
+          std::max(hooks.first_selectable_epoch, prune_schedule.last_epoch()), config.get_int("epochs"));
+    }
     TrainResult tr = train_model(*fit.net, p.split.train, p.split.val, to, hooks);
     epoch_seconds = tr.epoch_seconds;
     examples_per_second = tr.examples_per_second;
     training = {{"epochs_run", tr.epochs_run}, {"best_epoch", tr.best_epoch}, {"best_val_loss", tr.best_val_loss}};
+    if (pruner) {
+      training["pruning"] = pruner->report();
+      params = fit.net->parameter_count();  // of the pruned model
+      analytic = fit.net->flops_per_example();
+    }
   }
   if (kind == "ols" || kind == "xgboost") {
     // One line per fit, so metrics.jsonl exists for every model.
@@ -259,7 +298,14 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
   metrics.update(regression_metrics(d, fit.predict_rows(d, p.split.val, eval_batch), p.split.val, "val"));
 
   const fs::path ckpt = out / checkpoint_name(kind);
-  if (fit.net) save_model(*fit.net, ckpt.string());
+  if (fit.net) {
+    save_model(*fit.net, ckpt.string());
+    const nlohmann::json state = prune_state(*fit.net);
+    bool pruned = false;
+    for (const auto& g : model_prune_groups(*make_tabular_model(config, schema_of(d))))
+      if (state.contains(g.key) && state[g.key].get<int64_t>() != g.units) pruned = true;
+    if (pruned) write_text(out / kPruneStateFile, state.dump(2) + "\n");
+  }
   if (kind == "ols") torch::save(fit.ols_beta, ckpt.string());
   if (fit.xgb) fit.xgb->save(ckpt.string());
 
@@ -337,6 +383,8 @@ nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options) {
     }
   } else {
     fit.net = make_tabular_model(config, schema_of(d));
+    if (fs::exists(dir / kPruneStateFile))
+      apply_prune_state(*fit.net, read_json(dir / kPruneStateFile), (dir / kPruneStateFile).string());
     load_model(*fit.net, ckpt.string());
     fit.net->eval();
   }

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <memory>
+#include <numeric>
 #include <random>
 
 #include "cerebra/config.h"
@@ -92,6 +94,7 @@ TrainerOptions trainer_options_from_config(const Config& c) {
   o.grad_clip = c.get_float("grad_clip");
   o.lr_schedule = c.get_string("lr_schedule");
   o.seed = static_cast<uint64_t>(c.get_int("seed"));
+  o.sampler = SamplerOptions::from_config(c);
   if (o.epochs < 1) throw ConfigError("epochs must be >= 1, got " + std::to_string(o.epochs));
   if (o.batch_size < 1) throw ConfigError("batch_size must be >= 1, got " + std::to_string(o.batch_size));
   if (o.eval_batch_size < 1) throw ConfigError("eval_batch_size must be >= 1");
@@ -116,7 +119,11 @@ torch::Tensor predict(Model& model, const std::vector<int64_t>& rows, int64_t ba
 TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, const std::vector<int64_t>& val_rows,
                         const TrainerOptions& o, const TrainerHooks& hooks) {
   TORCH_CHECK(!train_rows.empty(), "train_model: no training rows");
-  torch::optim::AdamW opt(model.parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  auto make_optimizer = [&] {
+    return std::make_unique<torch::optim::AdamW>(model.parameters(),
+                                                 torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  };
+  std::unique_ptr<torch::optim::AdamW> opt = make_optimizer();
   const int64_t n = static_cast<int64_t>(train_rows.size());
   const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size;
   const int64_t total_steps = steps_per_epoch * o.epochs;
@@ -146,7 +153,13 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
   TrainResult r;
   r.best_val_loss = std::numeric_limits<double>::infinity();
   std::vector<torch::Tensor> best = snapshot(model);
-  std::vector<int64_t> order(train_rows);
+  std::vector<int64_t> perm(static_cast<size_t>(n)), order(train_rows);  // positions and the rows they stand for
+  std::iota(perm.begin(), perm.end(), 0);
+  std::unique_ptr<Sampler> sampler;
+  if (o.sampler.enabled) {
+    TORCH_CHECK(hooks.per_example_loss, "train_model: the compute-aware sampler needs a per-example loss");
+    sampler = std::make_unique<Sampler>(n, o.sampler);
+  }
   Progress progress(o.quiet);
   int64_t step = 0, since_best = 0;
   double train_seconds = 0;
@@ -156,7 +169,18 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
   for (int64_t epoch = 1; epoch <= o.epochs; ++epoch) {
     // Seeded Fisher-Yates per epoch: the same seed gives the same batches.
     std::mt19937_64 rng(o.seed * 1000003ULL + static_cast<uint64_t>(epoch));
-    for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[static_cast<int64_t>(rng() % (i + 1))]);
+    const bool sampled = sampler && o.sampler.active(epoch);
+    std::vector<int64_t> epoch_pos;
+    if (sampled) {
+      // Compute-aware sampler: N draws with replacement from p ∝ exp(β·ρ̃ − γ·Ĉ), with the uniform floor.
+      if (hooks.example_cost) sampler->set_cost(hooks.example_cost(train_rows));
+      epoch_pos = sampler->draw(n, rng);
+    } else {
+      for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[static_cast<int64_t>(rng() % (i + 1))]);
+      epoch_pos = perm;
+      if (sampler) sampler->mark_seen(epoch_pos);
+    }
+    for (int64_t i = 0; i < n; ++i) order[i] = train_rows[static_cast<size_t>(epoch_pos[i])];
 
     if (hooks.on_epoch_begin) hooks.on_epoch_begin(epoch);
     auto t0 = Clock::now();
@@ -166,15 +190,24 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
       std::vector<int64_t> idx(order.begin() + lo, order.begin() + hi);
       Batch batch = hooks.make_batch(idx);
       const double lr = lr_at(o, step, total_steps, warmup);
-      for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-      opt.zero_grad();
-      auto task_loss = hooks.loss(model.forward(batch), batch);
+      for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+      opt->zero_grad();
+      auto pred = model.forward(batch);
+      auto task_loss = hooks.loss(pred, batch);
+      if (sampler) {
+        auto per = hooks.per_example_loss(pred.detach(), batch).to(torch::kDouble).contiguous();
+        TORCH_CHECK(per.dim() == 1 && per.size(0) == hi - lo, "per_example_loss must return (B,) = (", hi - lo,
+                    "), got ", per.sizes());
+        std::vector<double> losses(per.data_ptr<double>(), per.data_ptr<double>() + per.size(0));
+        sampler->observe(std::vector<int64_t>(epoch_pos.begin() + lo, epoch_pos.begin() + hi), losses);
+      }
       auto loss = hooks.objective ? hooks.objective(task_loss, batch) : task_loss;
       TORCH_CHECK(std::isfinite(loss.item<double>()), "training diverged: loss is ", loss.item<double>(),
                   " at epoch ", epoch, ", batch ", b + 1, " (try a lower lr)");
       loss.backward();
+      if (hooks.after_backward) hooks.after_backward(epoch);
       if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), o.grad_clip);
-      opt.step();
+      opt->step();
       loss_sum += task_loss.item<double>() * static_cast<double>(hi - lo);
       const double el = seconds_since(t0);
       const double rate = static_cast<double>(hi) / std::max(el, 1e-9);
@@ -186,11 +219,20 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
     examples_seen += n;
     r.epoch_seconds.push_back(secs);
     r.epochs_run = epoch;
+    if (hooks.on_epoch_end && hooks.on_epoch_end(epoch)) {
+      // Parameters were replaced (pruning): new optimiser state, and earlier snapshots no longer fit the shapes.
+      opt = make_optimizer();
+      best = snapshot(model);
+      r.best_val_loss = std::numeric_limits<double>::infinity();
+      r.best_epoch = 0;
+      since_best = 0;
+    }
 
     const double vl = val_loss_of();
     const bool selectable = epoch >= hooks.first_selectable_epoch;
     // NaN (no validation rows) counts as improved; the first selectable epoch always replaces earlier ones.
-    const bool improved = selectable && (epoch == hooks.first_selectable_epoch || !(vl >= r.best_val_loss));
+    const bool improved =
+        selectable && (epoch == hooks.first_selectable_epoch || r.best_epoch == 0 || !(vl >= r.best_val_loss));
     if (improved) {
       r.best_val_loss = vl;
       r.best_epoch = epoch;
@@ -209,6 +251,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
                              {"best", improved}};
       if (hooks.describe_val) line.update(hooks.describe_val(vl));
       if (hooks.epoch_report) line.update(hooks.epoch_report());
+      if (sampler) line.update(sampler->epoch_stats(sampled));
       metrics << line.dump() << "\n";
       metrics.flush();
     }
