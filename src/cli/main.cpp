@@ -10,6 +10,7 @@
 
 #include "cerebra/bench_layers.h"
 #include "cerebra/config.h"
+#include "cerebra/export_command.h"
 #include "cerebra/flops_command.h"
 #include "cerebra/csv.h"
 #include "cerebra/runtime.h"
@@ -220,9 +221,10 @@ int main(int argc, char** argv) {
   tasks->add_flag("--quiet,-q", bench_quiet, "No progress display");
   add_config_options(tasks, bench_args);
 
-  std::function<int()> run_layers, run_flops;
+  std::function<int()> run_layers, run_flops, run_int8_export;
   auto* layers = add_bench_layers_command(bench, &run_layers);
   auto* flops = add_flops_command(&app, &run_flops);
+  auto* int8_export = add_export_command(&app, &run_int8_export);
 
   try {
     app.parse(argc, argv);
@@ -264,6 +266,7 @@ int main(int argc, char** argv) {
     if (*data) return run_export(data_out, data_force);
     if (layers->parsed()) return run_layers();
     if (flops->parsed()) return run_flops();
+    if (int8_export->parsed()) return run_int8_export();
     if (*tasks) {
       Config config = build_config(tasks, bench_args);
       ensure_data(config);

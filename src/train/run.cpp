@@ -15,6 +15,7 @@
 #include "cerebra/compute_objective.h"
 #include "cerebra/config.h"
 #include "cerebra/flop_counter.h"
+#include "cerebra/quant.h"
 #include "cerebra/runtime.h"
 #include "cerebra/tabular.h"
 #include "cerebra/train.h"
@@ -139,6 +140,7 @@ int setup_runtime(const Config& config, bool quiet) {
 nlohmann::json train_run(const Config& config, const std::string& out_dir, const RunOptions& options) {
   const int threads = setup_runtime(config, options.quiet);
   const std::string kind = config.get_string("model");
+  check_quant_config(config, /*training=*/true);
   Prepared p = prepare(config);
   const TabularData& d = p.data;
   fs::create_directories(out_dir);
@@ -229,6 +231,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
       hooks.first_selectable_epoch =
           std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, config.get_int("epochs"));
     }
+    attach_qat(hooks, *fit.net, config);  // QAT from qat_start_epoch (no-op unless qat: true)
     TrainResult tr = train_model(*fit.net, p.split.train, p.split.val, to, hooks);
     epoch_seconds = tr.epoch_seconds;
     examples_per_second = tr.examples_per_second;
@@ -289,6 +292,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
       {"torch_version", torch_version()},
       {"checkpoint", checkpoint_name(kind)},
   };
+  if (fit.net && config.get_bool("qat")) summary["quant"] = quant_summary(*fit.net, config);
   write_text(out / "summary.json", summary.dump(2) + "\n");
   return summary;
 }
@@ -335,12 +339,15 @@ nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options) {
     }
   } else {
     fit.net = make_tabular_model(config, schema_of(d));
+    quant_before_load(*fit.net, config);
     load_model(*fit.net, ckpt.string());
     fit.net->eval();
+    quant_after_load(*fit.net, config, run_dir);  // QAT runs: fake quantisation; int8 exports: int8 Linear layers
   }
   nlohmann::json metrics =
       regression_metrics(d, fit.predict_rows(d, split.test, config.get_int("eval_batch_size")), split.test, "test");
   nlohmann::json result = {{"run", run_dir}, {"model", kind}, {"metrics", metrics}, {"threads", threads}};
+  if (fit.net && (config.get_bool("qat") || config.get_bool("int8"))) result["quant"] = quant_summary(*fit.net, config);
   if (summary.contains("metrics")) {
     bool identical = true;
     for (auto& [k, v] : metrics.items())
