@@ -12,8 +12,9 @@
 //                  fp32 / fake-quant / int8 on the test split
 // so that `cerebra eval --run DIR2` rebuilds the model, loads both files and runs int8 inference.
 //
-// Speed: examples per second over the whole test split (batches of eval_batch_size), after one warm-up pass,
-// `repeats` times; the median is reported, fp32 and int8 with the same threads in the same process.
+// Speed: examples per second over the whole test split (batches of eval_batch_size), `repeats` passes each after one
+// warm-up pass; fp32 (a second, plain copy of the model) and int8 passes alternate, with the same threads in the same
+// process, so a change in the machine's load affects both; the medians are reported.
 // Activations: dynamic (quantized::linear_dynamic, range per call) is the default; static (quantized::linear with
 // the QAT-tracked ranges, or ranges calibrated on up to calib_rows training rows for a run without QAT).
 #pragma once

@@ -23,6 +23,8 @@
 // Only Linear layers are quantised. Convolutions (CNN mixer, Mamba's depthwise conv, the Cerebra compressor's conv),
 // embeddings, norms, the attention score/value products, softmax and the selective scan stay fp32.
 //
+// The model-level functions visit every Linear *inside* the module they are given (named_modules without the root,
+// so a model may live on the stack); paths in reports and in model_int8.pt are those of named_modules().
 // Per-module state lives in a side table keyed by the Linear module (a weak reference, so a destroyed module's
 // entry is never reused) and is (re)created by set_quant_mode(), which walks the model: a Linear that was replaced
 // by a smaller one (pruning) gets fresh state the next time the mode is set (the trainer hook does so every epoch),
