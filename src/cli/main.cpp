@@ -11,6 +11,7 @@
 #include "cerebra/bench_layers.h"
 #include "cerebra/config.h"
 #include "cerebra/experiment_commands.h"
+#include "cerebra/export_command.h"
 #include "cerebra/flops_command.h"
 #include "cerebra/csv.h"
 #include "cerebra/runtime.h"
@@ -221,10 +222,11 @@ int main(int argc, char** argv) {
   tasks->add_flag("--quiet,-q", bench_quiet, "No progress display");
   add_config_options(tasks, bench_args);
 
-  std::function<int()> run_layers, run_flops;
+  std::function<int()> run_layers, run_flops, run_int8_export;
   auto* layers = add_bench_layers_command(bench, &run_layers);
   auto* flops = add_flops_command(&app, &run_flops);
   ExperimentCommands experiments = add_experiment_commands(&app, CEREBRA_SOURCE_DIR);
+  auto* int8_export = add_export_command(&app, &run_int8_export);
 
   try {
     app.parse(argc, argv);
@@ -267,6 +269,7 @@ int main(int argc, char** argv) {
     if (layers->parsed()) return run_layers();
     if (flops->parsed()) return run_flops();
     if (experiments.selected()) return experiments.run();
+    if (int8_export->parsed()) return run_int8_export();
     if (*tasks) {
       Config config = build_config(tasks, bench_args);
       ensure_data(config);

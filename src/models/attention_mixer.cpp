@@ -18,6 +18,7 @@
 #include "cerebra/mixer.h"
 #include "cerebra/ops/attention.h"
 #include "cerebra/pruning.h"
+#include "cerebra/quant.h"
 
 namespace cerebra {
 
@@ -40,7 +41,7 @@ class AttentionMixer final : public SequenceMixer {
     TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "attention: x must be (B, n, ", d_, "), got ", x.sizes());
     // h_ heads of width dh_ (fewer than n_heads once pruned): inner width h_·dh_.
     const int64_t B = x.size(0), n = x.size(1), dh = dh_, inner = h_ * dh_;
-    auto qkv = qkv_->forward(x).view({B, n, 3, h_, dh}).permute({2, 0, 3, 1, 4});  // (3, B, h, n, dh)
+    auto qkv = cerebra::linear(qkv_, x).view({B, n, 3, h_, dh}).permute({2, 0, 3, 1, 4});  // (3, B, h, n, dh)
     auto q = qkv[0], k = qkv[1], v = qkv[2];
     const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
     if (mask.defined())
@@ -49,7 +50,7 @@ class AttentionMixer final : public SequenceMixer {
     if (impl_ == "tiled") {
       const auto key_mask = mask.defined() ? mask.to(torch::kBool) : torch::Tensor();
       auto y = ops::tiled_attention(q, k, v, key_mask, causal_, scale).transpose(1, 2).reshape({B, n, inner});
-      return out_->forward(y);
+      return cerebra::linear(out_, y);
     }
     auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // (B,h,n,n)
     torch::Tensor allowed;  // (B or 1, 1, n or 1, n) true = may attend
@@ -62,7 +63,7 @@ class AttentionMixer final : public SequenceMixer {
     auto probs = torch::softmax(scores, -1);
     if (allowed.defined()) probs = probs.masked_fill(allowed.logical_not(), 0.0);  // rows with no key: zeros, not NaN
     auto y = torch::matmul(probs, v).transpose(1, 2).reshape({B, n, inner});
-    return out_->forward(y);
+    return cerebra::linear(out_, y);
   }
 
   double flops(int64_t n) const override {

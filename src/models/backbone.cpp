@@ -2,6 +2,7 @@
 
 #include "cerebra/models.h"
 #include "cerebra/pruning.h"
+#include "cerebra/quant.h"
 
 namespace cerebra {
 
@@ -40,7 +41,7 @@ torch::Tensor BackboneImpl::forward(torch::Tensor x, const torch::Tensor& mask) 
   for (size_t l = 0; l < mixers_.size(); ++l) {
     x = x + drop_->forward(mixers_[l]->forward(norm1_[l]->forward(x), mask));
     if (options_.ffn_mult > 0)
-      x = x + drop_->forward(ffn_out_[l]->forward(torch::gelu(ffn_in_[l]->forward(norm2_[l]->forward(x)))));
+      x = x + drop_->forward(cerebra::linear(ffn_out_[l], torch::gelu(cerebra::linear(ffn_in_[l], norm2_[l]->forward(x)))));
   }
   return final_norm_->forward(x);
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cerebra/cerebra_layer.h"
+#include "cerebra/quant.h"
 
 namespace cerebra {
 
@@ -76,10 +77,10 @@ CompressedMemory CerebraCompressorImpl::forward(const torch::Tensor& x, const to
     pooled = torch::matmul(attn, kv).permute({0, 2, 1, 3}).reshape({B, m, d});  // (B, m, d)
     mem.slot_mask = (mask.sum(1) > 0).unsqueeze(1).expand({B, m});
   }
-  mem.slots = proj->forward(pooled);  // (B, m, d_c)
+  mem.slots = cerebra::linear(proj, pooled);  // (B, m, d_c)
 
   if (with_reconstruction) {
-    auto up_s = up->forward(mem.slots);  // (B, m, d)
+    auto up_s = cerebra::linear(up, mem.slots);  // (B, m, d)
     torch::Tensor recon;                 // (B, n, d)
     if (attn.defined()) {
       // Spread each slot back over the tokens it pooled, weights normalised over slots per token.

@@ -1,6 +1,7 @@
 // The Cerebra layer: router + compressor + full / compressed attention paths, the compute hooks of
 // SequenceMixer, and the registration as mixer "cerebra". Design and FLOP formulas: include/cerebra/cerebra_layer.h.
 #include "cerebra/cerebra_layer.h"
+#include "cerebra/quant.h"
 
 #include <torch/torch.h>
 
@@ -71,8 +72,8 @@ torch::Tensor CerebraLayer::full_path(const torch::Tensor& x, const torch::Tenso
                                       const torch::Tensor& rows) {
   const int64_t B = x.size(0), n = x.size(1), h = opts_.full_head_count(), e = opts_.d_model / opts_.n_heads;
   auto xq = rows.defined() ? gather_rows(x, rows) : x;                                        // (B, R, d)
-  auto q = split_heads(q_proj->forward(xq), h) * (1.0 / std::sqrt(static_cast<double>(e)));  // (B, h, R, e)
-  auto kv = kv_proj->forward(x).chunk(2, -1);
+  auto q = split_heads(cerebra::linear(q_proj, xq), h) * (1.0 / std::sqrt(static_cast<double>(e)));  // (B, h, R, e)
+  auto kv = cerebra::linear(kv_proj, x).chunk(2, -1);
   auto k = split_heads(kv[0], h), v = split_heads(kv[1], h);  // (B, h, n, e)
   auto p = masked_softmax(torch::matmul(q, k.transpose(-2, -1)), key_mask.view({B, 1, 1, n}));  // (B, h, R, n)
   auto y = merge_heads(torch::matmul(p, v));  // (B, R, D_f)
@@ -84,8 +85,8 @@ torch::Tensor CerebraLayer::full_path(const torch::Tensor& x, const torch::Tenso
 torch::Tensor CerebraLayer::full_path_ref(const torch::Tensor& x, const torch::Tensor& key_mask,
                                           const torch::Tensor& rows) {
   const int64_t B = x.size(0), n = x.size(1), h = opts_.full_head_count(), e = opts_.d_model / opts_.n_heads;
-  auto q = split_heads(q_proj->forward(x), h) / std::sqrt(static_cast<double>(e));
-  auto kv = kv_proj->forward(x).chunk(2, -1);
+  auto q = split_heads(cerebra::linear(q_proj, x), h) / std::sqrt(static_cast<double>(e));
+  auto kv = cerebra::linear(kv_proj, x).chunk(2, -1);
   auto k = split_heads(kv[0], h), v = split_heads(kv[1], h);
   auto p = masked_softmax(torch::matmul(q, k.transpose(-2, -1)), key_mask.view({B, 1, 1, n}));
   auto y = merge_heads(torch::matmul(p, v));  // (B, n, D_f)
@@ -112,9 +113,9 @@ torch::Tensor CerebraLayer::comp_path(const torch::Tensor& x, const torch::Tenso
   auto row_index = [&](int64_t width) { return rows.view({B, 1, R, 1}).expand({B, h, R, width}); };
 
   auto xq = rows_in.defined() ? gather_rows(x, rows) : x;
-  auto q = split_heads(qc_proj->forward(xq), h) * (1.0 / std::sqrt(static_cast<double>(e)));  // (B, h, R, e)
-  auto kvc = kvc_proj->forward(x).chunk(2, -1);                                               // (B, n, d_c) each
-  auto kvm = kvm_proj->forward(mem.slots).chunk(2, -1);
+  auto q = split_heads(cerebra::linear(qc_proj, xq), h) * (1.0 / std::sqrt(static_cast<double>(e)));  // (B, h, R, e)
+  auto kvc = cerebra::linear(kvc_proj, x).chunk(2, -1);                                               // (B, n, d_c) each
+  auto kvm = cerebra::linear(kvm_proj, mem.slots).chunk(2, -1);
   auto km = split_heads(kvm[0], h), vm = split_heads(kvm[1], h);  // (B, h, m, e)
 
   // Window scores in blocks. Queries in position layout (B, h, nb, c, e), zero where no row asked for one.
@@ -142,7 +143,7 @@ torch::Tensor CerebraLayer::comp_path(const torch::Tensor& x, const torch::Tenso
   auto o_win = torch::matmul(p.narrow(-1, 0, span), v_blk).view({B, h, np, e}).gather(2, row_index(e));  // (B,h,R,e)
   auto p_mem = p.narrow(-1, span, m).reshape({B, h, np, m}).gather(2, row_index(m));                    // (B,h,R,m)
   auto o = o_win + torch::matmul(p_mem, vm);
-  return up_proj->forward(merge_heads(o));  // (B, R, d)
+  return cerebra::linear(up_proj, merge_heads(o));  // (B, R, d)
 }
 
 // Reference: every query against all n keys with a band mask |i − j| ≤ ⌊w/2⌋, plus the memory; then the rows.
@@ -150,10 +151,10 @@ torch::Tensor CerebraLayer::comp_path_ref(const torch::Tensor& x, const torch::T
                                           const torch::Tensor& rows, const CompressedMemory& mem) {
   const int64_t B = x.size(0), n = x.size(1), h = opts_.n_heads, dc = opts_.compressed_width(), e = dc / h;
   const int64_t m = mem.slots.size(1), hw = opts_.window / 2;
-  auto q = split_heads(qc_proj->forward(x), h) / std::sqrt(static_cast<double>(e));  // (B, h, n, e)
-  auto kvc = kvc_proj->forward(x).chunk(2, -1);
+  auto q = split_heads(cerebra::linear(qc_proj, x), h) / std::sqrt(static_cast<double>(e));  // (B, h, n, e)
+  auto kvc = cerebra::linear(kvc_proj, x).chunk(2, -1);
   auto kc = split_heads(kvc[0], h), vc = split_heads(kvc[1], h);
-  auto kvm = kvm_proj->forward(mem.slots).chunk(2, -1);
+  auto kvm = cerebra::linear(kvm_proj, mem.slots).chunk(2, -1);
   auto km = split_heads(kvm[0], h), vm = split_heads(kvm[1], h);
   auto i = torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
   auto band = (i.view({n, 1}) - i.view({1, n})).abs() <= hw;                                      // (n, n)
@@ -163,7 +164,7 @@ torch::Tensor CerebraLayer::comp_path_ref(const torch::Tensor& x, const torch::T
   auto p = masked_softmax(s, allowed);
   auto o = torch::matmul(p.narrow(-1, 0, n), vc) + torch::matmul(p.narrow(-1, n, m), vm);  // (B, h, n, e)
   auto y = merge_heads(o);
-  return up_proj->forward(rows.defined() ? gather_rows(y, rows) : y);
+  return cerebra::linear(up_proj, rows.defined() ? gather_rows(y, rows) : y);
 }
 
 // ---- forward ---------------------------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
   if (dense_) {
     // Warm-up: plain multi-head attention, router and compressor off.
     routing_ = Routing{};
-    auto y = out_proj->forward(opts_.use_reference ? full_path_ref(x, mask, {}) : full_path(x, mask, {}));
+    auto y = cerebra::linear(out_proj, opts_.use_reference ? full_path_ref(x, mask, {}) : full_path(x, mask, {}));
     realised_ = static_cast<double>(B) * cerebra_flops(opts_, n, /*dense=*/true);
     expected_ = torch::tensor(realised_, torch::TensorOptions().dtype(torch::kDouble).device(x.device()));
     const double valid = mask.sum().item<double>();
@@ -235,7 +236,7 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
     auto inv = torch::empty_like(r.order).scatter_(1, r.order, torch::arange(n, long_opts).unsqueeze(0).expand({B, n}));
     y = gather_rows(y_perm, inv);
   }
-  y = out_proj->forward(y);
+  y = cerebra::linear(out_proj, y);
   record(mask, n, full_rows, comp_rows, comp_rows > 0, want_rec && comp_rows > 0);
   return y;
 }

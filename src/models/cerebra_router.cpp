@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "cerebra/cerebra_layer.h"
+#include "cerebra/quant.h"
 
 namespace cerebra {
 
@@ -18,7 +19,7 @@ CerebraRouterImpl::CerebraRouterImpl(int64_t d_model) {
 Routing CerebraRouterImpl::forward(const torch::Tensor& x, const torch::Tensor& mask, const CerebraOptions& o,
                                    bool noisy) {
   const int64_t B = x.size(0), n = x.size(1);
-  auto z = score->forward(x).squeeze(-1);  // (B, n)
+  auto z = cerebra::linear(score, x).squeeze(-1);  // (B, n)
   if (noisy) {
     // Logistic noise log u − log(1 − u): the binary-concrete relaxation of a Bernoulli(σ(z)) choice.
     auto u = torch::rand_like(z).clamp(1e-6, 1.0 - 1e-6);

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "cerebra/mixer.h"
+#include "cerebra/quant.h"
 
 namespace cerebra {
 
@@ -23,7 +24,7 @@ class LstmMixer final : public SequenceMixer {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) override {
     TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "lstm: x must be (B, n, ", d_, "), got ", x.sizes());
     const int64_t B = x.size(0), n = x.size(1);
-    auto gates_x = w_ih_->forward(x);  // (B, n, 4d): input projection of every step at once
+    auto gates_x = cerebra::linear(w_ih_, x);  // (B, n, 4d): input projection of every step at once
     auto h = torch::zeros({B, d_}, x.options());
     auto c = torch::zeros({B, d_}, x.options());
     // unbind, not select: the backward of n selects would allocate n full-size gradients (quadratic in n).
@@ -32,7 +33,7 @@ class LstmMixer final : public SequenceMixer {
     std::vector<torch::Tensor> outs;
     outs.reserve(n);
     for (int64_t t = 0; t < n; ++t) {
-      auto g = steps[t] + w_hh_->forward(h);  // (B, 4d)
+      auto g = steps[t] + cerebra::linear(w_hh_, h);  // (B, 4d)
       auto ch = g.chunk(4, 1);
       auto i = torch::sigmoid(ch[0]), f = torch::sigmoid(ch[1]), gg = torch::tanh(ch[2]), o = torch::sigmoid(ch[3]);
       auto c_new = f * c + i * gg;

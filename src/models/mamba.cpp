@@ -16,6 +16,7 @@
 
 #include "cerebra/mixer.h"
 #include "cerebra/ops/selective_scan.h"
+#include "cerebra/quant.h"
 
 namespace cerebra {
 
@@ -57,14 +58,14 @@ class MambaMixer final : public SequenceMixer {
                   "mamba: mask must be bool (B, n) = (", B, ", ", n, "), got ", mask.scalar_type(), " ", mask.sizes());
       m = mask.to(x.scalar_type()).unsqueeze(1);
     }
-    auto xz = in_proj_->forward(m.defined() ? x * m.transpose(1, 2) : x);  // (B, n, 2E)
+    auto xz = cerebra::linear(in_proj_, m.defined() ? x * m.transpose(1, 2) : x);  // (B, n, 2E)
     auto u = xz.narrow(2, 0, E_).transpose(1, 2);                          // (B, E, n)
     auto z = xz.narrow(2, E_, E_).transpose(1, 2);                         // (B, E, n)
     if (m.defined()) u = u * m;
     u = torch::silu(conv_->forward(F::pad(u, F::PadFuncOptions({k_ - 1, 0}))));  // causal: (B, E, n)
     if (m.defined()) u = u * m;
-    auto x_dbl = x_proj_->forward(u.transpose(1, 2));                                      // (B, n, R + 2N)
-    auto delta = torch::linear(x_dbl.narrow(2, 0, R_), dt_proj_->weight).transpose(1, 2);  // (B, E, n)
+    auto x_dbl = cerebra::linear(x_proj_, u.transpose(1, 2));                                      // (B, n, R + 2N)
+    auto delta = cerebra::linear(dt_proj_, x_dbl.narrow(2, 0, R_), /*add_bias=*/false).transpose(1, 2);  // (B, E, n)
     auto Bm = x_dbl.narrow(2, R_, N_).transpose(1, 2);                                     // (B, N, n)
     auto Cm = x_dbl.narrow(2, R_ + N_, N_).transpose(1, 2);                                // (B, N, n)
     auto A = -torch::exp(A_log_);                                                          // (E, N)
@@ -77,7 +78,7 @@ class MambaMixer final : public SequenceMixer {
     }
     auto y = scan_impl_ == 0 ? std::get<0>(ops::selective_scan(u, delta, A, Bm, Cm, D_, z, bias, softplus))
                              : std::get<0>(ops::selective_scan_ref(u, delta, A, Bm, Cm, D_, z, bias, softplus));
-    return out_proj_->forward(y.transpose(1, 2));  // (B, n, d)
+    return cerebra::linear(out_proj_, y.transpose(1, 2));  // (B, n, d)
   }
 
   double flops(int64_t n) const override {

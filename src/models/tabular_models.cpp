@@ -7,6 +7,7 @@
 
 #include "cerebra/config.h"
 #include "cerebra/models.h"
+#include "cerebra/quant.h"
 
 namespace cerebra {
 
@@ -38,8 +39,8 @@ class MlpModel final : public Model {
 
   torch::Tensor forward(const Batch& b) override {
     auto x = one_hot_input(b, cardinalities_);
-    for (auto& l : layers_) x = drop_->forward(torch::relu(l->forward(x)));
-    return head_->forward(x);
+    for (auto& l : layers_) x = drop_->forward(torch::relu(cerebra::linear(l, x)));
+    return cerebra::linear(head_, x);
   }
 
   double flops_per_example() const override {
@@ -90,7 +91,7 @@ class FeatureTokenModel final : public Model {
     toks.push_back(cls_.expand({B, 1, d_}));
     auto x = torch::cat(toks, 1);  // (B, F + 1, d)
     auto h = backbone_->forward(x, torch::Tensor());
-    return head_->forward(h.select(1, h.size(1) - 1));
+    return cerebra::linear(head_, h.select(1, h.size(1) - 1));
   }
 
   double flops_per_example() const override {

@@ -110,6 +110,18 @@ std::vector<KeySpec> build_schema() {
       {"xgb_max_depth", VT::Int, "6", "xgboost: tree depth", {}, "xgboost"},
       {"xgb_eta", VT::Float, "0.05", "xgboost: learning rate", {}, "xgboost"},
       {"xgb_subsample", VT::Float, "0.8", "xgboost: row subsample per tree", {}, "xgboost"},
+      // ---- quantisation (include/cerebra/quant.h)
+      {"qat", VT::Bool, "false", "quantisation-aware training: 8-bit fake quantisation of the Linear layers (weights "
+       "per output channel, symmetric; activations per tensor, asymmetric, EMA ranges), straight-through", {}, "quant"},
+      {"qat_start_epoch", VT::Int, "1", "QAT: first epoch with fake quantisation (E_q; earlier epochs are fp32 and "
+       "not selectable as best)", {}, "quant"},
+      {"qat_bits", VT::Int, "8", "QAT: bits of weights and activations (2..8)", {}, "quant"},
+      {"qat_ema", VT::Float, "0.99", "QAT: EMA factor of the tracked activation ranges", {}, "quant"},
+      {"int8", VT::Bool, "false", "set by `cerebra export --int8`: the run's Linear layers run int8 (model_int8.pt)",
+       {}, "quant"},
+      {"int8_engine", VT::String, "onednn", "int8: LibTorch quantised engine", {"onednn", "qnnpack"}, "quant"},
+      {"int8_activations", VT::String, "dynamic", "int8: activation quantisation, per call (dynamic) or with the "
+       "tracked ranges (static)", {"dynamic", "static"}, "quant"},
   };
 }
 

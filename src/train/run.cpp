@@ -16,6 +16,7 @@
 #include "cerebra/config.h"
 #include "cerebra/flop_counter.h"
 #include "cerebra/pruning.h"
+#include "cerebra/quant.h"
 #include "cerebra/runtime.h"
 #include "cerebra/tabular.h"
 #include "cerebra/train.h"
@@ -143,6 +144,7 @@ int setup_runtime(const Config& config, bool quiet) {
 nlohmann::json train_run(const Config& config, const std::string& out_dir, const RunOptions& options) {
   const int threads = setup_runtime(config, options.quiet);
   const std::string kind = config.get_string("model");
+  check_quant_config(config, /*training=*/true);
   Prepared p = prepare(config);
   const TabularData& d = p.data;
   fs::create_directories(out_dir);
@@ -263,6 +265,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
       hooks.first_selectable_epoch = std::min<int64_t>(
           std::max(hooks.first_selectable_epoch, prune_schedule.last_epoch()), config.get_int("epochs"));
     }
+    attach_qat(hooks, *fit.net, config);  // QAT from qat_start_epoch (no-op unless qat: true)
     TrainResult tr = train_model(*fit.net, p.split.train, p.split.val, to, hooks);
     epoch_seconds = tr.epoch_seconds;
     examples_per_second = tr.examples_per_second;
@@ -335,6 +338,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
       {"torch_version", torch_version()},
       {"checkpoint", checkpoint_name(kind)},
   };
+  if (fit.net && config.get_bool("qat")) summary["quant"] = quant_summary(*fit.net, config);
   // Written last and atomically (rename): a summary.json that exists is complete, so a sweep can trust it.
   write_text(out / "summary.json.tmp", summary.dump(2) + "\n");
   fs::rename(out / "summary.json.tmp", out / "summary.json");
@@ -385,12 +389,15 @@ nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options) {
     fit.net = make_tabular_model(config, schema_of(d));
     if (fs::exists(dir / kPruneStateFile))
       apply_prune_state(*fit.net, read_json(dir / kPruneStateFile), (dir / kPruneStateFile).string());
+    quant_before_load(*fit.net, config);
     load_model(*fit.net, ckpt.string());
     fit.net->eval();
+    quant_after_load(*fit.net, config, run_dir);  // QAT runs: fake quantisation; int8 exports: int8 Linear layers
   }
   nlohmann::json metrics =
       regression_metrics(d, fit.predict_rows(d, split.test, config.get_int("eval_batch_size")), split.test, "test");
   nlohmann::json result = {{"run", run_dir}, {"model", kind}, {"metrics", metrics}, {"threads", threads}};
+  if (fit.net && (config.get_bool("qat") || config.get_bool("int8"))) result["quant"] = quant_summary(*fit.net, config);
   if (summary.contains("metrics")) {
     bool identical = true;
     for (auto& [k, v] : metrics.items())

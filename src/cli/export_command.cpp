@@ -1,0 +1,342 @@
+// `cerebra export --int8`: see include/cerebra/export_command.h.
+#include "cerebra/export_command.h"
+
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "cerebra/config.h"
+#include "cerebra/models.h"
+#include "cerebra/quant.h"
+#include "cerebra/runtime.h"
+#include "cerebra/tabular.h"
+#include "cerebra/train.h"
+
+namespace fs = std::filesystem;
+
+namespace cerebra {
+
+namespace {
+
+nlohmann::json read_json_file(const fs::path& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error("cannot read " + path.string());
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path.string() + ": invalid JSON: " + e.what());
+  }
+}
+
+std::vector<int64_t> rows_of(const nlohmann::json& j, const char* key, const fs::path& path, int64_t n_rows) {
+  if (!j.contains(key) || !j[key].is_array()) throw std::runtime_error(path.string() + ": missing array '" + key + "'");
+  auto rows = j[key].get<std::vector<int64_t>>();
+  for (auto r : rows)
+    if (r < 0 || r >= n_rows)
+      throw std::runtime_error(fmt::format("{}: row {} is outside the {} rows of the data", path.string(), r, n_rows));
+  return rows;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+// Test metrics of predictions in standardised units, as run.cpp computes them.
+nlohmann::json test_metrics(const TabularData& d, const torch::Tensor& pred_std, const torch::Tensor& idx) {
+  auto pt = d.to_transformed(pred_std.reshape({-1}));
+  auto yt = d.to_transformed(d.y.index_select(0, idx));
+  auto pr = d.to_raw(pred_std.reshape({-1}));
+  auto yr = d.y_raw.index_select(0, idx);
+  const double rmse = (pt - yt).pow(2).mean().sqrt().item<double>();
+  const double var = (yt - yt.mean()).pow(2).mean().item<double>();
+  return {{"test_rmse", rmse}, {"test_r2", 1.0 - rmse * rmse / var},
+          {"test_rmse_raw", (pr - yr).pow(2).mean().sqrt().item<double>()}};
+}
+
+std::string fixed(const nlohmann::json& v, const char* spec) {
+  return v.is_number() ? fmt::format(fmt::runtime(spec), v.get<double>()) : std::string("-");
+}
+
+}  // namespace
+
+nlohmann::json export_int8(const Int8ExportOptions& o) {
+  const fs::path src(o.run_dir);
+  if (!fs::is_directory(src)) throw std::runtime_error("run directory '" + o.run_dir + "' not found");
+  if (o.repeats < 1) throw std::runtime_error("--repeats must be >= 1, got " + std::to_string(o.repeats));
+  if (o.activations != "dynamic" && o.activations != "static")
+    throw std::runtime_error("--activations must be dynamic|static, got '" + o.activations + "'");
+  Config config;
+  config.load_yaml_file((src / "config.yaml").string());
+  const std::string kind = config.get_string("model");
+  if (kind == "ols" || kind == "xgboost")
+    throw std::runtime_error(o.run_dir + ": model '" + kind + "' has no Linear layers to run in int8; export a neural "
+                             "run (mlp, transformer, cerebra, lstm, mamba, ...)");
+  if (config.get_bool("int8"))
+    throw std::runtime_error(o.run_dir + " is already an int8 export (config int8: true); export the run it came from");
+  const fs::path ckpt = src / "model.pt";
+  if (!fs::exists(ckpt)) throw std::runtime_error("checkpoint " + ckpt.string() + " not found");
+  require_quant_engine(o.engine);  // a clear error before any work
+  if (o.threads >= 0) config.set("threads", std::to_string(o.threads), "export --threads");
+  const int threads = set_threads(static_cast<int>(config.get_int("threads")));
+  if (!config.get_bool("allow_slow_blas")) require_openblas();
+  const fs::path out = o.out_dir.empty() ? fs::path(o.run_dir + "-int8") : fs::path(o.out_dir);
+  if (fs::exists(out) && fs::equivalent(out, src)) throw std::runtime_error("--out must differ from --run");
+  auto log = [&](const std::string& s) {
+    if (!o.quiet) std::cerr << "[export] " << s << "\n";
+  };
+
+  // The run's data, split and model, as eval_run rebuilds them.
+  TabularSource source = open_tabular(resolve_task(config), config.get_int("max_rows"));
+  const auto n_rows = static_cast<int64_t>(source.rows.size());
+  const nlohmann::json split_json = read_json_file(src / "split.json");
+  Split split{rows_of(split_json, "train", src / "split.json", n_rows), rows_of(split_json, "val", src / "split.json", n_rows),
+              rows_of(split_json, "test", src / "split.json", n_rows)};
+  if (split.test.empty()) throw std::runtime_error((src / "split.json").string() + ": empty test split");
+  TabularData d = encode_tabular(source, split.train);
+  InputSchema schema;
+  schema.n_numeric = static_cast<int64_t>(d.numeric_names.size());
+  schema.cardinalities = d.cardinalities;
+  auto load = [&] {
+    auto m = make_tabular_model(config, schema);
+    quant_before_load(*m, config);
+    load_model(*m, ckpt.string());
+    m->eval();
+    return m;
+  };
+  auto model = load();       // becomes the int8 model
+  auto reference = load();   // stays plain fp32, for the interleaved timing
+  const bool qat = config.get_bool("qat");
+  const QuantOptions qopts = quant_options_from_config(config);
+
+  auto make_batch = [&](const std::vector<int64_t>& rows) {
+    auto idx = torch::tensor(rows, torch::kInt64);
+    Batch b;
+    b.num = d.num.index_select(0, idx);
+    b.cat = d.cat.index_select(0, idx);
+    b.y = d.y.index_select(0, idx);
+    return b;
+  };
+  const int64_t batch = o.batch_size > 0 ? o.batch_size : config.get_int("eval_batch_size");
+  const auto test_idx = torch::tensor(split.test, torch::kInt64);
+  auto predict_test = [&] { return predict(*model, split.test, batch, make_batch).reshape({-1}); };
+  // fp32 and int8 passes alternate, after one warm-up pass each, so that a change in the machine's load affects both.
+  auto time_both = [&]() {
+    auto pass = [&](Model& m) {
+      auto t0 = std::chrono::steady_clock::now();
+      predict(m, split.test, batch, make_batch);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return static_cast<double>(split.test.size()) / std::max(s, 1e-9);
+    };
+    pass(*reference);
+    pass(*model);
+    std::vector<double> fp32, int8;
+    for (int r = 0; r < o.repeats; ++r) {
+      fp32.push_back(pass(*reference));
+      int8.push_back(pass(*model));
+      log(fmt::format("timing pass {}/{}: fp32 {:.0f}, int8 {:.0f} examples/s", r + 1, o.repeats, fp32.back(),
+                      int8.back()));
+    }
+    nlohmann::json out;
+    out["fp32"] = {{"examples_per_second_median", median(fp32)}, {"examples_per_second", fp32}};
+    out["int8"] = {{"examples_per_second_median", median(int8)}, {"examples_per_second", int8}};
+    return out;
+  };
+
+  log(fmt::format("{} ({}), {} test rows, batch {}, threads={}, engine {}, {} activations", o.run_dir, kind,
+                  split.test.size(), batch, threads, o.engine, o.activations));
+  nlohmann::json accuracy, speed;
+  set_quant_mode(*model, QuantMode::kFloat);
+  const torch::Tensor pred_fp32 = predict_test();
+  accuracy["fp32"] = test_metrics(d, pred_fp32, test_idx);
+  if (qat) {
+    set_quant_mode(*model, QuantMode::kFakeQuant, qopts);
+    accuracy["fake_quant"] = test_metrics(d, predict_test(), test_idx);
+  }
+  bool calibrated = false;
+  if (o.activations == "static" && !qat) {
+    // Post-training calibration: running min/max of every Linear's input and output over training rows.
+    std::vector<int64_t> rows(split.train.begin(),
+                              split.train.begin() + std::min<int64_t>(o.calib_rows, split.train.size()));
+    prepare_qat(*model);
+    set_quant_mode(*model, QuantMode::kObserve);
+    predict(*model, rows, batch, make_batch);
+    calibrated = true;
+    log(fmt::format("calibrated activation ranges on {} training rows", rows.size()));
+  }
+  Int8Options io;
+  io.engine = o.engine;
+  io.activations = o.activations;
+  io.bits = qopts.bits;
+  enable_int8(*model, io);
+  reset_quant_counters(*model);
+  const torch::Tensor pred_int8 = predict_test();
+  const nlohmann::json layers = quant_report(*model);  // calls of one pass over the test split
+  accuracy["int8"] = test_metrics(d, pred_int8, test_idx);
+  speed = time_both();
+  const double pred_rmse = (pred_int8 - pred_fp32).pow(2).mean().sqrt().item<double>();
+
+  int64_t n_linear = 0, n_int8 = 0, n_static = 0;
+  for (const auto& [name, l] : layers.items()) {
+    ++n_linear;
+    if (l.value("calls_int8", int64_t{0}) > 0) {
+      ++n_int8;
+      n_static += l.value("activations", std::string()) == "static";
+    }
+  }
+
+  // The exported run directory.
+  fs::create_directories(out);
+  Config out_config = config;
+  out_config.set("int8", "true", "export");
+  out_config.set("int8_engine", o.engine, "export --engine");
+  out_config.set("int8_activations", o.activations, "export --activations");
+  {
+    std::ofstream f(out / "config.yaml");
+    if (!f) throw std::runtime_error("cannot write " + (out / "config.yaml").string());
+    f << "# int8 export of " << o.run_dir << " (cerebra export --int8): Linear layers run int8, see summary.json\n"
+      << out_config.to_yaml();
+  }
+  fs::copy_file(src / "split.json", out / "split.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(ckpt, out / "model.pt", fs::copy_options::overwrite_existing);
+  save_int8_weights(*model, (out / "model_int8.pt").string());
+  if (fs::exists(out / "summary.json")) fs::remove(out / "summary.json");
+
+  // Evaluate the export exactly as `cerebra eval --run DIR2` will.
+  const nlohmann::json ev = eval_run(out.string(), RunOptions{true});
+  const bool reproduced = std::abs(ev["metrics"]["test_rmse"].get<double>() -
+                                   accuracy["int8"]["test_rmse"].get<double>()) <= 1e-9;
+
+  const double fp32_eps = speed["fp32"]["examples_per_second_median"].get<double>();
+  const double int8_eps = speed["int8"]["examples_per_second_median"].get<double>();
+  nlohmann::json report = {
+      {"enabled", true},
+      {"source_run", o.run_dir},
+      {"engine", o.engine},
+      {"activations", o.activations},
+      {"activation_ranges", o.activations == "dynamic" ? "per call (quantized::linear_dynamic)"
+                            : calibrated ? "calibrated: running min/max on training rows"
+                                         : "QAT EMA ranges from the checkpoint"},
+      {"weights", "int8 per output channel, symmetric (quantized::linear_prepack)"},
+      {"bits", qopts.bits},
+      {"qat", qat},
+      {"linear_layers", n_linear},
+      {"linear_layers_int8", n_int8},
+      {"linear_layers_static", n_static},
+      {"fp32_parts", "embeddings, numeric-feature tokens, norms, attention score/value products, softmax, "
+                     "convolutions, selective scan"},
+      {"layers", layers},
+      {"accuracy", accuracy},
+      {"prediction_rmse_vs_fp32_std_units", pred_rmse},
+      {"speed", speed},
+      {"speedup_int8_vs_fp32", int8_eps / fp32_eps},
+      {"threads", threads},
+      {"batch_size", batch},
+      {"repeats", o.repeats},
+      {"test_rows", split.test.size()},
+      {"eval_reproduces_int8_metrics", reproduced},
+  };
+  nlohmann::json summary = fs::exists(src / "summary.json") ? read_json_file(src / "summary.json") : nlohmann::json::object();
+  if (summary.contains("metrics")) summary["source_metrics"] = summary["metrics"];
+  summary["metrics"] = ev["metrics"];
+  summary["threads"] = threads;
+  summary["int8_checkpoint"] = "model_int8.pt";
+  summary["quant"] = quant_summary(*model, out_config);
+  summary["int8"] = report;
+  {
+    std::ofstream f(out / "summary.json");
+    if (!f) throw std::runtime_error("cannot write " + (out / "summary.json").string());
+    f << summary.dump(2) << "\n";
+  }
+  report["out_dir"] = out.string();
+  return report;
+}
+
+CLI::App* add_export_command(CLI::App* app, std::function<int()>* run) {
+  auto args = std::make_shared<Int8ExportOptions>();
+  auto int8 = std::make_shared<bool>(false);
+  auto* sub = app->add_subcommand(
+      "export", "Export a trained run for int8 inference: `cerebra export --run DIR --int8` writes DIR-int8, whose "
+                "Linear layers run int8 through LibTorch's quantised engine (`cerebra eval --run DIR-int8` runs it), "
+                "and prints int8 vs fp32 test accuracy and speed");
+  sub->add_option("--run", args->run_dir, "Run directory written by `cerebra train` (fp32 or qat: true)")->required();
+  sub->add_flag("--int8", *int8, "Quantise the Linear layers to int8 (per-channel weights) — the export this command "
+                                 "performs; required");
+  sub->add_option("--engine", args->engine, "Quantised engine")->check(CLI::IsMember({"onednn", "qnnpack"}))
+      ->capture_default_str();
+  sub->add_option("--activations", args->activations,
+                  "Activation quantisation: dynamic (per call from the tensor's own range) or static (the QAT-tracked "
+                  "ranges; without QAT, ranges calibrated on training rows)")
+      ->check(CLI::IsMember({"dynamic", "static"}))
+      ->capture_default_str();
+  sub->add_option("--out", args->out_dir, "Output run directory (default: DIR-int8)");
+  sub->add_option("--repeats", args->repeats, "Timed passes over the test split (the median is reported)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--threads", args->threads, "Intra-op threads for the timing and the export (default: the run's)");
+  sub->add_option("--batch-size", args->batch_size, "Batch size of the timed passes (default: the run's "
+                                                    "eval_batch_size)");
+  sub->add_option("--calib-rows", args->calib_rows, "Static activations without QAT: training rows for calibration")
+      ->capture_default_str();
+  sub->add_flag("--quiet,-q", args->quiet, "No progress lines");
+  auto action = [args, int8]() -> int {
+    if (!*int8) {
+      std::cerr << "cerebra export: nothing to export; pass --int8 (the only export format)\n";
+      return 2;
+    }
+    const nlohmann::json r = export_int8(*args);
+    const auto& acc = r["accuracy"];
+    const auto& sp = r["speed"];
+    std::string t = fmt::format("\nint8 export of {} -> {}\nengine {}, {} activations, threads={}, batch {}, median of {} "
+                                "passes over {} test rows\n",
+                                r["source_run"].get<std::string>(), r["out_dir"].get<std::string>(),
+                                r["engine"].get<std::string>(), r["activations"].get<std::string>(),
+                                r["threads"].get<int>(), r["batch_size"].get<int64_t>(), r["repeats"].get<int>(),
+                                r["test_rows"].get<int64_t>());
+    t += fmt::format("{:<18} {:>10} {:>10} {:>14} {:>9}\n", "variant", "test RMSE", "RMSE(raw)", "examples/s",
+                     "speed-up");
+    auto row = [&](const std::string& name, const char* key, bool timed) {
+      if (!acc.contains(key)) return;
+      const double eps = timed ? sp[key]["examples_per_second_median"].get<double>() : 0.0;
+      const double base = sp["fp32"]["examples_per_second_median"].get<double>();
+      t += fmt::format("{:<18} {:>10} {:>10} {:>14} {:>9}\n", name, fixed(acc[key]["test_rmse"], "{:.4f}"),
+                       fixed(acc[key]["test_rmse_raw"], "{:.1f}"), timed ? fmt::format("{:.0f}", eps) : "-",
+                       timed ? fmt::format("{:.2f}x", eps / base) : "-");
+    };
+    row("fp32", "fp32", true);
+    row("fake-quant (QAT)", "fake_quant", false);
+    row("int8", "int8", true);
+    t += fmt::format("Linear layers run in int8: {} of {} ({} static); prediction RMSE int8 vs fp32 {:.4g} (target "
+                     "std units)\n",
+                     r["linear_layers_int8"].get<int64_t>(), r["linear_layers"].get<int64_t>(),
+                     r["linear_layers_static"].get<int64_t>(), r["prediction_rmse_vs_fp32_std_units"].get<double>());
+    t += fmt::format("wrote {} (config.yaml int8: true, model_int8.pt, summary.json); `cerebra eval --run {}` {}\n",
+                     r["out_dir"].get<std::string>(), r["out_dir"].get<std::string>(),
+                     r["eval_reproduces_int8_metrics"].get<bool>() ? "reproduces the int8 test RMSE"
+                                                                   : "gives a different test RMSE (unexpected)");
+    std::cout << t;
+    return 0;
+  };
+  if (run) {
+    *run = action;
+    sub->callback([args]() {});
+  } else {
+    sub->callback([action]() {
+      const int rc = action();
+      if (rc != 0) throw CLI::RuntimeError(rc);
+    });
+  }
+  return sub;
+}
+
+}  // namespace cerebra
