@@ -9,6 +9,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libxgboost-dev
   r-base-core gnuplot-nox
+  wordnet-base
 )
 
 missing=()

@@ -15,6 +15,7 @@
 #include "cerebra/flops_command.h"
 #include "cerebra/csv.h"
 #include "cerebra/runtime.h"
+#include "cerebra/seq_tasks.h"
 #include "cerebra/tabular.h"
 #include "cerebra/train.h"
 
@@ -93,7 +94,8 @@ int run_export(const std::string& out_dir, bool force) {
 void ensure_data(const Config& config) {
   const std::string task = config.get_string("task");
   if (task == "csv" || !config.get_string("data").empty()) return;
-  const std::string path = config.get_string("data_dir") + "/" + task + ".csv";
+  if (is_seq_task(task) && task != "janeausten") return;  // generated, or read from wordnet_dir
+  const std::string path = config.get_string("data_dir") + "/" + task + (task == "janeausten" ? ".txt" : ".csv");
   if (fs::exists(path)) return;
   std::cerr << "cerebra: " << path << " is missing; exporting the data sets first\n";
   if (run_export(config.get_string("data_dir"), false) != 0)
@@ -220,6 +222,12 @@ int main(int argc, char** argv) {
   tasks->add_option("--models", bench_models, "Comma-separated models")->capture_default_str();
   tasks->add_option("--out", bench_out, "Output directory (default: runs/bench-<task>)");
   tasks->add_flag("--quiet,-q", bench_quiet, "No progress display");
+  SeqBenchOptions seq_bench;
+  tasks->add_option("--n", seq_bench.n, "Sequence tasks: sequence length (seq_len; max_len for wordnet)");
+  tasks->add_option("--budget-params", seq_bench.budget_params,
+                    "Sequence tasks: choose d_model per model so its parameters are closest to this budget");
+  tasks->add_option("--mem-limit-gib", seq_bench.mem_limit_gib,
+                    "Sequence tasks: skip models whose estimated training memory exceeds this")->capture_default_str();
   add_config_options(tasks, bench_args);
 
   std::function<int()> run_layers, run_flops, run_int8_export;
@@ -243,6 +251,18 @@ int main(int argc, char** argv) {
         train_out = fmt::format("runs/{}-{}-s{}", config.get_string("task"), config.get_string("model"),
                                 config.get_int("seed"));
       nlohmann::json s = train_run(config, train_out, RunOptions{quiet});
+      if (s.contains("primary_metric")) {  // sequence tasks
+        const std::string pm = s["primary_metric"].get<std::string>();
+        std::cout << fmt::format("{} on {}: {} {:.4f}; {} params; {:.4g} realised FLOPs/token (measured {:.4g}); "
+                                 "{:.1f} s training; peak tensor {} MiB; threads={}\nwrote {}\n",
+                                 s["model"].get<std::string>(), s["task"].get<std::string>(), pm,
+                                 s["metrics"][pm].get<double>(), s["params"].get<int64_t>(),
+                                 s["flops"]["realised_per_token"].get<double>(),
+                                 s["flops"]["measured_forward_per_token"].get<double>(),
+                                 s["time"]["train_seconds_total"].get<double>(), mib(s["memory"]["peak_tensor_bytes"]),
+                                 s["threads"].get<int>(), train_out);
+        return 0;
+      }
       std::cout << fmt::format("{} on {}: test RMSE {:.4f} ({} scale), RMSE(raw) {:.2f}; {} params; "
                                "{:.4g} FLOPs/example (measured {}); median epoch {:.2f} s; peak tensor {} MiB; "
                                "threads={}\nwrote {}\n",
@@ -275,6 +295,15 @@ int main(int argc, char** argv) {
       ensure_data(config);
       print_header(config);
       if (bench_out.empty()) bench_out = "runs/bench-" + config.get_string("task");
+      if (is_seq_task(config.get_string("task"))) {
+        if (tasks->get_option("--models")->count() == 0) bench_models = "transformer,mamba,lstm,cnn,cerebra";
+        seq_bench.quiet = bench_quiet;
+        std::vector<std::string> seq_models;
+        std::stringstream ms(bench_models);
+        for (std::string m; std::getline(ms, m, ',');)
+          if (!m.empty()) seq_models.push_back(m);
+        return bench_seq_tasks(config, seq_models, bench_out, seq_bench);
+      }
       std::vector<std::string> models;
       std::stringstream ss(bench_models);
       for (std::string m; std::getline(ss, m, ',');)

@@ -17,8 +17,11 @@ using VT = ValueType;
 std::vector<KeySpec> build_schema() {
   return {
       // ---- task and data
-      {"task", VT::String, "cps1988", "task: a named data set (cps1988, stackoverflow) or csv (any CSV file via `data`)",
-       {"cps1988", "stackoverflow", "csv"}, "data"},
+      {"task", VT::String, "cps1988", "task: a named tabular data set (cps1988, stackoverflow), csv (any CSV file via "
+       "`data`), or a sequence task: copy, selective_copy, mqar, masked_recall (synthetic), wordnet (gloss -> "
+       "lexicographer category), janeausten (character LM)",
+       {"cps1988", "stackoverflow", "csv", "copy", "selective_copy", "mqar", "masked_recall", "wordnet", "janeausten"},
+       "data"},
       {"data", VT::String, "", "CSV file; empty = the task's file in data_dir", {}, "data"},
       {"data_dir", VT::String, "data", "directory holding exported data sets (see `cerebra data`)", {}, "data"},
       {"target", VT::String, "", "target column; empty = the task's default", {}, "data"},
@@ -30,6 +33,27 @@ std::vector<KeySpec> build_schema() {
       {"max_rows", VT::Int, "0", "use only the first N rows (0 = all)", {}, "data"},
       {"val_fraction", VT::Float, "0.1", "share of rows for validation (early stopping)", {}, "data"},
       {"test_fraction", VT::Float, "0.2", "share of rows held out for the test metrics", {}, "data"},
+      // ---- sequence tasks (task: copy, selective_copy, mqar, masked_recall, wordnet, janeausten)
+      {"seq_len", VT::Int, "256", "synthetic tasks and janeausten: tokens per example n", {}, "task"},
+      {"vocab_size", VT::Int, "64", "synthetic tasks: vocabulary, including the 4 special tokens (pad, noise, sep, "
+       "blank)", {}, "task"},
+      {"n_data_tokens", VT::Int, "16", "copy, selective_copy: tokens to reproduce", {}, "task"},
+      {"n_pairs", VT::Int, "16", "mqar: key-value pairs per example", {}, "task"},
+      {"n_queries", VT::Int, "0", "mqar: queries per example (0 = n_pairs)", {}, "task"},
+      {"mask_fraction", VT::Float, "0.15", "masked_recall: share of the repeated tokens that are masked", {}, "task"},
+      {"train_examples", VT::Int, "20000", "synthetic tasks and janeausten: training pool (examples, generated "
+       "from the seed)", {}, "task"},
+      {"val_examples", VT::Int, "256", "sequence tasks: validation examples (text: cap on the split, 0 = all)", {},
+       "task"},
+      {"test_examples", VT::Int, "1000", "sequence tasks: test examples (text: cap on the split, 0 = all)", {},
+       "task"},
+      {"steps", VT::Int, "0", "sequence tasks: train for this many optimizer steps (0 = epochs over the pool); "
+       "warm-up is capped at 10% of training", {}, "task"},
+      {"max_len", VT::Int, "256", "wordnet: longest gloss in bytes (see length_policy)", {}, "task"},
+      {"length_policy", VT::String, "truncate", "text longer than max_len: truncate (with a warning) or error",
+       {"truncate", "error"}, "task"},
+      {"wordnet_dir", VT::String, "/usr/share/wordnet", "wordnet: directory of data.{noun,verb,adj,adv} (Debian "
+       "package wordnet-base)", {}, "task"},
       // ---- model
       {"model", VT::String, "transformer",
        "model: ols, xgboost, mlp, or a sequence model over feature tokens (transformer, lstm, and every registered "

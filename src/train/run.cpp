@@ -18,6 +18,7 @@
 #include "cerebra/pruning.h"
 #include "cerebra/quant.h"
 #include "cerebra/runtime.h"
+#include "cerebra/seq_tasks.h"
 #include "cerebra/tabular.h"
 #include "cerebra/train.h"
 
@@ -142,6 +143,7 @@ int setup_runtime(const Config& config, bool quiet) {
 }  // namespace
 
 nlohmann::json train_run(const Config& config, const std::string& out_dir, const RunOptions& options) {
+  if (is_seq_task(config.get_string("task"))) return seq_train_run(config, out_dir, options);
   const int threads = setup_runtime(config, options.quiet);
   const std::string kind = config.get_string("model");
   check_quant_config(config, /*training=*/true);
@@ -350,6 +352,7 @@ nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options) {
   if (!fs::is_directory(dir)) throw std::runtime_error("run directory '" + run_dir + "' not found");
   Config config;
   config.load_yaml_file((dir / "config.yaml").string());
+  if (is_seq_task(config.get_string("task"))) return seq_eval_run(config, run_dir, options);
   const int threads = setup_runtime(config, options.quiet);
   const std::string kind = config.get_string("model");
 

@@ -1,0 +1,139 @@
+// Sequence tasks (SPEC §6): synthetic long-sequence tasks (copy, selective_copy, mqar, masked_recall), short-text
+// classification (WordNet glosses -> lexicographer category) and character-level language modelling (Jane Austen),
+// behind one interface, with a registry by name and a sequence model that any registered mixer can power.
+//
+// Token layout of the synthetic tasks (token ids; data tokens are 4 .. vocab_size-1):
+//   0 PAD, 1 NOISE (filler), 2 SEP (start of the answer region), 3 BLANK (a slot whose answer is to be predicted)
+// Answers never appear in the input: the model predicts, at each answer position, the token that belongs there.
+// So the tasks are valid for non-causal mixers as well as causal ones (there is nothing to peek at).
+//   copy            [L data][NOISE ...][SEP][L BLANK]               answer i = data token i (a delayed copy)
+//   selective_copy  [L data scattered among NOISE][SEP][L BLANK]    answer i = i-th data token in order (Mamba §4.1)
+//   mqar            [k1 v1 k2 v2 ... kP vP][NOISE with Q query keys at random positions]
+//                   answer at a query key = its value (Zoology's multi-query associative recall; keys from the
+//                   lower half of the data vocabulary, values from the upper half)
+//   masked_recall   [a1 .. aL][SEP][a1 .. aL with a share of positions replaced by BLANK][NOISE]
+//                   answer at a BLANK = the token that was masked (recall of a token seen earlier)
+// Every example has exactly n = seq_len tokens; targets are -100 (ignored) outside the answer positions.
+// Example i of a split is generated from a seed derived from (seed, split, i): a fixed pool of train_examples for
+// training and fixed validation and test sets; the same seed always gives the same data.
+//
+// wordnet: each synset of /usr/share/wordnet/data.{noun,verb,adj,adv} (Debian wordnet-base) is one example; the
+//   input is the definition part of its gloss (before the quoted usage examples), bytes as tokens (byte + 1;
+//   0 = padding); the label is lex_filenum (the 2nd field), one of 45 lexicographer categories. The words of the
+//   synset are not used (they give the label away). Shuffled split by seed, val_fraction, test_fraction.
+//   Glosses longer than max_len bytes: length_policy truncate (with a warning giving the count) or error.
+// janeausten: data/janeausten.txt as bytes (vocab 256); contiguous split: train | val | test by the fractions;
+//   training windows of seq_len + 1 bytes at seeded offsets, validation and test windows consecutive; the model
+//   predicts every next byte; metric: bits per character. Causal models only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cerebra/models.h"
+
+namespace cerebra {
+
+class Config;
+
+enum class HeadKind {
+  TokenClassification,     // predict at answer positions (y: (B, n), -100 elsewhere), output (B, n, n_classes)
+  SequenceClassification,  // one label per sequence (y: (B,)), masked mean pooling, output (B, n_classes)
+  CausalLM,                // predict the next token at every position (y: (B, n)), output (B, n, n_classes)
+};
+std::string head_kind_name(HeadKind k);
+
+enum class SeqSplit { Train = 0, Val = 1, Test = 2 };
+
+struct SeqTaskInfo {
+  std::string name;
+  HeadKind head = HeadKind::TokenClassification;
+  int64_t vocab = 0;      // input token ids are in [0, vocab)
+  int64_t n = 0;          // tokens per example (the longest, for variable-length tasks)
+  int64_t n_classes = 0;  // outputs per prediction
+  bool needs_causal = false;
+  std::string metric;     // the primary test metric, e.g. "test_accuracy"
+  bool higher_is_better = true;
+};
+
+class SeqTask {
+ public:
+  virtual ~SeqTask() = default;
+  virtual const SeqTaskInfo& info() const = 0;
+  virtual int64_t size(SeqSplit split) const = 0;
+  // A padded batch of the given examples of a split: tokens (B, n_b) int64, mask (B, n_b) bool, y as the head needs.
+  virtual Batch batch(SeqSplit split, const std::vector<int64_t>& rows) const = 0;
+  // Provenance and sizes for summary.json.
+  virtual nlohmann::json describe() const = 0;
+};
+
+// ---- registry
+using SeqTaskFactory = std::function<std::unique_ptr<SeqTask>(const Config&)>;
+void register_seq_task(const std::string& name, SeqTaskFactory factory);
+std::vector<std::string> seq_task_names();
+bool is_seq_task(const std::string& name);
+std::unique_ptr<SeqTask> make_seq_task(const Config& config);  // by config "task"
+// What a task's model needs (vocab, n, head), from the config alone, without loading data.
+SeqTaskInfo seq_task_info(const Config& config);
+
+// ---- synthetic generators (exposed for tests)
+struct SyntheticSpec {
+  int64_t n = 256, vocab = 64, n_data = 16, n_pairs = 16, n_queries = 16;
+  double mask_fraction = 0.15;
+};
+struct SeqExample {
+  std::vector<int64_t> tokens;   // n
+  std::vector<int64_t> targets;  // n, -100 = not an answer position
+};
+constexpr int64_t kPad = 0, kNoise = 1, kSep = 2, kBlank = 3, kFirstData = 4, kIgnore = -100;
+// Throws ConfigError when the spec cannot hold the task (e.g. 2·pairs + queries > n).
+void validate_synthetic(const std::string& task, const SyntheticSpec& spec);
+SeqExample make_synthetic_example(const std::string& task, const SyntheticSpec& spec, uint64_t seed);
+// The seed of example `index` of a split.
+uint64_t example_seed(uint64_t seed, SeqSplit split, int64_t index);
+
+// ---- loaders (exposed for tests); errors name file:line and the reason
+struct TextExample {
+  std::string text;
+  int64_t label = 0;
+  std::string origin;  // file:line
+};
+std::vector<TextExample> load_wordnet_file(const std::string& path);
+std::vector<TextExample> load_wordnet(const std::string& dir);  // data.{noun,verb,adj,adv}
+std::string load_lm_text(const std::string& path, int64_t min_bytes);
+// Byte tokens of a text (byte + 1, 0 = padding); longer than max_len: truncated (truncated = true) or, when
+// `error_on_long`, std::runtime_error naming the origin.
+std::vector<int64_t> byte_tokens(const std::string& text, int64_t max_len, bool error_on_long,
+                                 const std::string& origin, bool* truncated);
+
+// ---- the sequence model: token embedding + sinusoidal positions + Backbone(mixer) + head
+// model: "transformer" (= attention) or any registered mixer. For causal tasks the mixer is built causal, and a
+// mixer without a causal form is refused with a ConfigError.
+std::shared_ptr<Model> make_seq_model(const Config& config, const SeqTaskInfo& info);
+std::vector<std::string> seq_model_names();
+
+// ---- runs (dispatched from train_run / eval_run when the task is a sequence task)
+struct RunOptions;
+nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, const RunOptions& options);
+nlohmann::json seq_eval_run(const Config& config, const std::string& run_dir, const RunOptions& options);
+
+// ---- `cerebra bench tasks` on a sequence task
+struct SeqBenchOptions {
+  int64_t n = 0;               // sequence length (max_len for wordnet); 0 = the config's
+  int64_t budget_params = 0;   // match parameters by choosing d_model per model; 0 = the config's d_model
+  double mem_limit_gib = 8.0;  // skip models whose estimated training memory exceeds this
+  bool quiet = false;
+};
+int bench_seq_tasks(const Config& base, const std::vector<std::string>& models, const std::string& out_dir,
+                    const SeqBenchOptions& options);
+// The d_model (a multiple of 2·n_heads, at most 2048) whose model has the parameter count closest to `budget`.
+int64_t match_d_model(const Config& config, const SeqTaskInfo& info, int64_t budget);
+// Rough peak training memory of a model on a task (bytes): activations kept for backward, dense attention scores,
+// output logits, parameters and optimizer state.
+double estimate_train_bytes(const Config& config, const SeqTaskInfo& info, int64_t params);
+
+}  // namespace cerebra

@@ -1,0 +1,195 @@
+// `cerebra bench tasks` on a sequence task: every model at a matched parameter budget, trained with the same
+// config, compared on the task metric, parameters, realised FLOPs per token, wall-clock and peak memory. Models
+// whose estimated training memory exceeds the limit, or that cannot run the task (no causal form for a causal LM),
+// are skipped with a message. Writes results.{csv,json,txt} and results.{png,svg} (gnuplot).
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+
+#include <fmt/core.h>
+
+#include "cerebra/config.h"
+#include "cerebra/seq_tasks.h"
+#include "cerebra/train.h"
+
+namespace fs = std::filesystem;
+
+namespace cerebra {
+
+namespace {
+
+int64_t params_at(Config c, int64_t d, const SeqTaskInfo& info) {
+  c.set("d_model", std::to_string(d), "--budget-params");
+  torch::NoGradGuard g;
+  return make_seq_model(c, info)->parameter_count();
+}
+
+std::string num(const nlohmann::json& v, const char* spec) {
+  return v.is_number() ? fmt::format(fmt::runtime(spec), v.get<double>()) : std::string("-");
+}
+
+std::string csv_num(const nlohmann::json& v) { return v.is_number() ? v.dump() : std::string(""); }
+
+void write_plot(const fs::path& dir, const std::string& task, const std::string& metric, int64_t n,
+                const std::vector<nlohmann::json>& rows) {
+  std::ofstream dat(dir / "results.dat");
+  dat << "# model realised_flops_per_token " << metric << "\n";
+  int points = 0;
+  for (const auto& r : rows)
+    if (r["status"] == "ok" && r["metric"].is_number() && r["realised_flops_per_token"].is_number()) {
+      dat << r["model"].get<std::string>() << " " << r["realised_flops_per_token"].get<double>() << " "
+          << r["metric"].get<double>() << "\n";
+      ++points;
+    }
+  dat.close();
+  if (points == 0) return;
+  const std::string title = fmt::format("{} (n = {}): {} vs realised FLOPs per token", task, n, metric);
+  std::string body =
+      "set title '" + title + "' noenhanced\nset xlabel 'realised forward FLOPs per token (log scale)'\n"
+      "set ylabel '" + metric + "' noenhanced\nset logscale x\nset grid\nset key off\nset offsets graph 0.1, graph 0.1, "
+      "graph 0.1, graph 0.1\nplot 'results.dat' using 2:3 with points pt 7 ps 1.5, '' using 2:3:1 with labels "
+      "offset char 0,1 noenhanced\n";
+  std::ofstream(dir / "results.gp") << "set terminal pngcairo size 900,600\nset output 'results.png'\n" << body
+                                    << "set terminal svg size 900,600\nset output 'results.svg'\nreplot\n";
+  const std::string cmd = "cd '" + dir.string() + "' && gnuplot results.gp 2>gnuplot.log";
+  if (std::system(cmd.c_str()) != 0)
+    std::cerr << fmt::format("warning: gnuplot failed (see {}/gnuplot.log); the data is in results.dat and "
+                             "results.gp\n", dir.string());
+}
+
+}  // namespace
+
+int64_t match_d_model(const Config& c, const SeqTaskInfo& info, int64_t budget) {
+  const int64_t step = 2 * std::max<int64_t>(1, c.get_int("n_heads"));
+  int64_t lo = 1, hi = std::max<int64_t>(1, 2048 / step);
+  while (lo < hi) {  // smallest k with params(k·step) >= budget (params grow with d)
+    const int64_t mid = (lo + hi) / 2;
+    if (params_at(c, mid * step, info) >= budget) hi = mid;
+    else lo = mid + 1;
+  }
+  int64_t best = lo;
+  if (lo > 1 && std::llabs(params_at(c, (lo - 1) * step, info) - budget) <= std::llabs(params_at(c, lo * step, info) - budget))
+    best = lo - 1;
+  return best * step;
+}
+
+int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& models, const std::string& out_dir,
+                    const SeqBenchOptions& o) {
+  Config base = base_in;
+  const std::string task = base.get_string("task");
+  if (o.n > 0) base.set(task == "wordnet" ? "max_len" : "seq_len", std::to_string(o.n), "--n");
+  fs::create_directories(out_dir);
+  const SeqTaskInfo info0 = seq_task_info(base);
+  const double limit = o.mem_limit_gib * 1024.0 * 1024.0 * 1024.0;
+  std::vector<nlohmann::json> rows;
+  int failures = 0;
+  for (size_t i = 0; i < models.size(); ++i) {
+    const std::string& m = models[i];
+    Config c = base;
+    nlohmann::json row = {{"model", m}, {"task", task}, {"n", info0.n}};
+    try {
+      c.set("model", m, "--models");
+      if (o.budget_params > 0) c.set("d_model", std::to_string(match_d_model(c, info0, o.budget_params)), "--budget-params");
+      int64_t params = 0;
+      {
+        torch::NoGradGuard g;
+        params = make_seq_model(c, info0)->parameter_count();  // refuses models that cannot run the task
+      }
+      row["d_model"] = c.get_int("d_model");
+      row["params"] = params;
+      const double est = estimate_train_bytes(c, info0, params);
+      row["estimated_bytes"] = est;
+      if (est > limit) {
+        row["status"] = "skipped";
+        row["reason"] = fmt::format("estimated training memory {:.1f} GiB exceeds --mem-limit-gib {:.1f}",
+                                    est / 1073741824.0, o.mem_limit_gib);
+        std::cerr << fmt::format("== {} skipped: {}\n", m, row["reason"].get<std::string>());
+        rows.push_back(row);
+        continue;
+      }
+      if (!o.quiet)
+        std::cerr << fmt::format("== {} ({} of {}): d_model {}, {} params, estimated memory {:.2f} GiB\n", m, i + 1,
+                                 models.size(), c.get_int("d_model"), params, est / 1073741824.0);
+      nlohmann::json s = train_run(c, (fs::path(out_dir) / m).string(), RunOptions{o.quiet});
+      row["status"] = "ok";
+      row["metrics"] = s["metrics"];
+      row["metric_name"] = s["primary_metric"];
+      row["metric"] = s["metrics"][s["primary_metric"].get<std::string>()];
+      row["realised_flops_per_token"] = s["flops"]["realised_per_token"];
+      row["measured_flops_per_token"] = s["flops"]["measured_forward_per_token"];
+      row["train_seconds"] = s["time"]["train_seconds_total"];
+      row["tokens_per_second"] = s["time"]["tokens_per_second"];
+      row["peak_tensor_bytes"] = s["memory"]["peak_tensor_bytes"];
+      row["peak_rss_bytes"] = s["memory"]["peak_rss_bytes"];
+      row["threads"] = s["threads"];
+      row["steps"] = s["training"]["steps"];
+    } catch (const ConfigError& e) {
+      row["status"] = "skipped";
+      row["reason"] = e.what();
+      std::cerr << fmt::format("== {} skipped: {}\n", m, e.what());
+    } catch (const std::exception& e) {
+      row["status"] = "failed";
+      row["reason"] = e.what();
+      ++failures;
+      std::cerr << fmt::format("error: model {} failed: {}\n", m, e.what());
+    }
+    rows.push_back(row);
+  }
+
+  const std::string metric = info0.metric;
+  const bool classif = info0.head == HeadKind::SequenceClassification;
+  const bool token = info0.head == HeadKind::TokenClassification;
+  const std::string second = classif ? "test_macro_f1" : token ? "test_exact_match" : "test_accuracy";
+  std::string table = fmt::format("\nTask {} (n = {}, {}), {}{}\n", task, info0.n, head_kind_name(info0.head),
+                                  o.budget_params > 0 ? fmt::format("parameter budget {}", o.budget_params)
+                                                      : std::string("d_model from the config"),
+                                  rows.empty() || !rows[0].contains("threads") ? std::string()
+                                      : fmt::format(", threads={}", rows[0]["threads"].dump()));
+  table += fmt::format("{:<12} {:>7} {:>9} {:>10} {:>10} {:>12} {:>9} {:>10} {:>10}  {}\n", "model", "d_model",
+                       "params", metric.substr(5), second.substr(5), "FLOPs/token", "train s", "tensor MiB",
+                       "RSS MiB", "status");
+  std::ofstream csv(fs::path(out_dir) / "results.csv");
+  csv << "task,n,model,status,d_model,params," << metric << "," << second
+      << ",realised_flops_per_token,measured_flops_per_token,train_seconds,tokens_per_second,peak_tensor_bytes,"
+         "peak_rss_bytes,estimated_bytes,reason\n";
+  for (const auto& r : rows) {
+    const nlohmann::json none;
+    const auto& mm = r.contains("metrics") ? r["metrics"] : none;
+    auto get = [&](const nlohmann::json& j, const std::string& k) { return j.is_object() && j.contains(k) ? j[k] : none; };
+    const std::string status = r["status"].get<std::string>();
+    table += fmt::format("{:<12} {:>7} {:>9} {:>10} {:>10} {:>12} {:>9} {:>10} {:>10}  {}\n",
+                         r["model"].get<std::string>(), num(get(r, "d_model"), "{:.0f}"), num(get(r, "params"), "{:.0f}"),
+                         num(get(mm, metric), "{:.4f}"), num(get(mm, second), "{:.4f}"),
+                         num(get(r, "realised_flops_per_token"), "{:.4g}"), num(get(r, "train_seconds"), "{:.1f}"),
+                         num(get(r, "peak_tensor_bytes").is_number()
+                                 ? nlohmann::json(get(r, "peak_tensor_bytes").get<double>() / 1048576.0) : none, "{:.1f}"),
+                         num(get(r, "peak_rss_bytes").is_number()
+                                 ? nlohmann::json(get(r, "peak_rss_bytes").get<double>() / 1048576.0) : none, "{:.1f}"),
+                         status == "ok" ? status : status + ": " + get(r, "reason").get<std::string>());
+    std::string reason = get(r, "reason").is_string() ? get(r, "reason").get<std::string>() : "";
+    for (auto& ch : reason)
+      if (ch == ',' || ch == '\n' || ch == '"') ch = ' ';
+    csv << task << "," << info0.n << "," << r["model"].get<std::string>() << "," << status << ","
+        << csv_num(get(r, "d_model")) << "," << csv_num(get(r, "params")) << "," << csv_num(get(mm, metric)) << ","
+        << csv_num(get(mm, second)) << "," << csv_num(get(r, "realised_flops_per_token")) << ","
+        << csv_num(get(r, "measured_flops_per_token")) << "," << csv_num(get(r, "train_seconds")) << ","
+        << csv_num(get(r, "tokens_per_second")) << "," << csv_num(get(r, "peak_tensor_bytes")) << ","
+        << csv_num(get(r, "peak_rss_bytes")) << "," << csv_num(get(r, "estimated_bytes")) << "," << reason << "\n";
+  }
+  table += fmt::format("{} on the test split ({}); FLOPs/token = realised forward FLOPs per example / n (2 per\n"
+                       "multiply-add of matmul-class ops); peak memory per run (RSS is the process high-water mark).\n",
+                       metric.substr(5), info0.higher_is_better ? "higher is better" : "lower is better");
+  std::cout << table;
+  std::ofstream(fs::path(out_dir) / "results.json") << nlohmann::json(rows).dump(2) << "\n";
+  std::ofstream(fs::path(out_dir) / "results.txt") << table;
+  write_plot(out_dir, task, metric, info0.n, rows);
+  std::cerr << fmt::format("wrote {}/results.{{csv,json,txt,png,svg}} and one run directory per model\n", out_dir);
+  return failures > 0 ? 1 : 0;
+}
+
+}  // namespace cerebra

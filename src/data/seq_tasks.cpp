@@ -1,0 +1,509 @@
+// Sequence tasks: synthetic generators, the WordNet and character-LM loaders, the task classes and their registry.
+// See include/cerebra/seq_tasks.h for the layouts.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include <fmt/core.h>
+
+#include "cerebra/config.h"
+#include "cerebra/seq_tasks.h"
+
+namespace fs = std::filesystem;
+
+namespace cerebra {
+
+std::string head_kind_name(HeadKind k) {
+  switch (k) {
+    case HeadKind::TokenClassification: return "token_classification";
+    case HeadKind::SequenceClassification: return "sequence_classification";
+    case HeadKind::CausalLM: return "causal_lm";
+  }
+  return "?";
+}
+
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Uniform integer in [0, k) from the generator (k > 0).
+int64_t uniform(std::mt19937_64& rng, int64_t k) {
+  return static_cast<int64_t>(std::uniform_int_distribution<uint64_t>(0, static_cast<uint64_t>(k - 1))(rng));
+}
+
+// `count` distinct values of [0, range), in random order (partial Fisher-Yates).
+std::vector<int64_t> distinct(std::mt19937_64& rng, int64_t range, int64_t count) {
+  std::vector<int64_t> v(static_cast<size_t>(range));
+  std::iota(v.begin(), v.end(), 0);
+  for (int64_t i = 0; i < count; ++i) std::swap(v[i], v[i + uniform(rng, range - i)]);
+  v.resize(static_cast<size_t>(count));
+  return v;
+}
+
+}  // namespace
+
+uint64_t example_seed(uint64_t seed, SeqSplit split, int64_t index) {
+  return splitmix64(splitmix64(seed * 4 + static_cast<uint64_t>(split)) ^ static_cast<uint64_t>(index));
+}
+
+void validate_synthetic(const std::string& task, const SyntheticSpec& s) {
+  auto fail = [&](const std::string& why) { throw ConfigError("task " + task + ": " + why); };
+  const int64_t data_vocab = s.vocab - kFirstData;
+  if (s.n < 4) fail(fmt::format("seq_len must be >= 4, got {}", s.n));
+  if (data_vocab < 2) fail(fmt::format("vocab_size must be >= {} (4 special tokens + 2 data tokens), got {}",
+                                       kFirstData + 2, s.vocab));
+  if (task == "copy" || task == "selective_copy") {
+    if (s.n_data < 1) fail(fmt::format("n_data_tokens must be >= 1, got {}", s.n_data));
+    if (2 * s.n_data + 1 > s.n)
+      fail(fmt::format("n_data_tokens {} needs seq_len >= 2*{}+1 = {}, got {}", s.n_data, s.n_data,
+                       2 * s.n_data + 1, s.n));
+  } else if (task == "mqar") {
+    const int64_t keys = data_vocab / 2;
+    if (s.n_pairs < 1) fail(fmt::format("n_pairs must be >= 1, got {}", s.n_pairs));
+    if (s.n_pairs > keys)
+      fail(fmt::format("n_pairs {} exceeds the {} distinct keys of vocab_size {} (keys are the lower half of the "
+                       "data tokens 4..{})", s.n_pairs, keys, s.vocab, s.vocab - 1));
+    if (s.n_queries < 1 || s.n_queries > s.n_pairs)
+      fail(fmt::format("n_queries must be in [1, n_pairs = {}], got {}", s.n_pairs, s.n_queries));
+    if (2 * s.n_pairs + s.n_queries > s.n)
+      fail(fmt::format("2*n_pairs + n_queries = {} exceeds seq_len {}", 2 * s.n_pairs + s.n_queries, s.n));
+  } else if (task == "masked_recall") {
+    if (!(s.mask_fraction > 0 && s.mask_fraction <= 1))
+      fail(fmt::format("mask_fraction must be in (0, 1], got {}", s.mask_fraction));
+  } else {
+    fail("not a synthetic task");
+  }
+}
+
+SeqExample make_synthetic_example(const std::string& task, const SyntheticSpec& s, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int64_t n = s.n, data_vocab = s.vocab - kFirstData;
+  SeqExample e;
+  e.tokens.assign(static_cast<size_t>(n), kNoise);
+  e.targets.assign(static_cast<size_t>(n), kIgnore);
+  auto data_token = [&] { return kFirstData + uniform(rng, data_vocab); };
+  if (task == "copy" || task == "selective_copy") {
+    const int64_t L = s.n_data, answer = n - L;  // answers occupy the last L positions; SEP just before
+    std::vector<int64_t> pos(static_cast<size_t>(L));
+    if (task == "copy") {
+      std::iota(pos.begin(), pos.end(), 0);
+    } else {
+      pos = distinct(rng, answer - 1, L);
+      std::sort(pos.begin(), pos.end());
+    }
+    for (int64_t i = 0; i < L; ++i) {
+      const int64_t t = data_token();
+      e.tokens[pos[i]] = t;
+      e.tokens[answer + i] = kBlank;
+      e.targets[answer + i] = t;
+    }
+    e.tokens[answer - 1] = kSep;
+  } else if (task == "mqar") {
+    const int64_t keys = data_vocab / 2, P = s.n_pairs, Q = s.n_queries;
+    std::vector<int64_t> key = distinct(rng, keys, P), value(static_cast<size_t>(P));
+    for (int64_t i = 0; i < P; ++i) {
+      value[i] = kFirstData + keys + uniform(rng, data_vocab - keys);
+      e.tokens[2 * i] = kFirstData + key[i];
+      e.tokens[2 * i + 1] = value[i];
+    }
+    std::vector<int64_t> which = distinct(rng, P, Q), where = distinct(rng, n - 2 * P, Q);
+    for (int64_t j = 0; j < Q; ++j) {
+      const int64_t p = 2 * P + where[j];
+      e.tokens[p] = kFirstData + key[which[j]];
+      e.targets[p] = value[which[j]];
+    }
+  } else if (task == "masked_recall") {
+    const int64_t L = (n - 1) / 2;
+    const int64_t masked = std::max<int64_t>(1, static_cast<int64_t>(std::llround(s.mask_fraction * L)));
+    std::vector<int64_t> a(static_cast<size_t>(L));
+    for (auto& t : a) t = data_token();
+    for (int64_t i = 0; i < L; ++i) e.tokens[i] = e.tokens[L + 1 + i] = a[i];
+    e.tokens[L] = kSep;
+    for (int64_t i : distinct(rng, L, std::min(masked, L))) {
+      e.tokens[L + 1 + i] = kBlank;
+      e.targets[L + 1 + i] = a[i];
+    }
+  } else {
+    throw ConfigError("unknown synthetic task '" + task + "'");
+  }
+  return e;
+}
+
+// ---- loaders
+
+std::vector<TextExample> load_wordnet_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error(path + ": cannot open (install the Debian package wordnet-base, or set wordnet_dir)");
+  std::vector<TextExample> out;
+  std::string line;
+  int64_t lineno = 0;
+  while (std::getline(f, line)) {
+    ++lineno;
+    if (line.rfind("  ", 0) == 0) continue;  // license header lines start with two spaces
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(lineno);
+    std::istringstream fields(line);
+    std::string offset, lex;
+    if (!(fields >> offset >> lex))
+      throw std::runtime_error(where + ": expected 'synset_offset lex_filenum ss_type ...', got '" +
+                               line.substr(0, 60) + "'");
+    if (offset.find_first_not_of("0123456789") != std::string::npos)
+      throw std::runtime_error(where + ": synset_offset '" + offset + "' is not a number");
+    if (lex.empty() || lex.size() > 2 || lex.find_first_not_of("0123456789") != std::string::npos)
+      throw std::runtime_error(where + ": lex_filenum '" + lex + "' is not a two-digit number");
+    const int64_t label = std::stoll(lex);
+    if (label > 44) throw std::runtime_error(where + ": lex_filenum " + lex + " is outside 00..44");
+    const auto bar = line.find(" | ");
+    if (bar == std::string::npos) throw std::runtime_error(where + ": no gloss (missing ' | ' separator)");
+    std::string gloss = line.substr(bar + 3);
+    // The definition: the gloss before its first quoted usage example.
+    std::string def = gloss.substr(0, gloss.find('"'));
+    auto end = def.find_last_not_of(" ;\t");
+    def = end == std::string::npos ? std::string() : def.substr(0, end + 1);
+    if (def.empty()) continue;  // a gloss made only of usage examples: nothing to classify from
+    out.push_back({def, label, where});
+  }
+  return out;
+}
+
+std::vector<TextExample> load_wordnet(const std::string& dir) {
+  std::vector<TextExample> all;
+  for (const char* pos : {"noun", "verb", "adj", "adv"}) {
+    auto part = load_wordnet_file((fs::path(dir) / (std::string("data.") + pos)).string());
+    all.insert(all.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
+  }
+  return all;
+}
+
+std::string load_lm_text(const std::string& path, int64_t min_bytes) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error(path + ": cannot open (run `cerebra data` to export janeausten.txt)");
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto nul = text.find('\0');
+  if (nul != std::string::npos) {
+    const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(nul), '\n');
+    throw std::runtime_error(fmt::format("{}:{}: NUL byte at offset {}: not a text file", path, line, nul));
+  }
+  if (static_cast<int64_t>(text.size()) < min_bytes)
+    throw std::runtime_error(fmt::format("{}:1: {} bytes of text, need at least {} (seq_len + 1 for each of the "
+                                         "train, val and test parts)", path, text.size(), min_bytes));
+  return text;
+}
+
+std::vector<int64_t> byte_tokens(const std::string& text, int64_t max_len, bool error_on_long,
+                                 const std::string& origin, bool* truncated) {
+  if (truncated) *truncated = false;
+  int64_t len = static_cast<int64_t>(text.size());
+  if (len > max_len) {
+    if (error_on_long)
+      throw std::runtime_error(fmt::format("{}: text of {} bytes exceeds max_len {} (length_policy: error; use "
+                                           "length_policy: truncate or a larger max_len)", origin, len, max_len));
+    if (truncated) *truncated = true;
+    len = max_len;
+  }
+  std::vector<int64_t> t(static_cast<size_t>(std::max<int64_t>(len, 1)), 0);
+  for (int64_t i = 0; i < len; ++i) t[i] = static_cast<unsigned char>(text[i]) + 1;
+  return t;
+}
+
+namespace {
+
+SyntheticSpec synthetic_spec(const Config& c) {
+  SyntheticSpec s;
+  s.n = c.get_int("seq_len");
+  s.vocab = c.get_int("vocab_size");
+  s.n_data = c.get_int("n_data_tokens");
+  s.n_pairs = c.get_int("n_pairs");
+  s.n_queries = c.get_int("n_queries") > 0 ? c.get_int("n_queries") : s.n_pairs;
+  s.mask_fraction = c.get_float("mask_fraction");
+  return s;
+}
+
+class SyntheticTask final : public SeqTask {
+ public:
+  explicit SyntheticTask(const Config& c) : name_(c.get_string("task")), spec_(synthetic_spec(c)) {
+    validate_synthetic(name_, spec_);
+    seed_ = static_cast<uint64_t>(c.get_int("seed"));
+    sizes_ = {c.get_int("train_examples"), c.get_int("val_examples"), c.get_int("test_examples")};
+    for (int i = 0; i < 3; ++i)
+      if (sizes_[i] < 1)
+        throw ConfigError(fmt::format("task {}: train_examples, val_examples and test_examples must be >= 1", name_));
+    info_ = seq_task_info(c);
+  }
+  const SeqTaskInfo& info() const override { return info_; }
+  int64_t size(SeqSplit s) const override { return sizes_[static_cast<int>(s)]; }
+  Batch batch(SeqSplit split, const std::vector<int64_t>& rows) const override {
+    const auto B = static_cast<int64_t>(rows.size()), n = spec_.n;
+    auto tokens = torch::empty({B, n}, torch::kInt64), y = torch::empty({B, n}, torch::kInt64);
+    auto* tp = tokens.data_ptr<int64_t>();
+    auto* yp = y.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      SeqExample e = make_synthetic_example(name_, spec_, example_seed(seed_, split, rows[b]));
+      std::copy(e.tokens.begin(), e.tokens.end(), tp + b * n);
+      std::copy(e.targets.begin(), e.targets.end(), yp + b * n);
+    }
+    Batch out;
+    out.tokens = tokens;
+    out.mask = torch::ones({B, n}, torch::kBool);
+    out.y = y;
+    return out;
+  }
+  nlohmann::json describe() const override {
+    return {{"kind", "synthetic"}, {"seq_len", spec_.n}, {"vocab_size", spec_.vocab}, {"n_data_tokens", spec_.n_data},
+            {"n_pairs", spec_.n_pairs}, {"n_queries", spec_.n_queries}, {"mask_fraction", spec_.mask_fraction},
+            {"train", sizes_[0]}, {"val", sizes_[1]}, {"test", sizes_[2]}};
+  }
+
+ private:
+  std::string name_;
+  SyntheticSpec spec_;
+  uint64_t seed_ = 0;
+  std::vector<int64_t> sizes_;
+  SeqTaskInfo info_;
+};
+
+// Shuffled split of `count` items by seed; val/test caps of 0 keep the whole share.
+std::vector<std::vector<int64_t>> shuffled_split(int64_t count, double val_fraction, double test_fraction,
+                                                 uint64_t seed) {
+  std::vector<int64_t> order(static_cast<size_t>(count));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(splitmix64(seed ^ 0x5eedULL));
+  for (int64_t i = count - 1; i > 0; --i) std::swap(order[i], order[uniform(rng, i + 1)]);
+  const auto n_test = static_cast<int64_t>(std::llround(test_fraction * count));
+  const auto n_val = static_cast<int64_t>(std::llround(val_fraction * count));
+  std::vector<std::vector<int64_t>> parts(3);
+  parts[2].assign(order.begin(), order.begin() + n_test);
+  parts[1].assign(order.begin() + n_test, order.begin() + n_test + n_val);
+  parts[0].assign(order.begin() + n_test + n_val, order.end());
+  return parts;
+}
+
+class WordnetTask final : public SeqTask {
+ public:
+  explicit WordnetTask(const Config& c) {
+    info_ = seq_task_info(c);
+    dir_ = c.get_string("wordnet_dir");
+    const bool error_on_long = c.get_string("length_policy") == "error";
+    std::vector<TextExample> ex = load_wordnet(dir_);
+    if (ex.empty()) throw std::runtime_error(dir_ + ": no WordNet synsets found");
+    int64_t truncated = 0;
+    for (const auto& e : ex) {
+      bool t = false;
+      tokens_.push_back(byte_tokens(e.text, info_.n, error_on_long, e.origin, &t));
+      labels_.push_back(e.label);
+      truncated += t;
+      total_bytes_ += static_cast<int64_t>(e.text.size());
+    }
+    if (truncated > 0)
+      std::cerr << fmt::format("warning: wordnet: {} of {} glosses are longer than max_len {} and were truncated "
+                               "(length_policy: truncate)\n", truncated, ex.size(), info_.n);
+    truncated_ = truncated;
+    parts_ = shuffled_split(static_cast<int64_t>(ex.size()), c.get_float("val_fraction"), c.get_float("test_fraction"),
+                            static_cast<uint64_t>(c.get_int("seed")));
+    const int64_t caps[3] = {c.get_int("max_rows"), c.get_int("val_examples"), c.get_int("test_examples")};
+    for (int i = 0; i < 3; ++i)
+      if (caps[i] > 0 && static_cast<int64_t>(parts_[i].size()) > caps[i]) parts_[i].resize(caps[i]);
+    if (parts_[0].empty() || parts_[2].empty())
+      throw ConfigError("task wordnet: the split leaves no training or test examples (val_fraction/test_fraction)");
+  }
+  const SeqTaskInfo& info() const override { return info_; }
+  int64_t size(SeqSplit s) const override { return static_cast<int64_t>(parts_[static_cast<int>(s)].size()); }
+  Batch batch(SeqSplit split, const std::vector<int64_t>& rows) const override {
+    const auto& part = parts_[static_cast<int>(split)];
+    const auto B = static_cast<int64_t>(rows.size());
+    size_t len = 1;
+    for (auto r : rows) len = std::max(len, tokens_[part.at(r)].size());
+    const auto n = static_cast<int64_t>(len);
+    auto tokens = torch::zeros({B, n}, torch::kInt64);
+    auto mask = torch::zeros({B, n}, torch::kBool);
+    auto y = torch::empty({B}, torch::kInt64);
+    auto* tp = tokens.data_ptr<int64_t>();
+    auto* mp = mask.data_ptr<bool>();
+    auto* yp = y.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      const auto& t = tokens_[part.at(rows[b])];
+      std::copy(t.begin(), t.end(), tp + b * n);
+      std::fill(mp + b * n, mp + b * n + static_cast<int64_t>(t.size()), true);
+      yp[b] = labels_[part[rows[b]]];
+    }
+    Batch out;
+    out.tokens = tokens;
+    out.mask = mask;
+    out.y = y;
+    return out;
+  }
+  nlohmann::json describe() const override {
+    return {{"kind", "text classification"}, {"path", dir_}, {"synsets", labels_.size()},
+            {"mean_bytes", static_cast<double>(total_bytes_) / static_cast<double>(labels_.size())},
+            {"truncated", truncated_}, {"max_len", info_.n}, {"train", parts_[0].size()}, {"val", parts_[1].size()},
+            {"test", parts_[2].size()}};
+  }
+
+ private:
+  SeqTaskInfo info_;
+  std::string dir_;
+  std::vector<std::vector<int64_t>> tokens_;
+  std::vector<int64_t> labels_;
+  std::vector<std::vector<int64_t>> parts_;
+  int64_t truncated_ = 0, total_bytes_ = 0;
+};
+
+std::string lm_path(const Config& c) {
+  return c.get_string("data").empty() ? (fs::path(c.get_string("data_dir")) / "janeausten.txt").string()
+                                      : c.get_string("data");
+}
+
+class CharLmTask final : public SeqTask {
+ public:
+  explicit CharLmTask(const Config& c) {
+    info_ = seq_task_info(c);
+    path_ = lm_path(c);
+    const int64_t n = info_.n;
+    text_ = load_lm_text(path_, 3 * (n + 1));
+    const auto total = static_cast<int64_t>(text_.size());
+    const auto n_test = std::max<int64_t>(n + 1, static_cast<int64_t>(c.get_float("test_fraction") * total));
+    const auto n_val = std::max<int64_t>(n + 1, static_cast<int64_t>(c.get_float("val_fraction") * total));
+    bounds_ = {{0, total - n_val - n_test}, {total - n_val - n_test, total - n_test}, {total - n_test, total}};
+    if (bounds_[0].second - bounds_[0].first < n + 1)
+      throw ConfigError(fmt::format("task janeausten: {} leaves fewer than seq_len + 1 = {} bytes for training",
+                                    path_, n + 1));
+    seed_ = static_cast<uint64_t>(c.get_int("seed"));
+    sizes_[0] = c.get_int("train_examples");
+    for (int s = 1; s < 3; ++s) {
+      const int64_t windows = (bounds_[s].second - bounds_[s].first - 1) / n;
+      const int64_t cap = s == 1 ? c.get_int("val_examples") : c.get_int("test_examples");
+      sizes_[s] = cap > 0 ? std::min(cap, windows) : windows;
+    }
+    if (sizes_[0] < 1) throw ConfigError("task janeausten: train_examples must be >= 1");
+  }
+  const SeqTaskInfo& info() const override { return info_; }
+  int64_t size(SeqSplit s) const override { return sizes_[static_cast<int>(s)]; }
+  Batch batch(SeqSplit split, const std::vector<int64_t>& rows) const override {
+    const auto B = static_cast<int64_t>(rows.size()), n = info_.n;
+    const auto [lo, hi] = bounds_[static_cast<int>(split)];
+    auto tokens = torch::empty({B, n}, torch::kInt64), y = torch::empty({B, n}, torch::kInt64);
+    auto* tp = tokens.data_ptr<int64_t>();
+    auto* yp = y.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t start;
+      if (split == SeqSplit::Train) {
+        std::mt19937_64 rng(example_seed(seed_, split, rows[b]));
+        start = lo + uniform(rng, hi - lo - n);
+      } else {
+        start = lo + rows[b] * n;  // consecutive windows: every held-out byte predicted once
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        tp[b * n + i] = static_cast<unsigned char>(text_[start + i]);
+        yp[b * n + i] = static_cast<unsigned char>(text_[start + i + 1]);
+      }
+    }
+    Batch out;
+    out.tokens = tokens;
+    out.mask = torch::ones({B, n}, torch::kBool);
+    out.y = y;
+    return out;
+  }
+  nlohmann::json describe() const override {
+    return {{"kind", "character language model"}, {"path", path_}, {"bytes", text_.size()},
+            {"train_bytes", bounds_[0].second - bounds_[0].first}, {"val_bytes", bounds_[1].second - bounds_[1].first},
+            {"test_bytes", bounds_[2].second - bounds_[2].first}, {"train", sizes_[0]}, {"val", sizes_[1]},
+            {"test", sizes_[2]}};
+  }
+
+ private:
+  SeqTaskInfo info_;
+  std::string path_, text_;
+  std::vector<std::pair<int64_t, int64_t>> bounds_;
+  int64_t sizes_[3] = {0, 0, 0};
+  uint64_t seed_ = 0;
+};
+
+std::map<std::string, SeqTaskFactory>& registry() {
+  static std::map<std::string, SeqTaskFactory> r;
+  return r;
+}
+
+bool register_builtin() {
+  for (const char* t : {"copy", "selective_copy", "mqar", "masked_recall"})
+    register_seq_task(t, [](const Config& c) { return std::make_unique<SyntheticTask>(c); });
+  register_seq_task("wordnet", [](const Config& c) { return std::make_unique<WordnetTask>(c); });
+  register_seq_task("janeausten", [](const Config& c) { return std::make_unique<CharLmTask>(c); });
+  return true;
+}
+
+void ensure_builtin() { static bool done = register_builtin(); (void)done; }
+
+}  // namespace
+
+void register_seq_task(const std::string& name, SeqTaskFactory factory) { registry()[name] = std::move(factory); }
+
+std::vector<std::string> seq_task_names() {
+  ensure_builtin();
+  std::vector<std::string> out;
+  for (const auto& [k, v] : registry()) out.push_back(k);
+  return out;
+}
+
+bool is_seq_task(const std::string& name) {
+  ensure_builtin();
+  return registry().count(name) > 0;
+}
+
+SeqTaskInfo seq_task_info(const Config& c) {
+  SeqTaskInfo i;
+  i.name = c.get_string("task");
+  if (i.name == "wordnet") {
+    i.head = HeadKind::SequenceClassification;
+    i.vocab = 257;
+    i.n = c.get_int("max_len");
+    i.n_classes = 45;
+    i.metric = "test_accuracy";
+    if (i.n < 1) throw ConfigError(fmt::format("max_len must be >= 1, got {}", i.n));
+  } else if (i.name == "janeausten") {
+    i.head = HeadKind::CausalLM;
+    i.vocab = 256;
+    i.n = c.get_int("seq_len");
+    i.n_classes = 256;
+    i.needs_causal = true;
+    i.metric = "test_bits_per_char";
+    i.higher_is_better = false;
+    if (i.n < 1) throw ConfigError(fmt::format("seq_len must be >= 1, got {}", i.n));
+  } else if (is_seq_task(i.name)) {
+    i.head = HeadKind::TokenClassification;
+    i.vocab = c.get_int("vocab_size");
+    i.n = c.get_int("seq_len");
+    i.n_classes = i.vocab;
+    i.metric = "test_accuracy";
+  } else {
+    throw ConfigError("'" + i.name + "' is not a sequence task");
+  }
+  return i;
+}
+
+std::unique_ptr<SeqTask> make_seq_task(const Config& config) {
+  ensure_builtin();
+  const std::string name = config.get_string("task");
+  auto it = registry().find(name);
+  if (it == registry().end()) {
+    std::string known;
+    for (const auto& [k, v] : registry()) known += (known.empty() ? "" : ", ") + k;
+    throw ConfigError("unknown sequence task '" + name + "'; available: " + known);
+  }
+  return it->second(config);
+}
+
+}  // namespace cerebra
