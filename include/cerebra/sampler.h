@@ -28,7 +28,7 @@ class Config;
 
 struct SamplerOptions {
   bool enabled = false;     // "compute_aware"; false = "uniform"
-  double beta = 1.0;        // β
+  double beta = 0.1;        // β
   double gamma = 1.0;       // γ
   double floor = 0.1;       // f in [0, 1]
   int64_t start_epoch = 1;  // E_s (1-based)

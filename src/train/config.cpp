@@ -109,8 +109,9 @@ std::vector<KeySpec> build_schema() {
        "training examples per epoch: uniform (seeded shuffles) or compute_aware (p ~ exp(beta rho - gamma C) with a "
        "uniform floor, from sampler_start_epoch); true = compute_aware, false = uniform",
        {"uniform", "compute_aware", "true", "false"}, "sampler"},
-      {"sampler_beta", VT::Float, "1.0", "sampler: weight beta of the informativeness rho (EMA loss / its mean)", {},
-       "sampler"},
+      {"sampler_beta", VT::Float, "0.1",
+       "sampler: weight beta of the informativeness rho (EMA loss / its mean; losses are often heavy-tailed, so a "
+       "large beta puts most of the mass on a few examples: watch sampler_ess)", {}, "sampler"},
       {"sampler_gamma", VT::Float, "1.0", "sampler: weight gamma of the compute estimate C (relative to dense)", {},
        "sampler"},
       {"sampler_floor", VT::Float, "0.1", "sampler: uniform share f in [0, 1]; every example keeps p >= f/N", {},
