@@ -219,6 +219,7 @@ Figure frontier_figure(const SweepTable& t, bool flops) {
   }
   f.frontier.title = "Pareto frontier (non-dominated)";
   f.logx = lo > 0 && hi / lo > 20;
+  if (flops && hi >= 1e4) f.xformat = "%.3g";  // large counts: short tics, rotated apart
   f.xlabel = flops ? "realised forward FLOPs per example (FLOPs" + std::string(f.logx ? ", log scale)" : ")")
                    : "median epoch wall-clock time (s" + std::string(f.logx ? ", log scale)" : ")");
   return f;
