@@ -400,8 +400,8 @@ std::string write_scaling_outputs(const std::string& dir, bool plots) {
   for (bool time : {true, false}) {
     Figure f;
     f.stem = time ? "scaling_time" : "scaling_memory";
-    f.title = fmt::format("One mixer layer, forward + backward ({}): {} vs n, slope = least-squares fit on log-log",
-                          shape, time ? "time" : "peak memory");
+    f.title = fmt::format("One layer fwd+bwd ({}): {} vs n; slope = log-log least squares", shape,
+                          time ? "time" : "peak memory");
     f.xlabel = "sequence length n (tokens, log scale)";
     f.ylabel = time ? "median forward + backward step time (ms, log scale)"
                     : "peak tensor memory above baseline (MiB, log scale)";
