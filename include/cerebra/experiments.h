@@ -94,6 +94,7 @@ struct Figure {
   std::vector<Series> series;
   Series frontier;  // drawn as a staircase when it has points
   bool lines = false;  // join the points of a series (scaling plots)
+  std::string xformat;  // gnuplot tic format of x, e.g. "%.3g" (the tics are then rotated); empty = gnuplot's default
 };
 // Writes the data and script for `fig` into `dir` and runs gnuplot: returns the PNG and SVG paths.
 std::vector<std::string> draw_figure(const std::string& dir, const Figure& fig);

@@ -219,6 +219,7 @@ Figure frontier_figure(const SweepTable& t, bool flops) {
   }
   f.frontier.title = "Pareto frontier (non-dominated)";
   f.logx = lo > 0 && hi / lo > 20;
+  if (flops && hi >= 1e4) f.xformat = "%.3g";  // large counts: short tics, rotated apart
   f.xlabel = flops ? "realised forward FLOPs per example (FLOPs" + std::string(f.logx ? ", log scale)" : ")")
                    : "median epoch wall-clock time (s" + std::string(f.logx ? ", log scale)" : ")");
   return f;
@@ -399,8 +400,8 @@ std::string write_scaling_outputs(const std::string& dir, bool plots) {
   for (bool time : {true, false}) {
     Figure f;
     f.stem = time ? "scaling_time" : "scaling_memory";
-    f.title = fmt::format("One mixer layer, forward + backward ({}): {} vs n, slope = least-squares fit on log-log",
-                          shape, time ? "time" : "peak memory");
+    f.title = fmt::format("One layer fwd+bwd ({}): {} vs n; slope = log-log least squares", shape,
+                          time ? "time" : "peak memory");
     f.xlabel = "sequence length n (tokens, log scale)";
     f.ylabel = time ? "median forward + backward step time (ms, log scale)"
                     : "peak tensor memory above baseline (MiB, log scale)";

@@ -111,6 +111,7 @@ std::vector<std::string> draw_figure(const std::string& dir, const Figure& fig) 
   g << "set xlabel " << quote(fig.xlabel) << "\nset ylabel " << quote(fig.ylabel) << "\n";
   g << "set grid\nset key outside right top box\nset bars small\n";
   if (fig.logx) g << "set logscale x\nset format x '%.3g'\n";
+  if (!fig.xformat.empty()) g << "set format x " << quote(fig.xformat) << "\nset xtics rotate by -30\n";
   if (fig.logy) g << "set logscale y\n";
   g << "plot ";
   for (size_t i = 0; i < drawn.size(); ++i) {

@@ -220,6 +220,7 @@ std::string bench_tasks_report(const std::string& dir, const json& rows, bool pl
   fig.xlabel = "realised forward FLOPs per example (FLOPs, log scale)";
   fig.ylabel = metric_axis_label(metric, sample);
   fig.logx = true;
+  fig.xformat = "%.3g";
   std::vector<CostPoint> pts;
   for (const auto& r : docs) {
     const std::string model = r.value("model", "?");
