@@ -1,5 +1,6 @@
 // `cerebra export --int8`: see include/cerebra/export_command.h.
 #include "cerebra/export_command.h"
+#include "cerebra/io.h"
 
 #include <torch/torch.h>
 
@@ -27,15 +28,6 @@ namespace cerebra {
 
 namespace {
 
-nlohmann::json read_json_file(const fs::path& path) {
-  std::ifstream f(path);
-  if (!f) throw std::runtime_error("cannot read " + path.string());
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(path.string() + ": invalid JSON: " + e.what());
-  }
-}
 
 std::vector<int64_t> rows_of(const nlohmann::json& j, const char* key, const fs::path& path, int64_t n_rows) {
   if (!j.contains(key) || !j[key].is_array()) throw std::runtime_error(path.string() + ": missing array '" + key + "'");

@@ -12,6 +12,7 @@
 #include <fmt/core.h>
 
 #include "cerebra/experiments.h"
+#include "cerebra/io.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -23,21 +24,7 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kMiB = 1024.0 * 1024.0;
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
-json read_json_file(const fs::path& p) {
-  if (!fs::exists(p)) throw std::runtime_error(p.string() + " not found");
-  try {
-    return json::parse(read_text(p));
-  } catch (const json::exception& e) {
-    throw std::runtime_error(p.string() + ": invalid JSON: " + e.what());
-  }
-}
 
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
@@ -105,11 +92,11 @@ SweepTable load_sweep(const std::string& dir, const std::string& metric) {
     rec.seed = r.value("seed", int64_t{0});
     rec.dir = r.value("dir", "");
     const fs::path rd = d / rec.dir;
-    if (fs::exists(rd / "config.yaml")) rec.config_hash = fnv1a64_hex(read_text(rd / "config.yaml"));
+    if (fs::exists(rd / "config.yaml")) rec.config_hash = fnv1a64_hex(read_text_file(rd / "config.yaml"));
     rec.status = "missing";
     if (fs::exists(rd / "summary.json")) {
       try {
-        rec.summary = json::parse(read_text(rd / "summary.json"));
+        rec.summary = json::parse(read_text_file(rd / "summary.json"));
         if (rec.summary.is_object() && rec.summary.contains("metrics")) rec.status = "ok";
       } catch (const json::exception& e) {
         rec.error = "summary.json: " + std::string(e.what());
@@ -117,7 +104,7 @@ SweepTable load_sweep(const std::string& dir, const std::string& metric) {
     }
     if (rec.status != "ok" && fs::exists(rd / "error.txt")) {
       rec.status = "failed";
-      rec.error = read_text(rd / "error.txt");
+      rec.error = read_text_file(rd / "error.txt");
       while (!rec.error.empty() && rec.error.back() == '\n') rec.error.pop_back();
     }
     t.runs.push_back(std::move(rec));

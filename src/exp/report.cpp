@@ -13,6 +13,7 @@
 #include <fmt/core.h>
 
 #include "cerebra/experiments.h"
+#include "cerebra/io.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -23,12 +24,6 @@ namespace {
 
 constexpr double kMiB = 1024.0 * 1024.0;
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 std::string md_cell(std::string s) {  // one line, pipes escaped
   for (auto& c : s)
@@ -225,7 +220,7 @@ std::string bench_tasks_report(const std::string& dir, const json& rows, bool pl
   for (const auto& r : docs) {
     const std::string model = r.value("model", "?");
     const fs::path cfg = fs::path(dir) / model / "config.yaml";
-    const std::string hash = fs::exists(cfg) ? fnv1a64_hex(read_text(cfg)) : "-";
+    const std::string hash = fs::exists(cfg) ? fnv1a64_hex(read_text_file(cfg)) : "-";
     const double m = summary_value(r, metric.name), fr = summary_value(r, "flops.realised_per_example");
     md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |\n", model, num(m, "{:.4f}"),
                       num(summary_value(r, "params"), "{:.0f}"), num(fr),
@@ -270,7 +265,7 @@ std::string write_report(const std::string& dir, bool plots) {
   } else if (fs::exists(d / "results.json")) {
     json doc;
     try {
-      doc = json::parse(read_text(d / "results.json"));
+      doc = json::parse(read_text_file(d / "results.json"));
     } catch (const json::exception& e) {
       throw std::runtime_error((d / "results.json").string() + ": invalid JSON: " + e.what());
     }

@@ -10,6 +10,7 @@
 #include <fmt/core.h>
 
 #include "cerebra/experiments.h"
+#include "cerebra/io.h"
 #include "cerebra/train.h"
 
 namespace fs = std::filesystem;
@@ -34,23 +35,7 @@ std::string dir_safe(const std::string& s) {
   return out;
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
-void write_text_atomic(const fs::path& p, const std::string& text) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream f(tmp);
-    if (!f) throw std::runtime_error("cannot write " + tmp.string());
-    f << text;
-    if (!f) throw std::runtime_error("cannot write " + tmp.string());
-  }
-  fs::rename(tmp, p);
-}
 
 std::string duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -145,12 +130,12 @@ bool run_complete(const std::string& run_dir, const Config& config) {
   const fs::path d(run_dir);
   if (!fs::exists(d / "summary.json") || !fs::exists(d / "config.yaml")) return false;
   try {
-    auto s = nlohmann::json::parse(read_text(d / "summary.json"));
+    auto s = nlohmann::json::parse(read_text_file(d / "summary.json"));
     if (!s.is_object() || !s.contains("metrics") || !s["metrics"].is_object()) return false;
   } catch (const nlohmann::json::exception&) {
     return false;
   }
-  return read_text(d / "config.yaml") == config.to_yaml();
+  return read_text_file(d / "config.yaml") == config.to_yaml();
 }
 
 SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions& options) {
@@ -194,7 +179,7 @@ SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions&
   nlohmann::json plan = {{"kind", "sweep"},   {"title", options.title}, {"metric", options.metric},
                          {"seeds", options.seeds}, {"points", plan_points}, {"runs", plan_runs},
                          {"extra", options.extra}};
-  write_text_atomic(out / "sweep.json", plan.dump(2) + "\n");
+  write_text_file_atomic(out / "sweep.json", plan.dump(2) + "\n");
 
   outcome.total = static_cast<int64_t>(jobs.size());
   int64_t todo = 0;

@@ -12,6 +12,7 @@
 #include <fmt/core.h>
 
 #include "cerebra/baselines.h"
+#include "cerebra/io.h"
 #include "cerebra/compute_objective.h"
 #include "cerebra/config.h"
 #include "cerebra/flop_counter.h"
@@ -89,21 +90,8 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream f(path);
-  if (!f) throw std::runtime_error("cannot write " + path.string());
-  f << text;
-}
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream f(path);
-  if (!f) throw std::runtime_error("cannot read " + path.string());
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(path.string() + ": invalid JSON: " + e.what());
-  }
-}
+void write_text(const fs::path& path, const std::string& text) { write_text_file(path, text); }
+nlohmann::json read_json(const fs::path& path) { return read_json_file(path); }
 
 std::vector<int64_t> json_rows(const nlohmann::json& j, const char* key, const fs::path& path) {
   if (!j.contains(key) || !j[key].is_array()) throw std::runtime_error(path.string() + ": missing array '" + key + "'");
@@ -342,8 +330,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
   };
   if (fit.net && config.get_bool("qat")) summary["quant"] = quant_summary(*fit.net, config);
   // Written last and atomically (rename): a summary.json that exists is complete, so a sweep can trust it.
-  write_text(out / "summary.json.tmp", summary.dump(2) + "\n");
-  fs::rename(out / "summary.json.tmp", out / "summary.json");
+  write_text_file_atomic(out / "summary.json", summary.dump(2) + "\n");
   return summary;
 }
 
