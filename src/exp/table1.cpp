@@ -101,6 +101,8 @@ SweepOutcome reproduce_table1(const Table1Options& o) {
       p.config.load_yaml_file(cfg_path.string());
       for (const auto& [k, v] : overrides_of(r["set"], where + " set")) p.config.set(k, v, where + " set");
       for (const auto& [k, v] : quick_set) p.config.set(k, v, o.rows_file + " quick.set");
+      if (o.quick)  // a row's own quick overrides (e.g. the full recipe's pruning epochs inside the short schedule)
+        for (const auto& [k, v] : overrides_of(r["quick_set"], where + " quick_set")) p.config.set(k, v, where + " quick_set");
       for (const auto& [k, v] : o.overrides) p.config.set(k, v, "command line");
     } catch (const ConfigError& e) {
       p.unavailable = e.what();
