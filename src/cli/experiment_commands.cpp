@@ -14,6 +14,7 @@
 #include <memory>
 #include <sstream>
 
+#include "cerebra/cli_config.h"
 #include "cerebra/config.h"
 #include "cerebra/experiments.h"
 
@@ -22,62 +23,6 @@ namespace fs = std::filesystem;
 namespace cerebra {
 
 namespace {
-
-// ---- config files plus --key value overrides (as `cerebra train`)
-
-struct ConfigArgs {
-  std::vector<std::string> files;
-  std::map<std::string, std::string> values;
-  std::map<std::string, CLI::Option*> options;
-};
-
-void add_config_options(CLI::App* app, ConfigArgs& args) {
-  app->add_option("--config", args.files,
-                  "YAML config file(s), applied in order; a file may start from another with `base: FILE`")
-      ->check(CLI::ExistingFile);
-  for (const auto& k : Config::schema()) {
-    auto* opt = app->add_option("--" + k.name, args.values[k.name], k.help)
-                    ->default_str(k.default_value.empty() ? "\"\"" : k.default_value)
-                    ->group("Config keys (" + k.group + "), applied to every run");
-    args.options[k.name] = opt;
-  }
-  app->allow_extras();
-}
-
-void reject_extras(const CLI::App* app) {
-  for (const auto& extra : app->remaining()) {
-    if (extra.rfind("--", 0) == 0) {
-      std::string key = extra.substr(2);
-      throw ConfigError("command line: " + describe_unknown_key(key.substr(0, key.find('='))));
-    }
-    throw ConfigError("command line: unexpected argument '" + extra + "'");
-  }
-}
-
-Config build_config(const CLI::App* app, const ConfigArgs& args, std::string* command) {
-  reject_extras(app);
-  Config config;
-  for (const auto& f : args.files) {
-    config.load_yaml_file(f);
-    *command += " --config " + f;
-  }
-  for (const auto& [key, opt] : args.options)
-    if (opt->count() > 0) {
-      config.set(key, args.values.at(key), "command line --" + key);
-      *command += " --" + key + " " + args.values.at(key);
-    }
-  return config;
-}
-
-// A named task's data file must exist before hundreds of runs fail on it.
-void check_data(const Config& config) {
-  const std::string task = config.get_string("task");
-  if (task == "csv" || !config.get_string("data").empty()) return;
-  const fs::path path = fs::path(config.get_string("data_dir")) / (task + ".csv");
-  if (!fs::exists(path))
-    throw std::runtime_error(path.string() + " not found: export the data sets first with `cerebra data` "
-                                             "(or set data_dir / data)");
-}
 
 std::string find_rows_file(const std::string& source_dir) {
   std::vector<fs::path> candidates;
@@ -110,10 +55,10 @@ struct DirArgs {
   bool no_plots = false;
 };
 
-int run_sweep_command(CLI::App* cmd, SweepArgs& a) {
+int run_sweep_command(CLI::App* cmd, SweepArgs& a, const std::string& source_dir) {
   std::string command = "cerebra sweep";
   Config base = build_config(cmd, a.config, &command);
-  check_data(base);
+  ensure_data(base, source_dir);
   std::vector<exp::GridAxis> axes;
   for (const auto& g : a.grids) {
     axes.push_back(exp::parse_grid(g));
@@ -204,7 +149,7 @@ ExperimentCommands add_experiment_commands(CLI::App* app, const std::string& sou
                     "else every grid key but the first, else the model)");
   sweep->add_flag("--verbose,-v", sa->verbose, "Show each run's per-epoch progress");
   sweep->add_flag("--no-plots", sa->no_plots, "Write tables only");
-  add_config_options(sweep, sa->config);
+  add_config_options(sweep, sa->config, ", applied to every run");
 
   // reproduce table1
   auto ra = std::make_shared<ReproduceArgs>();
@@ -246,7 +191,7 @@ ExperimentCommands add_experiment_commands(CLI::App* app, const std::string& sou
   ExperimentCommands c;
   c.selected = [=] { return sweep->parsed() || table1->parsed() || report->parsed() || plot->parsed(); };
   c.run = [=]() -> int {
-    if (sweep->parsed()) return run_sweep_command(sweep, *sa);
+    if (sweep->parsed()) return run_sweep_command(sweep, *sa, source_dir);
     if (table1->parsed()) return run_reproduce_command(*ra, source_dir);
     if (report->parsed()) {
       exp::write_report(rep->dir, !rep->no_plots);

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "cerebra/bench_layers.h"
+#include "cerebra/cli_config.h"
 #include "cerebra/config.h"
 #include "cerebra/experiment_commands.h"
 #include "cerebra/export_command.h"
@@ -23,84 +24,6 @@ namespace fs = std::filesystem;
 using namespace cerebra;
 
 namespace {
-
-// ---- configuration from files plus --key value overrides
-
-struct ConfigArgs {
-  std::vector<std::string> files;
-  std::map<std::string, std::string> values;
-  std::map<std::string, CLI::Option*> options;
-};
-
-std::string group_title(const std::string& g) { return "Config keys (" + g + ")"; }
-
-void add_config_options(CLI::App* app, ConfigArgs& args) {
-  app->add_option("--config", args.files,
-                  "YAML config file(s), applied in order; a file may start from another with `base: FILE`")
-      ->check(CLI::ExistingFile);
-  for (const auto& k : Config::schema()) {
-    std::string help = k.help;
-    if (!k.choices.empty()) {
-      std::string c;
-      for (const auto& ch : k.choices)
-        if (!ch.empty()) c += (c.empty() ? "" : "|") + ch;
-      help += " [" + c + "]";
-    }
-    auto* opt = app->add_option("--" + k.name, args.values[k.name], help)
-                    ->default_str(k.default_value.empty() ? "\"\"" : k.default_value)
-                    ->group(group_title(k.group));
-    args.options[k.name] = opt;
-  }
-  app->allow_extras();
-}
-
-Config build_config(const CLI::App* app, const ConfigArgs& args) {
-  // Anything CLI11 did not recognise is an unknown key or a stray argument.
-  for (const auto& extra : app->remaining()) {
-    if (extra.rfind("--", 0) == 0) {
-      std::string key = extra.substr(2);
-      key = key.substr(0, key.find('='));
-      throw ConfigError("command line: " + describe_unknown_key(key));
-    }
-    throw ConfigError("command line: unexpected argument '" + extra + "'");
-  }
-  Config config;
-  for (const auto& f : args.files) config.load_yaml_file(f);
-  for (const auto& [key, opt] : args.options)
-    if (opt->count() > 0) config.set(key, args.values.at(key), "command line --" + key);
-  return config;
-}
-
-// ---- data export
-
-std::string find_script(const std::string& name) {
-  std::vector<fs::path> candidates;
-  if (const char* home = std::getenv("CEREBRA_HOME")) candidates.emplace_back(fs::path(home) / "scripts" / name);
-  candidates.emplace_back(fs::path(CEREBRA_SOURCE_DIR) / "scripts" / name);
-  candidates.emplace_back(fs::path("scripts") / name);
-  for (const auto& c : candidates)
-    if (fs::exists(c)) return c.string();
-  throw std::runtime_error("cannot find scripts/" + name + " (set CEREBRA_HOME to the Cerebra source directory)");
-}
-
-int run_export(const std::string& out_dir, bool force) {
-  std::string cmd = "bash '" + find_script("export_data.sh") + "' --out '" + out_dir + "'" + (force ? " --force" : "");
-  std::cerr << "cerebra data: " << cmd << "\n";
-  int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 1;
-}
-
-// Exports the named data sets when the configured file is missing.
-void ensure_data(const Config& config) {
-  const std::string task = config.get_string("task");
-  if (task == "csv" || !config.get_string("data").empty()) return;
-  if (is_seq_task(task) && task != "janeausten") return;  // generated, or read from wordnet_dir
-  const std::string path = config.get_string("data_dir") + "/" + task + (task == "janeausten" ? ".txt" : ".csv");
-  if (fs::exists(path)) return;
-  std::cerr << "cerebra: " << path << " is missing; exporting the data sets first\n";
-  if (run_export(config.get_string("data_dir"), false) != 0)
-    throw std::runtime_error("data export failed; see the messages above (scripts/export_data.sh)");
-}
 
 void print_header(const Config& config) {
   int threads = set_threads(static_cast<int>(config.get_int("threads")));
@@ -245,7 +168,7 @@ int main(int argc, char** argv) {
   try {
     if (*train) {
       Config config = build_config(train, train_args);
-      ensure_data(config);
+      ensure_data(config, CEREBRA_SOURCE_DIR);
       print_header(config);
       if (train_out.empty())
         train_out = fmt::format("runs/{}-{}-s{}", config.get_string("task"), config.get_string("model"),
@@ -285,14 +208,14 @@ int main(int argc, char** argv) {
                                                        : "warning: test metrics differ from summary.json\n");
       return 0;
     }
-    if (*data) return run_export(data_out, data_force);
+    if (*data) return run_data_export(data_out, data_force, CEREBRA_SOURCE_DIR);
     if (layers->parsed()) return run_layers();
     if (flops->parsed()) return run_flops();
     if (experiments.selected()) return experiments.run();
     if (int8_export->parsed()) return run_int8_export();
     if (*tasks) {
       Config config = build_config(tasks, bench_args);
-      ensure_data(config);
+      ensure_data(config, CEREBRA_SOURCE_DIR);
       print_header(config);
       if (bench_out.empty()) bench_out = "runs/bench-" + config.get_string("task");
       if (is_seq_task(config.get_string("task"))) {
