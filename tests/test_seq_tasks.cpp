@@ -421,3 +421,52 @@ TEST(SeqTaskRuns, MemoryEstimate) {
   c.set("seq_len", "1024", "test");
   EXPECT_LT(lstm4 / estimate_train_bytes(c, seq_task_info(c), 1000), 4.5);
 }
+
+// The whole recipe on a sequence task: λ ramp, pruning, QAT and the sampler from one config; the pruned, QAT run
+// reloads by itself and evaluates to the numbers it wrote.
+TEST(SeqTaskRuns, FullRecipeRunsAndReloads) {
+  Config c = tiny_config("mqar", "cerebra");
+  c.set("n_heads", "4", "test");
+  c.set("train_examples", "32", "test");
+  c.set("steps", "0", "test");
+  c.set("epochs", "5", "test");
+  c.set("warm_epochs", "1", "test");
+  c.set("lambda_ramp_epochs", "1", "test");
+  c.set("lambda", "1e-2", "test");
+  c.set("prune_start_epoch", "2", "test");
+  c.set("prune_epochs", "2", "test");
+  c.set("prune_target", "0.5", "test");
+  c.set("prune_kinds", "heads,ffn", "test");
+  c.set("qat", "true", "test");
+  c.set("qat_start_epoch", "4", "test");
+  c.set("sampler", "compute_aware", "test");
+  c.set("sampler_start_epoch", "3", "test");
+  auto dir = temp_dir("seq_recipe");
+  const int64_t unpruned = make_seq_model(c, seq_task_info(c))->parameter_count();
+  nlohmann::json s = train_run(c, dir.string(), RunOptions{true});
+  ASSERT_TRUE(s["training"].contains("pruning")) << s["training"].dump();
+  const auto& pr = s["training"]["pruning"];
+  EXPECT_LT(pr["prune_kept"]["ffn"].get<int64_t>(), pr["prune_original"]["ffn"].get<int64_t>());
+  EXPECT_LT(pr["prune_kept"]["heads"].get<int64_t>(), pr["prune_original"]["heads"].get<int64_t>());
+  EXPECT_LT(s["params"].get<int64_t>(), unpruned);
+  EXPECT_TRUE(fs::exists(dir / "pruned.json"));
+  ASSERT_TRUE(s["quant"].is_object());
+  EXPECT_TRUE(s["quant"]["qat"].get<bool>());
+  // metrics.jsonl: the sampler's statistics from its start epoch, QAT flagged from its epoch.
+  std::ifstream m(dir / "metrics.jsonl");
+  std::string line;
+  int epochs = 0, sampled = 0, qat = 0;
+  while (std::getline(m, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (!j.contains("epoch")) continue;
+    ++epochs;
+    if (j.value("sampler_active", false)) ++sampled;
+    if (j.value("qat", false)) ++qat;
+  }
+  EXPECT_EQ(epochs, 5);
+  EXPECT_EQ(sampled, 3);
+  EXPECT_EQ(qat, 2);
+  nlohmann::json r = eval_run(dir.string(), RunOptions{true});
+  EXPECT_TRUE(r["matches_summary"].get<bool>()) << r.dump();
+  fs::remove_all(dir);
+}

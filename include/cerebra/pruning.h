@@ -15,7 +15,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,10 @@
 namespace cerebra {
 
 class Config;
+struct TrainerHooks;
+
+// The prune state's file beside a run's checkpoint: a fresh model takes these shapes before the weights load.
+inline constexpr const char* kPruneStateFile = "pruned.json";
 
 struct PruneSchedule {
   int64_t start_epoch = 0;  // E_p (1-based); 0 = off
@@ -86,6 +92,17 @@ class Pruner {
   int64_t batches_ = 0;
   nlohmann::json last_step_ = nlohmann::json::object();
 };
+
+// Structured pruning in a training loop, from the config's schedule (returns null and changes nothing when it is
+// off): saliencies after each backward pass, a pruning step at the end of each scheduled epoch (then `on_change`,
+// e.g. to refresh static FLOPs), the pruner's report in the metrics lines, and best-epoch selection held back until
+// the last pruning step (earlier snapshots would not fit the shapes). `epochs` is the length of the run. The
+// returned pruner must outlive training.
+std::unique_ptr<Pruner> attach_pruning(TrainerHooks& hooks, Model& model, const Config& config, int64_t epochs,
+                                       std::function<void()> on_change = {});
+// Writes `path` (the prune state, JSON) when `model`'s group sizes differ from those of `unpruned`, a freshly built
+// model of the same config; true when written.
+bool save_prune_state(Model& model, Model& unpruned, const std::string& path);
 
 // ---- helpers for modules that prune themselves
 

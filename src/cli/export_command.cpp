@@ -19,6 +19,7 @@
 #include "cerebra/models.h"
 #include "cerebra/quant.h"
 #include "cerebra/runtime.h"
+#include "cerebra/seq_tasks.h"
 #include "cerebra/tabular.h"
 #include "cerebra/train.h"
 
@@ -76,6 +77,9 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
                              "run (mlp, transformer, cerebra, lstm, mamba, ...)");
   if (config.get_bool("int8"))
     throw std::runtime_error(o.run_dir + " is already an int8 export (config int8: true); export the run it came from");
+  if (is_seq_task(config.get_string("task")))
+    throw std::runtime_error(o.run_dir + ": task '" + config.get_string("task") + "' is a sequence task; int8 export "
+                             "covers tabular runs so far (sequence runs train and evaluate with QAT: `qat: true`)");
   const fs::path ckpt = src / "model.pt";
   if (!fs::exists(ckpt)) throw std::runtime_error("checkpoint " + ckpt.string() + " not found");
   require_quant_engine(o.engine);  // a clear error before any work

@@ -9,6 +9,8 @@
 #include <tuple>
 
 #include "cerebra/config.h"
+#include "cerebra/io.h"
+#include "cerebra/train.h"
 
 namespace cerebra {
 
@@ -249,6 +251,37 @@ nlohmann::json Pruner::report() const {
   }
   return {{"prune_kept", kept}, {"prune_original", orig}, {"prune_removed_this_epoch", last_step_},
           {"params", model_.parameter_count()}, {"analytic_flops_per_example", model_.flops_per_example()}};
+}
+
+std::unique_ptr<Pruner> attach_pruning(TrainerHooks& hooks, Model& model, const Config& config, int64_t epochs,
+                                       std::function<void()> on_change) {
+  const PruneSchedule schedule = PruneSchedule::from_config(config);
+  if (!schedule.enabled()) return nullptr;
+  auto pruner = std::make_unique<Pruner>(model, schedule);
+  Pruner* p = pruner.get();
+  hooks.after_backward = [p](int64_t epoch) { p->accumulate(epoch); };
+  hooks.on_epoch_end = [p, on_change](int64_t epoch) {
+    const bool changed = p->end_epoch(epoch);
+    if (changed && on_change) on_change();
+    return changed;
+  };
+  auto previous = hooks.epoch_report;
+  hooks.epoch_report = [p, previous]() {
+    nlohmann::json r = previous ? previous() : nlohmann::json::object();
+    r.update(p->report());
+    return r;
+  };
+  hooks.first_selectable_epoch = std::min<int64_t>(std::max(hooks.first_selectable_epoch, schedule.last_epoch()), epochs);
+  return pruner;
+}
+
+bool save_prune_state(Model& model, Model& unpruned, const std::string& path) {
+  const nlohmann::json state = prune_state(model);
+  bool pruned = false;
+  for (const auto& g : model_prune_groups(unpruned))
+    if (state.contains(g.key) && state[g.key].get<int64_t>() != g.units) pruned = true;
+  if (pruned) write_text_file(path, state.dump(2) + "\n");
+  return pruned;
 }
 
 }  // namespace cerebra

@@ -114,9 +114,6 @@ struct Fitted {
   }
 };
 
-// Kept sizes of pruned structures, beside model.pt: a fresh model takes these shapes before the weights load.
-constexpr const char* kPruneStateFile = "pruned.json";
-
 const char* checkpoint_name(const std::string& kind) {
   return kind == "xgboost" ? "model.xgb.json" : "model.pt";
 }
@@ -234,27 +231,9 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
       const double dense_f = compute ? compute->dense_flops_per_example() : fit.net->flops_per_example();
       return std::vector<double>(r.size(), fit.net->flops_per_example() / dense_f);
     };
-    // Structured pruning: saliencies after each backward, a pruning step at the end of the scheduled epochs; the
-    // best epoch is chosen only once the pruning has finished (earlier snapshots would not fit the shapes).
-    const PruneSchedule prune_schedule = PruneSchedule::from_config(config);
-    std::unique_ptr<Pruner> pruner;
-    if (prune_schedule.enabled()) {
-      pruner = std::make_unique<Pruner>(*fit.net, prune_schedule);
-      hooks.after_backward = [&](int64_t epoch) { pruner->accumulate(epoch); };
-      hooks.on_epoch_end = [&](int64_t epoch) {
-        const bool changed = pruner->end_epoch(epoch);
-        if (changed && compute) compute->refresh_static_flops();
-        return changed;
-      };
-      auto previous = hooks.epoch_report;
-      hooks.epoch_report = [&, previous]() {
-        nlohmann::json r = previous ? previous() : nlohmann::json::object();
-        r.update(pruner->report());
-        return r;
-      };
-      hooks.first_selectable_epoch = std::min<int64_t>(
-          std::max(hooks.first_selectable_epoch, prune_schedule.last_epoch()), config.get_int("epochs"));
-    }
+    std::unique_ptr<Pruner> pruner = attach_pruning(hooks, *fit.net, config, config.get_int("epochs"), [&] {
+      if (compute) compute->refresh_static_flops();
+    });
     attach_qat(hooks, *fit.net, config);  // QAT from qat_start_epoch (no-op unless qat: true)
     TrainResult tr = train_model(*fit.net, p.split.train, p.split.val, to, hooks);
     epoch_seconds = tr.epoch_seconds;
@@ -293,11 +272,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
   const fs::path ckpt = out / checkpoint_name(kind);
   if (fit.net) {
     save_model(*fit.net, ckpt.string());
-    const nlohmann::json state = prune_state(*fit.net);
-    bool pruned = false;
-    for (const auto& g : model_prune_groups(*make_tabular_model(config, schema_of(d))))
-      if (state.contains(g.key) && state[g.key].get<int64_t>() != g.units) pruned = true;
-    if (pruned) write_text(out / kPruneStateFile, state.dump(2) + "\n");
+    save_prune_state(*fit.net, *make_tabular_model(config, schema_of(d)), (out / kPruneStateFile).string());
   }
   if (kind == "ols") torch::save(fit.ols_beta, ckpt.string());
   if (fit.xgb) fit.xgb->save(ckpt.string());

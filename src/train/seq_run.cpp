@@ -16,6 +16,9 @@
 #include "cerebra/compute_objective.h"
 #include "cerebra/config.h"
 #include "cerebra/flop_counter.h"
+#include "cerebra/io.h"
+#include "cerebra/pruning.h"
+#include "cerebra/quant.h"
 #include "cerebra/runtime.h"
 #include "cerebra/seq_tasks.h"
 #include "cerebra/train.h"
@@ -62,9 +65,9 @@ class SeqModel final : public Model {
       } else {
         pooled = h.mean(1);
       }
-      return head_->forward(pooled);
+      return cerebra::linear(head_, pooled);
     }
-    return head_->forward(h);
+    return cerebra::linear(head_, h);
   }
 
   double flops_per_example() const override {
@@ -74,6 +77,7 @@ class SeqModel final : public Model {
   }
   std::vector<std::shared_ptr<SequenceMixer>> mixers() const override { return backbone_->mixers(); }
   int64_t tokens_per_example() const override { return info_.n; }
+  BackboneImpl* backbone() override { return backbone_.get(); }
 
  private:
   SeqTaskInfo info_;
@@ -178,10 +182,14 @@ double median_of(std::vector<double> v) {
   return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
 
-void write_file(const fs::path& path, const std::string& text) {
-  std::ofstream f(path);
-  if (!f) throw std::runtime_error("cannot write " + path.string());
-  f << text;
+// Unreduced loss per example (B,): the mean over its answer positions for token-level heads.
+torch::Tensor per_example_task_loss(const SeqTaskInfo& info, const torch::Tensor& pred, const Batch& b) {
+  if (info.head == HeadKind::SequenceClassification)
+    return torch::cross_entropy_loss(pred, b.y, {}, at::Reduction::None);
+  auto valid = b.y.ne(kIgnore).to(pred.scalar_type());
+  auto per_token = torch::cross_entropy_loss(pred.reshape({-1, pred.size(-1)}), b.y.reshape({-1}), {},
+                                             at::Reduction::None, kIgnore).reshape(b.y.sizes());
+  return (per_token * valid).sum(1) / valid.sum(1).clamp_min(1.0);
 }
 
 int setup(const Config& config) {
@@ -256,18 +264,19 @@ double estimate_train_bytes(const Config& c, const SeqTaskInfo& info, int64_t pa
 nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, const RunOptions& options) {
   const int threads = setup(config);
   const std::string kind = config.get_string("model");
+  check_quant_config(config, /*training=*/true);
   auto task = make_seq_task(config);
   const SeqTaskInfo& info = task->info();
   fs::create_directories(out_dir);
   const fs::path out(out_dir);
-  write_file(out / "config.yaml", config.to_yaml());
+  write_text_file(out / "config.yaml", config.to_yaml());
 
   reset_peak_tensor_bytes();
   reset_peak_rss();
   torch::manual_seed(config.get_int("seed"));
   auto net = make_seq_model(config, info);
-  const int64_t params = net->parameter_count();
-  const double analytic = net->flops_per_example();
+  int64_t params = net->parameter_count();
+  double analytic = net->flops_per_example();
 
   TrainerOptions to = trainer_options_from_config(config);
   to.quiet = options.quiet;
@@ -323,7 +332,25 @@ nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, c
     };
     hooks.first_selectable_epoch = std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, to.epochs);
   }
+  // The rest of the recipe, as on the tabular task: compute-aware sampler, structured pruning, QAT.
+  hooks.per_example_loss = [&](const torch::Tensor& pred, const Batch& b) {
+    return per_example_task_loss(info, pred, b);
+  };
+  // Ĉ relative to the dense model: the model's cost at length n, the same for every example (padding is not
+  // executed work that the sampler could save, so shorter texts are not charged less).
+  hooks.example_cost = [&](const std::vector<int64_t>& r) {
+    return std::vector<double>(r.size(), net->flops_per_example() / compute->dense_flops_per_example());
+  };
+  std::unique_ptr<Pruner> pruner =
+      attach_pruning(hooks, *net, config, to.epochs, [&] { compute->refresh_static_flops(); });
+  attach_qat(hooks, *net, config);  // QAT from qat_start_epoch (no-op unless qat: true)
   TrainResult tr = train_model(*net, split_rows(SeqSplit::Train, n_train), val_rows, to, hooks);
+  nlohmann::json training_extra = nlohmann::json::object();
+  if (pruner) {
+    training_extra["pruning"] = pruner->report();
+    params = net->parameter_count();  // of the pruned model
+    analytic = net->flops_per_example();
+  }
 
   // Measured FLOPs: the matmul-class ops of one forward over test examples; realised/expected from the mixers.
   double measured = 0, realised = analytic, expected = analytic;
@@ -341,6 +368,7 @@ nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, c
   nlohmann::json metrics = evaluate(*net, *task, SeqSplit::Test, eval_batch, "test");
   metrics.update(evaluate(*net, *task, SeqSplit::Val, eval_batch, "val"));
   save_model(*net, (out / "model.pt").string());
+  save_prune_state(*net, *make_seq_model(config, info), (out / kPruneStateFile).string());
 
   const double n = static_cast<double>(info.n);
   const double train_total = std::accumulate(tr.epoch_seconds.begin(), tr.epoch_seconds.end(), 0.0);
@@ -380,7 +408,9 @@ nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, c
       {"torch_version", torch_version()},
       {"checkpoint", "model.pt"},
   };
-  write_file(out / "summary.json", summary.dump(2) + "\n");
+  summary["training"].update(training_extra);
+  if (config.get_bool("qat")) summary["quant"] = quant_summary(*net, config);
+  write_text_file(out / "summary.json", summary.dump(2) + "\n");
   return summary;
 }
 
@@ -391,11 +421,16 @@ nlohmann::json seq_eval_run(const Config& config, const std::string& run_dir, co
   auto net = make_seq_model(config, task->info());
   const fs::path ckpt = dir / "model.pt";
   if (!fs::exists(ckpt)) throw std::runtime_error("checkpoint " + ckpt.string() + " not found");
+  if (fs::exists(dir / kPruneStateFile))
+    apply_prune_state(*net, read_json_file(dir / kPruneStateFile), (dir / kPruneStateFile).string());
+  quant_before_load(*net, config);
   load_model(*net, ckpt.string());
   net->eval();
+  quant_after_load(*net, config, run_dir);  // QAT runs evaluate with fake quantisation
   nlohmann::json metrics = evaluate(*net, *task, SeqSplit::Test, config.get_int("eval_batch_size"), "test");
   nlohmann::json result = {{"run", run_dir}, {"task", task->info().name}, {"model", config.get_string("model")},
                            {"metrics", metrics}, {"threads", threads}};
+  if (config.get_bool("qat") || config.get_bool("int8")) result["quant"] = quant_summary(*net, config);
   if (fs::exists(dir / "summary.json")) {
     std::ifstream f(dir / "summary.json");
     nlohmann::json summary = nlohmann::json::parse(f, nullptr, false);
