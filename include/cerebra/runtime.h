@@ -28,6 +28,14 @@ std::string torch_version();
 int64_t peak_rss_bytes();
 void reset_peak_rss();
 
+// glibc serves blocks above its mmap threshold with fresh mmap()s and unmaps them on free, so a training step that
+// allocates the same large tensors each time pays page faults and kernel zeroing for every page, every step (dense
+// attention at n = 1024 spent over a third of its time there). This keeps large blocks in the heap and freed memory
+// in the process (mallopt: M_MMAP_MAX = 0, M_TRIM_THRESHOLD = INT_MAX): the next step reuses it. The cost is a
+// higher resident set (the heap's high-water mark stays mapped). Set CEREBRA_MALLOC_RETAIN=0 to keep glibc's
+// defaults. Idempotent; install_counting_allocator() calls it.
+void retain_freed_memory();
+
 // Counting CPU allocator: installed once, it sees every CPU tensor allocation.
 void install_counting_allocator();
 bool counting_allocator_installed();

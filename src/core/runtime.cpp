@@ -1,10 +1,14 @@
 #include "cerebra/runtime.h"
 
+#include <malloc.h>
+
 #include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
 
 #include <atomic>
+#include <climits>
+#include <cstdlib>
 #include <mutex>
 #include <unordered_map>
 #include <chrono>
@@ -185,7 +189,18 @@ CountingAllocator* g_allocator = nullptr;
 
 }  // namespace
 
+void retain_freed_memory() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* env = std::getenv("CEREBRA_MALLOC_RETAIN");
+    if (env != nullptr && std::string(env) == "0") return;
+    mallopt(M_MMAP_MAX, 0);                // large blocks from the heap, not from fresh mmap()s
+    mallopt(M_TRIM_THRESHOLD, INT_MAX);    // and freed memory stays in the process for the next step
+  });
+}
+
 void install_counting_allocator() {
+  retain_freed_memory();
   if (g_allocator != nullptr) return;
   g_allocator = new CountingAllocator(c10::GetCPUAllocator());  // lives for the process
   c10::SetCPUAllocator(g_allocator, /*priority=*/100);
