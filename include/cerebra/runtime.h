@@ -24,7 +24,8 @@ double measure_gemm_gflops(int64_t n = 1024, int repeats = 5);
 std::string machine_description();  // CPU model name and core count
 std::string torch_version();
 
-// Peak resident set size of this process in bytes (VmHWM), and a reset of that peak (Linux clear_refs).
+// Peak resident set size of this process in bytes (VmHWM), and a reset of that peak (Linux clear_refs; free heap
+// memory is returned to the system first, so the next peak is that of the work that follows).
 int64_t peak_rss_bytes();
 void reset_peak_rss();
 

@@ -118,6 +118,7 @@ int64_t peak_rss_bytes() {
 }
 
 void reset_peak_rss() {
+  malloc_trim(0);  // hand memory freed by earlier work back first (see retain_freed_memory), or it counts again
   std::ofstream f("/proc/self/clear_refs");
   if (f) f << "5";
 }

@@ -114,7 +114,10 @@ SweepOutcome reproduce_table1(const Table1Options& o) {
   SweepOptions so;
   so.out = o.out;
   so.seeds = seeds;
-  so.title = o.quick ? "Table 1 (quick), salary task" : "Table 1, salary task";
+  if (doc["title"])  // a manifest for another task names itself
+    so.title = scalar(doc["title"], o.rows_file + " title") + (o.quick ? " (quick)" : "");
+  else
+    so.title = o.quick ? "Table 1 (quick), salary task" : "Table 1, salary task";
   so.quiet_runs = o.quiet_runs;
   so.plots = o.plots;
   so.run = o.run;
@@ -145,7 +148,12 @@ std::string table1_markdown(const SweepTable& t) {
     }
   const int64_t seeds = t.plan.value("seeds", int64_t{0});
   std::string md = fmt::format("## {}\n\n", t.title);
-  if (sample.contains("data"))
+  if (sample.contains("data") && !sample["data"].contains("rows"))  // a sequence task: examples, not rows
+    md += fmt::format("Task {} (n = {}); {} training examples; metric {}; mean ± sample std over {} seed{}.\n",
+                      sample.value("task", "?"), sample.contains("task_info") ? sample["task_info"].value("n", 0) : 0,
+                      sample.contains("training") ? sample["training"].value("train_examples", 0) : 0,
+                      metric_axis_label(t.metric, sample), seeds, seeds == 1 ? "" : "s");
+  else if (sample.contains("data"))
     md += fmt::format("Task {}: {} rows ({} train, {} val, {} test); metric {}; mean ± sample std over {} seed{} "
                       "(seeds change the split, initialisation and order).\n",
                       sample.value("task", "?"), sample["data"].value("rows", 0), sample["data"].value("train", 0),
