@@ -16,26 +16,12 @@
 
 namespace fs = std::filesystem;
 using namespace cerebra;
+using test::temp_dir;
+using test::error_of;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  auto p = fs::temp_directory_path() / ("cerebra_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
 void write_file(const fs::path& p, const std::string& text) { std::ofstream(p) << text; }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 

@@ -1,7 +1,12 @@
 // Shared helpers for the test binary.
 #pragma once
 
+#include <filesystem>
+#include <functional>
+#include <stdexcept>
 #include <string>
+
+#include <unistd.h>
 
 #include "cerebra/config.h"
 
@@ -23,6 +28,24 @@ inline Config fixture_config(const std::string& model) {
   c.set("batch_size", "64", "test");
   c.set("xgb_rounds", "30", "test");
   return c;
+}
+
+// A fresh, empty directory under the system temp directory, unique to this process.
+inline std::filesystem::path temp_dir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("cerebra_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+// The message of the exception `f` throws; "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace cerebra::test

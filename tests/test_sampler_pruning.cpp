@@ -21,15 +21,9 @@
 
 namespace fs = std::filesystem;
 using namespace cerebra;
+using test::temp_dir;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  auto p = fs::temp_directory_path() / ("cerebra_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
 
 // ---- sampler
 

@@ -17,6 +17,8 @@
 
 namespace fs = std::filesystem;
 using namespace cerebra;
+using test::temp_dir;
+using test::error_of;
 
 namespace {
 
@@ -38,22 +40,6 @@ std::vector<int64_t> answers(const SeqExample& e) {
   for (auto t : e.targets)
     if (t != kIgnore) a.push_back(t);
   return a;
-}
-
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("cerebra_seq_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

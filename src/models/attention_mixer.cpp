@@ -52,7 +52,7 @@ class AttentionMixer final : public SequenceMixer {
       auto y = ops::tiled_attention(q, k, v, key_mask, causal_, scale).transpose(1, 2).reshape({B, n, inner});
       return cerebra::linear(out_, y);
     }
-    auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // (B,h,n,n)
+    auto scores = torch::matmul(q * scale, k.transpose(-2, -1));  // (B,h,n,n); scaling q spares a pass over n²
     torch::Tensor allowed;  // (B or 1, 1, n or 1, n) true = may attend
     if (mask.defined()) allowed = mask.view({B, 1, 1, n});
     if (causal_) {
