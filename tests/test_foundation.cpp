@@ -56,6 +56,33 @@ TEST(Runtime, CountingAllocatorSeesTensors) {
   EXPECT_GT(peak_rss_bytes(), 0);
 }
 
+TEST(Runtime, LargeFreedBlocksAreReusedAndCountedOnce) {
+  install_counting_allocator();
+  release_cached_blocks();
+  const int64_t before = current_tensor_bytes();
+  reset_peak_tensor_bytes();
+  void* first = nullptr;
+  {
+    auto a = torch::empty({1024, 1024});  // 4 MiB: cached when freed
+    first = a.data_ptr();
+  }
+  EXPECT_EQ(current_tensor_bytes(), before);  // a cached block is not live
+  {
+    auto b = torch::empty({1024, 1024});    // same size: the cached block comes back
+    EXPECT_EQ(b.data_ptr(), first);
+    EXPECT_EQ(current_tensor_bytes() - before, 4 * 1024 * 1024);
+    auto c = torch::empty({1024, 1024});    // none left of that size: a new block
+    EXPECT_NE(c.data_ptr(), first);
+  }
+  EXPECT_EQ(current_tensor_bytes(), before);
+  EXPECT_EQ(peak_tensor_bytes() - before, 8 * 1024 * 1024);
+  release_cached_blocks();
+  {
+    auto d = torch::empty({1024, 1024}).fill_(1.0f);  // still a valid, writable block after the release
+    EXPECT_EQ(d.sum().item<float>(), 1024.0f * 1024.0f);
+  }
+}
+
 // ---- configuration
 
 TEST(Config, DefaultsAndTypedOverrides) {

@@ -24,18 +24,16 @@ double measure_gemm_gflops(int64_t n = 1024, int repeats = 5);
 std::string machine_description();  // CPU model name and core count
 std::string torch_version();
 
-// Peak resident set size of this process in bytes (VmHWM), and a reset of that peak (Linux clear_refs; free heap
-// memory is returned to the system first, so the next peak is that of the work that follows).
+// Peak resident set size of this process in bytes (VmHWM), and a reset of that peak (Linux clear_refs; cached
+// blocks are released first, so the next peak is that of the work that follows).
 int64_t peak_rss_bytes();
 void reset_peak_rss();
 
-// glibc serves blocks above its mmap threshold with fresh mmap()s and unmaps them on free, so a training step that
-// allocates the same large tensors each time pays page faults and kernel zeroing for every page, every step (dense
-// attention at n = 1024 spent over a third of its time there). This keeps large blocks in the heap and freed memory
-// in the process (mallopt: M_MMAP_MAX = 0, M_TRIM_THRESHOLD = INT_MAX): the next step reuses it. The cost is a
-// higher resident set (the heap's high-water mark stays mapped). Set CEREBRA_MALLOC_RETAIN=0 to keep glibc's
-// defaults. Idempotent; install_counting_allocator() calls it.
-void retain_freed_memory();
+// The counting allocator keeps freed blocks of 1 MiB or more for reuse by an allocation of the same size (a
+// training step allocates the same large tensors as the previous one; a fresh mmap() per block and step costs page
+// faults and kernel zeroing of every page: 5x the time of dense attention at n = 1024). The kept bytes are bounded
+// by the peak of live tensor bytes and 8 GiB; CEREBRA_BLOCK_CACHE=0 turns the cache off. This releases them.
+void release_cached_blocks();
 
 // Counting CPU allocator: installed once, it sees every CPU tensor allocation.
 void install_counting_allocator();

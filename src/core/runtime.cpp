@@ -1,14 +1,13 @@
 #include "cerebra/runtime.h"
 
-#include <malloc.h>
-
 #include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
 
 #include <atomic>
-#include <climits>
 #include <cstdlib>
+#include <list>
+#include <vector>
 #include <mutex>
 #include <unordered_map>
 #include <chrono>
@@ -118,7 +117,7 @@ int64_t peak_rss_bytes() {
 }
 
 void reset_peak_rss() {
-  malloc_trim(0);  // hand memory freed by earlier work back first (see retain_freed_memory), or it counts again
+  release_cached_blocks();  // blocks kept for reuse by earlier work would count again
   std::ofstream f("/proc/self/clear_refs");
   if (f) f << "5";
 }
@@ -143,18 +142,71 @@ std::unordered_map<void*, Live>& live() {
   return *m;
 }
 
+// Freed blocks of at least kCacheMinBytes wait here for an allocation of exactly their size: a training step
+// allocates the same large tensors as the previous one, and reusing them spares the page faults and the kernel's
+// zeroing of a fresh mmap() for every page, every step (glibc maps blocks above 32 MiB afresh and unmaps them on
+// free). Bounded by the peak of live tensor bytes (so RSS stays within twice the live peak) and kCacheMaxBytes;
+// least recently freed blocks go first. Sizes that never recur (variable-length batches) age out.
+constexpr size_t kCacheMinBytes = size_t{1} << 20;
+constexpr size_t kCacheMaxBytes = size_t{8} << 30;
+struct Cached {
+  void* ptr;
+  size_t bytes;
+  c10::DeleterFnPtr inner_deleter;
+};
+std::list<Cached>& cache() {  // front = most recently freed
+  static auto* c = new std::list<Cached>();
+  return *c;
+}
+size_t g_cached_bytes = 0;      // guarded by g_live_mutex
+bool g_cache_enabled = true;    // set once before the first allocation (CEREBRA_BLOCK_CACHE=0 turns it off)
+
+// Takes a cached block of exactly `bytes`, or returns nullptr. Caller holds g_live_mutex.
+Cached take_cached(size_t bytes) {
+  for (auto it = cache().begin(); it != cache().end(); ++it)
+    if (it->bytes == bytes) {
+      Cached c = *it;
+      cache().erase(it);
+      g_cached_bytes -= bytes;
+      return c;
+    }
+  return {nullptr, 0, nullptr};
+}
+
+// Frees cached blocks (least recently freed first) until at most `keep` bytes stay. Caller holds g_live_mutex;
+// the blocks are returned for freeing outside the lock.
+std::vector<Cached> trim_cache(size_t keep) {
+  std::vector<Cached> out;
+  while (g_cached_bytes > keep && !cache().empty()) {
+    out.push_back(cache().back());
+    g_cached_bytes -= cache().back().bytes;
+    cache().pop_back();
+  }
+  return out;
+}
+
 void counting_delete(void* ptr) {
   if (ptr == nullptr) return;
   Live l{0, nullptr};
+  std::vector<Cached> evicted;
+  bool cached = false;
   {
     std::lock_guard<std::mutex> lock(g_live_mutex);
     auto it = live().find(ptr);
     if (it == live().end()) return;  // not ours (cannot happen: only our DataPtrs carry this deleter)
     l = it->second;
     live().erase(it);
+    g_current.fetch_sub(static_cast<int64_t>(l.bytes), std::memory_order_relaxed);
+    if (g_cache_enabled && l.bytes >= kCacheMinBytes) {
+      cache().push_front({ptr, l.bytes, l.inner_deleter});
+      g_cached_bytes += l.bytes;
+      cached = true;
+      const auto bound = std::min(kCacheMaxBytes, static_cast<size_t>(std::max<int64_t>(g_peak.load(), 0)));
+      evicted = trim_cache(bound);
+    }
   }
-  g_current.fetch_sub(static_cast<int64_t>(l.bytes), std::memory_order_relaxed);
-  l.inner_deleter(ptr);
+  if (!cached) l.inner_deleter(ptr);
+  for (const auto& c : evicted) c.inner_deleter(c.ptr);
 }
 
 class CountingAllocator final : public c10::Allocator {
@@ -162,6 +214,16 @@ class CountingAllocator final : public c10::Allocator {
   explicit CountingAllocator(c10::Allocator* inner) : inner_(inner) {}
 
   c10::DataPtr allocate(size_t n) const override {
+    if (g_cache_enabled && n >= kCacheMinBytes) {
+      std::unique_lock<std::mutex> lock(g_live_mutex);
+      Cached c = take_cached(n);
+      if (c.ptr != nullptr) {
+        live()[c.ptr] = Live{n, c.inner_deleter};
+        lock.unlock();
+        count(n);
+        return {c.ptr, c.ptr, &counting_delete, c10::Device(c10::DeviceType::CPU)};
+      }
+    }
     c10::DataPtr inner = inner_->allocate(n);
     void* data = inner.get();
     if (data == nullptr) return inner;  // zero-byte allocations
@@ -173,16 +235,20 @@ class CountingAllocator final : public c10::Allocator {
       std::lock_guard<std::mutex> lock(g_live_mutex);
       live()[data] = Live{n, inner_deleter};
     }
-    int64_t now = g_current.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed) + static_cast<int64_t>(n);
-    int64_t peak = g_peak.load(std::memory_order_relaxed);
-    while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
-    }
+    count(n);
     return {data, data, &counting_delete, device};
   }
 
   c10::DeleterFnPtr raw_deleter() const override { return &counting_delete; }
 
  private:
+  static void count(size_t n) {
+    int64_t now = g_current.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed) + static_cast<int64_t>(n);
+    int64_t peak = g_peak.load(std::memory_order_relaxed);
+    while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
+  }
+
   c10::Allocator* inner_;
 };
 
@@ -190,19 +256,19 @@ CountingAllocator* g_allocator = nullptr;
 
 }  // namespace
 
-void retain_freed_memory() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const char* env = std::getenv("CEREBRA_MALLOC_RETAIN");
-    if (env != nullptr && std::string(env) == "0") return;
-    mallopt(M_MMAP_MAX, 0);                // large blocks from the heap, not from fresh mmap()s
-    mallopt(M_TRIM_THRESHOLD, INT_MAX);    // and freed memory stays in the process for the next step
-  });
+void release_cached_blocks() {
+  std::vector<Cached> evicted;
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    evicted = trim_cache(0);
+  }
+  for (const auto& c : evicted) c.inner_deleter(c.ptr);
 }
 
 void install_counting_allocator() {
-  retain_freed_memory();
   if (g_allocator != nullptr) return;
+  const char* env = std::getenv("CEREBRA_BLOCK_CACHE");
+  g_cache_enabled = !(env != nullptr && std::string(env) == "0");
   g_allocator = new CountingAllocator(c10::GetCPUAllocator());  // lives for the process
   c10::SetCPUAllocator(g_allocator, /*priority=*/100);
 }
