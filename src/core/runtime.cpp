@@ -129,6 +129,7 @@ namespace {
 
 std::atomic<int64_t> g_current{0};
 std::atomic<int64_t> g_peak{0};
+std::atomic<int64_t> g_peak_ever{0};  // never reset: bounds the block cache
 
 // Live allocations: pointer -> (bytes, the inner allocator's deleter). The data pointer doubles as the context,
 // as c10::Allocator::raw_allocate requires.
@@ -145,7 +146,8 @@ std::unordered_map<void*, Live>& live() {
 // Freed blocks of at least kCacheMinBytes wait here for an allocation of exactly their size: a training step
 // allocates the same large tensors as the previous one, and reusing them spares the page faults and the kernel's
 // zeroing of a fresh mmap() for every page, every step (glibc maps blocks above 32 MiB afresh and unmaps them on
-// free). Bounded by the peak of live tensor bytes (so RSS stays within twice the live peak) and kCacheMaxBytes;
+// free). Bounded by the process's peak of live tensor bytes (not reset between steps or runs; RSS stays within
+// twice that peak) and kCacheMaxBytes;
 // least recently freed blocks go first. Sizes that never recur (variable-length batches) age out.
 constexpr size_t kCacheMinBytes = size_t{1} << 20;
 constexpr size_t kCacheMaxBytes = size_t{8} << 30;
@@ -201,7 +203,7 @@ void counting_delete(void* ptr) {
       cache().push_front({ptr, l.bytes, l.inner_deleter});
       g_cached_bytes += l.bytes;
       cached = true;
-      const auto bound = std::min(kCacheMaxBytes, static_cast<size_t>(std::max<int64_t>(g_peak.load(), 0)));
+      const auto bound = std::min(kCacheMaxBytes, static_cast<size_t>(std::max<int64_t>(g_peak_ever.load(), 0)));
       evicted = trim_cache(bound);
     }
   }
@@ -246,6 +248,9 @@ class CountingAllocator final : public c10::Allocator {
     int64_t now = g_current.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed) + static_cast<int64_t>(n);
     int64_t peak = g_peak.load(std::memory_order_relaxed);
     while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
+    int64_t ever = g_peak_ever.load(std::memory_order_relaxed);
+    while (now > ever && !g_peak_ever.compare_exchange_weak(ever, now, std::memory_order_relaxed)) {
     }
   }
 
