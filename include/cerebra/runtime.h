@@ -32,7 +32,7 @@ void reset_peak_rss();
 // The counting allocator keeps freed blocks of 1 MiB or more for reuse by an allocation of the same size (a
 // training step allocates the same large tensors as the previous one; a fresh mmap() per block and step costs page
 // faults and kernel zeroing of every page: 3-5x the time of dense attention at n = 1024). The kept bytes are bounded
-// by the peak of live tensor bytes and 8 GiB; CEREBRA_BLOCK_CACHE=0 turns the cache off. This releases them.
+// by the process's peak of live tensor bytes and 8 GiB; CEREBRA_BLOCK_CACHE=0 turns the cache off. This releases them.
 void release_cached_blocks();
 
 // Counting CPU allocator: installed once, it sees every CPU tensor allocation.

@@ -166,7 +166,8 @@ ExperimentCommands add_experiment_commands(CLI::App* app, const std::string& sou
                    "A first look in a few minutes: the manifest's quick overrides (fewer epochs, max_rows) and 1 seed");
   table1->add_option("--seeds", ra->seeds, "Seeds per row (default: the manifest's, 3; quick: 1)");
   table1->add_option("--out", ra->out, "Output directory (default: runs/table1 or runs/table1-quick)");
-  table1->add_option("--rows", ra->rows, "Row manifest (default: configs/table1/rows.yaml)");
+  table1->add_option("--rows", ra->rows, "Row manifest (default: configs/table1/rows.yaml; also rows_recipe.yaml: each part of the recipe alone on the "
+                  "salary task, rows_mqar.yaml: the same on MQAR)");
   table1->add_option("--threads", ra->threads, "Intra-op threads of every run (0 = all cores)");
   table1->add_option("--set", ra->set, "KEY=VALUE config override applied to every row (repeatable)");
   table1->add_flag("--verbose,-v", ra->verbose, "Show each run's per-epoch progress");

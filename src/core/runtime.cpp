@@ -5,12 +5,12 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <list>
-#include <vector>
 #include <mutex>
 #include <unordered_map>
-#include <chrono>
+#include <vector>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -147,8 +147,8 @@ std::unordered_map<void*, Live>& live() {
 // allocates the same large tensors as the previous one, and reusing them spares the page faults and the kernel's
 // zeroing of a fresh mmap() for every page, every step (glibc maps blocks above 32 MiB afresh and unmaps them on
 // free). Bounded by the process's peak of live tensor bytes (not reset between steps or runs; RSS stays within
-// twice that peak) and kCacheMaxBytes;
-// least recently freed blocks go first. Sizes that never recur (variable-length batches) age out.
+// twice that peak) and kCacheMaxBytes; least recently freed blocks go first, so sizes that never recur
+// (variable-length batches) age out.
 constexpr size_t kCacheMinBytes = size_t{1} << 20;
 constexpr size_t kCacheMaxBytes = size_t{8} << 30;
 struct Cached {

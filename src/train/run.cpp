@@ -272,7 +272,8 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
   const fs::path ckpt = out / checkpoint_name(kind);
   if (fit.net) {
     save_model(*fit.net, ckpt.string());
-    save_prune_state(*fit.net, *make_tabular_model(config, schema_of(d)), (out / kPruneStateFile).string());
+    if (training.contains("pruning"))  // a pruned run: its shapes go beside the checkpoint
+      save_prune_state(*fit.net, *make_tabular_model(config, schema_of(d)), (out / kPruneStateFile).string());
   }
   if (kind == "ols") torch::save(fit.ols_beta, ckpt.string());
   if (fit.xgb) fit.xgb->save(ckpt.string());

@@ -368,7 +368,7 @@ nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, c
   nlohmann::json metrics = evaluate(*net, *task, SeqSplit::Test, eval_batch, "test");
   metrics.update(evaluate(*net, *task, SeqSplit::Val, eval_batch, "val"));
   save_model(*net, (out / "model.pt").string());
-  save_prune_state(*net, *make_seq_model(config, info), (out / kPruneStateFile).string());
+  if (pruner) save_prune_state(*net, *make_seq_model(config, info), (out / kPruneStateFile).string());
 
   const double n = static_cast<double>(info.n);
   const double train_total = std::accumulate(tr.epoch_seconds.begin(), tr.epoch_seconds.end(), 0.0);
