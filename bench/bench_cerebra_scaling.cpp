@@ -14,7 +14,7 @@
 #include <cstdio>
 #include <string>
 
-#include "cerebra/cerebra_layer.h"
+#include "cerebra/models/cerebra_layer.h"
 
 namespace {
 

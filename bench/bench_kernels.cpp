@@ -14,7 +14,7 @@
 
 #include "cerebra/ops/attention.h"
 #include "cerebra/ops/selective_scan.h"
-#include "cerebra/runtime.h"
+#include "cerebra/core/runtime.h"
 
 namespace {
 

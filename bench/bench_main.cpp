@@ -6,7 +6,7 @@
 
 #include <cstdlib>
 
-#include "cerebra/runtime.h"
+#include "cerebra/core/runtime.h"
 
 namespace {
 

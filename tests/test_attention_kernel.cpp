@@ -8,7 +8,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "cerebra/flop_counter.h"
+#include "cerebra/core/flop_counter.h"
 #include "cerebra/ops/attention.h"
 #include "kernel_test_util.h"
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "cerebra/bench_layers.h"
+#include "cerebra/cli/bench_layers.h"
 
 namespace {
 

@@ -8,9 +8,9 @@
 #include <cstdio>
 #include <vector>
 
-#include "cerebra/cerebra_layer.h"
-#include "cerebra/flop_counter.h"
-#include "cerebra/mixer.h"
+#include "cerebra/models/cerebra_layer.h"
+#include "cerebra/core/flop_counter.h"
+#include "cerebra/models/mixer.h"
 
 namespace cerebra {
 namespace {

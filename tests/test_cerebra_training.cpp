@@ -14,8 +14,8 @@
 #include <memory>
 #include <vector>
 
-#include "cerebra/cerebra_layer.h"
-#include "cerebra/runtime.h"
+#include "cerebra/models/cerebra_layer.h"
+#include "cerebra/core/runtime.h"
 
 namespace cerebra {
 namespace {

@@ -12,8 +12,8 @@
 #include <sstream>
 #include <thread>
 
-#include "cerebra/experiments.h"
-#include "cerebra/train.h"
+#include "cerebra/exp/experiments.h"
+#include "cerebra/train/train.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;

@@ -1,4 +1,4 @@
-#include "cerebra/flops_command.h"
+#include "cerebra/cli/flops_command.h"
 
 #include <gtest/gtest.h>
 

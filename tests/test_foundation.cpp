@@ -5,13 +5,13 @@
 #include <filesystem>
 #include <fstream>
 
-#include "cerebra/config.h"
-#include "cerebra/baselines.h"
-#include "cerebra/flop_counter.h"
-#include "cerebra/models.h"
-#include "cerebra/runtime.h"
-#include "cerebra/tabular.h"
-#include "cerebra/train.h"
+#include "cerebra/core/config.h"
+#include "cerebra/models/baselines.h"
+#include "cerebra/core/flop_counter.h"
+#include "cerebra/models/models.h"
+#include "cerebra/core/runtime.h"
+#include "cerebra/data/tabular.h"
+#include "cerebra/train/train.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;

@@ -8,7 +8,7 @@
 
 #include <unistd.h>
 
-#include "cerebra/config.h"
+#include "cerebra/core/config.h"
 
 namespace cerebra::test {
 

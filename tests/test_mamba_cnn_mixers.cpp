@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "cerebra/flop_counter.h"
-#include "cerebra/mixer.h"
+#include "cerebra/core/flop_counter.h"
+#include "cerebra/models/mixer.h"
 #include "kernel_test_util.h"
 
 namespace {

@@ -14,12 +14,12 @@
 #include <set>
 #include <string>
 
-#include "cerebra/config.h"
-#include "cerebra/export_command.h"
-#include "cerebra/models.h"
-#include "cerebra/quant.h"
-#include "cerebra/tabular.h"
-#include "cerebra/train.h"
+#include "cerebra/core/config.h"
+#include "cerebra/cli/export_command.h"
+#include "cerebra/models/models.h"
+#include "cerebra/models/quant.h"
+#include "cerebra/data/tabular.h"
+#include "cerebra/train/train.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;

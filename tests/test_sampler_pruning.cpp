@@ -10,13 +10,13 @@
 #include <numeric>
 #include <random>
 
-#include "cerebra/config.h"
-#include "cerebra/flop_counter.h"
-#include "cerebra/models.h"
-#include "cerebra/pruning.h"
-#include "cerebra/runtime.h"
-#include "cerebra/sampler.h"
-#include "cerebra/train.h"
+#include "cerebra/core/config.h"
+#include "cerebra/core/flop_counter.h"
+#include "cerebra/models/models.h"
+#include "cerebra/models/pruning.h"
+#include "cerebra/core/runtime.h"
+#include "cerebra/train/sampler.h"
+#include "cerebra/train/train.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;

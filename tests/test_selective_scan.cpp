@@ -8,7 +8,7 @@
 
 #include <sstream>
 
-#include "cerebra/flop_counter.h"
+#include "cerebra/core/flop_counter.h"
 #include "cerebra/ops/selective_scan.h"
 #include "kernel_test_util.h"
 

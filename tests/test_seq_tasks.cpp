@@ -9,10 +9,10 @@
 #include <map>
 #include <set>
 
-#include "cerebra/config.h"
-#include "cerebra/mixer.h"
-#include "cerebra/seq_tasks.h"
-#include "cerebra/train.h"
+#include "cerebra/core/config.h"
+#include "cerebra/models/mixer.h"
+#include "cerebra/data/seq_tasks.h"
+#include "cerebra/train/train.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;

@@ -1,6 +1,6 @@
 // `cerebra bench layers`: one sequence-mixer layer per implementation and length, forward + backward.
 // See include/cerebra/bench_layers.h for the measured quantities.
-#include "cerebra/bench_layers.h"
+#include "cerebra/cli/bench_layers.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "cerebra/mixer.h"
-#include "cerebra/runtime.h"
+#include "cerebra/models/mixer.h"
+#include "cerebra/core/runtime.h"
 
 namespace cerebra {
 

@@ -13,9 +13,9 @@
 
 #include <fmt/core.h>
 
-#include "cerebra/config.h"
-#include "cerebra/seq_tasks.h"
-#include "cerebra/train.h"
+#include "cerebra/core/config.h"
+#include "cerebra/data/seq_tasks.h"
+#include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
 

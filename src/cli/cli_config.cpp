@@ -1,4 +1,4 @@
-#include "cerebra/cli_config.h"
+#include "cerebra/cli/cli_config.h"
 
 #include <CLI/CLI.hpp>
 
@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <sys/wait.h>
 
-#include "cerebra/seq_tasks.h"
+#include "cerebra/data/seq_tasks.h"
 
 namespace fs = std::filesystem;
 

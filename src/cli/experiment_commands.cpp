@@ -1,6 +1,6 @@
 // `cerebra sweep`, `cerebra reproduce table1`, `cerebra report`, `cerebra plot`. See
 // include/cerebra/experiment_commands.h.
-#include "cerebra/experiment_commands.h"
+#include "cerebra/cli/experiment_commands.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -14,9 +14,9 @@
 #include <memory>
 #include <sstream>
 
-#include "cerebra/cli_config.h"
-#include "cerebra/config.h"
-#include "cerebra/experiments.h"
+#include "cerebra/cli/cli_config.h"
+#include "cerebra/core/config.h"
+#include "cerebra/exp/experiments.h"
 
 namespace fs = std::filesystem;
 

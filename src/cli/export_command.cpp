@@ -1,6 +1,6 @@
 // `cerebra export --int8`: see include/cerebra/export_command.h.
-#include "cerebra/export_command.h"
-#include "cerebra/io.h"
+#include "cerebra/cli/export_command.h"
+#include "cerebra/core/io.h"
 
 #include <torch/torch.h>
 
@@ -15,13 +15,13 @@
 #include <iostream>
 #include <memory>
 
-#include "cerebra/config.h"
-#include "cerebra/models.h"
-#include "cerebra/quant.h"
-#include "cerebra/runtime.h"
-#include "cerebra/seq_tasks.h"
-#include "cerebra/tabular.h"
-#include "cerebra/train.h"
+#include "cerebra/core/config.h"
+#include "cerebra/models/models.h"
+#include "cerebra/models/quant.h"
+#include "cerebra/core/runtime.h"
+#include "cerebra/data/seq_tasks.h"
+#include "cerebra/data/tabular.h"
+#include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
 

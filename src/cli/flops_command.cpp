@@ -1,6 +1,6 @@
 // `cerebra flops`: the documents' complexity formulas against the project's analytic FLOPs, with a claims check.
 // See include/cerebra/flops_command.h.
-#include "cerebra/flops_command.h"
+#include "cerebra/cli/flops_command.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "cerebra/cerebra_layer.h"
-#include "cerebra/mixer.h"
+#include "cerebra/models/cerebra_layer.h"
+#include "cerebra/models/mixer.h"
 #include "cerebra/ops/selective_scan.h"
 
 namespace cerebra {

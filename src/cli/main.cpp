@@ -8,17 +8,17 @@
 #include <fstream>
 #include <iostream>
 
-#include "cerebra/bench_layers.h"
-#include "cerebra/cli_config.h"
-#include "cerebra/config.h"
-#include "cerebra/experiment_commands.h"
-#include "cerebra/export_command.h"
-#include "cerebra/flops_command.h"
-#include "cerebra/csv.h"
-#include "cerebra/runtime.h"
-#include "cerebra/seq_tasks.h"
-#include "cerebra/tabular.h"
-#include "cerebra/train.h"
+#include "cerebra/cli/bench_layers.h"
+#include "cerebra/cli/cli_config.h"
+#include "cerebra/core/config.h"
+#include "cerebra/cli/experiment_commands.h"
+#include "cerebra/cli/export_command.h"
+#include "cerebra/cli/flops_command.h"
+#include "cerebra/data/csv.h"
+#include "cerebra/core/runtime.h"
+#include "cerebra/data/seq_tasks.h"
+#include "cerebra/data/tabular.h"
+#include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
 using namespace cerebra;

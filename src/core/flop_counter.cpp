@@ -1,4 +1,4 @@
-#include "cerebra/flop_counter.h"
+#include "cerebra/core/flop_counter.h"
 
 #include <ATen/record_function.h>
 #include <torch/torch.h>

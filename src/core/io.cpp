@@ -1,4 +1,4 @@
-#include "cerebra/io.h"
+#include "cerebra/core/io.h"
 
 #include <fstream>
 #include <sstream>

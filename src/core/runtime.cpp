@@ -1,4 +1,4 @@
-#include "cerebra/runtime.h"
+#include "cerebra/core/runtime.h"
 
 #include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>

@@ -1,4 +1,4 @@
-#include "cerebra/csv.h"
+#include "cerebra/data/csv.h"
 
 #include <cctype>
 #include <cerrno>

@@ -14,8 +14,8 @@
 
 #include <fmt/core.h>
 
-#include "cerebra/config.h"
-#include "cerebra/seq_tasks.h"
+#include "cerebra/core/config.h"
+#include "cerebra/data/seq_tasks.h"
 
 namespace fs = std::filesystem;
 

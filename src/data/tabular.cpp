@@ -1,4 +1,4 @@
-#include "cerebra/tabular.h"
+#include "cerebra/data/tabular.h"
 
 #include <torch/torch.h>
 
@@ -11,7 +11,7 @@
 #include <random>
 #include <set>
 
-#include "cerebra/config.h"
+#include "cerebra/core/config.h"
 
 namespace cerebra {
 

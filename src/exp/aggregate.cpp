@@ -11,8 +11,8 @@
 
 #include <fmt/core.h>
 
-#include "cerebra/experiments.h"
-#include "cerebra/io.h"
+#include "cerebra/exp/experiments.h"
+#include "cerebra/core/io.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

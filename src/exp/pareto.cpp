@@ -7,7 +7,7 @@
 
 #include <fmt/core.h>
 
-#include "cerebra/experiments.h"
+#include "cerebra/exp/experiments.h"
 
 namespace cerebra::exp {
 

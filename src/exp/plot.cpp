@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cerebra/experiments.h"
+#include "cerebra/exp/experiments.h"
 
 namespace fs = std::filesystem;
 

@@ -9,9 +9,9 @@
 
 #include <fmt/core.h>
 
-#include "cerebra/experiments.h"
-#include "cerebra/io.h"
-#include "cerebra/train.h"
+#include "cerebra/exp/experiments.h"
+#include "cerebra/core/io.h"
+#include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
 

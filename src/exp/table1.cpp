@@ -9,7 +9,7 @@
 #include <fmt/core.h>
 #include <yaml-cpp/yaml.h>
 
-#include "cerebra/experiments.h"
+#include "cerebra/exp/experiments.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

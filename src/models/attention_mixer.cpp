@@ -15,10 +15,10 @@
 #include <cmath>
 #include <limits>
 
-#include "cerebra/mixer.h"
+#include "cerebra/models/mixer.h"
 #include "cerebra/ops/attention.h"
-#include "cerebra/pruning.h"
-#include "cerebra/quant.h"
+#include "cerebra/models/pruning.h"
+#include "cerebra/models/quant.h"
 
 namespace cerebra {
 

@@ -1,8 +1,8 @@
 #include <torch/torch.h>
 
-#include "cerebra/models.h"
-#include "cerebra/pruning.h"
-#include "cerebra/quant.h"
+#include "cerebra/models/models.h"
+#include "cerebra/models/pruning.h"
+#include "cerebra/models/quant.h"
 
 namespace cerebra {
 

@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "cerebra/cerebra_layer.h"
-#include "cerebra/quant.h"
+#include "cerebra/models/cerebra_layer.h"
+#include "cerebra/models/quant.h"
 
 namespace cerebra {
 

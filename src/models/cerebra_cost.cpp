@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "cerebra/cerebra_layer.h"
+#include "cerebra/models/cerebra_layer.h"
 
 namespace cerebra {
 

@@ -1,14 +1,14 @@
 // The Cerebra layer: router + compressor + full / compressed attention paths, the compute hooks of
 // SequenceMixer, and the registration as mixer "cerebra". Design and FLOP formulas: include/cerebra/cerebra_layer.h.
-#include "cerebra/cerebra_layer.h"
-#include "cerebra/quant.h"
+#include "cerebra/models/cerebra_layer.h"
+#include "cerebra/models/quant.h"
 
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include "cerebra/pruning.h"
+#include "cerebra/models/pruning.h"
 
 namespace cerebra {
 

@@ -3,8 +3,8 @@
 
 #include <algorithm>
 
-#include "cerebra/cerebra_layer.h"
-#include "cerebra/quant.h"
+#include "cerebra/models/cerebra_layer.h"
+#include "cerebra/models/quant.h"
 
 namespace cerebra {
 

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "cerebra/mixer.h"
-#include "cerebra/pruning.h"
+#include "cerebra/models/mixer.h"
+#include "cerebra/models/pruning.h"
 
 namespace cerebra {
 

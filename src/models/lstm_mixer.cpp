@@ -3,8 +3,8 @@
 // leave the state unchanged.
 #include <torch/torch.h>
 
-#include "cerebra/mixer.h"
-#include "cerebra/quant.h"
+#include "cerebra/models/mixer.h"
+#include "cerebra/models/quant.h"
 
 namespace cerebra {
 

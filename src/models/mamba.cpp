@@ -14,9 +14,9 @@
 
 #include <cmath>
 
-#include "cerebra/mixer.h"
+#include "cerebra/models/mixer.h"
 #include "cerebra/ops/selective_scan.h"
-#include "cerebra/quant.h"
+#include "cerebra/models/quant.h"
 
 namespace cerebra {
 

@@ -1,4 +1,4 @@
-#include "cerebra/mixer.h"
+#include "cerebra/models/mixer.h"
 
 #include <stdexcept>
 

@@ -1,6 +1,6 @@
 // Structured pruning: groups of a model, Taylor scores per FLOP, the gradual schedule and the prune state.
 // Design: include/cerebra/pruning.h.
-#include "cerebra/pruning.h"
+#include "cerebra/models/pruning.h"
 
 #include <torch/torch.h>
 
@@ -8,9 +8,9 @@
 #include <numeric>
 #include <tuple>
 
-#include "cerebra/config.h"
-#include "cerebra/io.h"
-#include "cerebra/train.h"
+#include "cerebra/core/config.h"
+#include "cerebra/core/io.h"
+#include "cerebra/train/train.h"
 
 namespace cerebra {
 

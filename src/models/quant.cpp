@@ -1,6 +1,6 @@
 // Quantisation-aware training and int8 inference of Linear layers: the hook cerebra::linear, the fake-quantisation
 // primitives, the per-module side table, int8 weights on disk, and the config glue. Design: include/cerebra/quant.h.
-#include "cerebra/quant.h"
+#include "cerebra/models/quant.h"
 
 #include <torch/torch.h>
 
@@ -16,9 +16,9 @@
 
 #include <fmt/core.h>
 
-#include "cerebra/config.h"
-#include "cerebra/models.h"
-#include "cerebra/train.h"
+#include "cerebra/core/config.h"
+#include "cerebra/models/models.h"
+#include "cerebra/train/train.h"
 
 namespace cerebra {
 

@@ -5,9 +5,9 @@
 
 #include <algorithm>
 
-#include "cerebra/config.h"
-#include "cerebra/models.h"
-#include "cerebra/quant.h"
+#include "cerebra/core/config.h"
+#include "cerebra/models/models.h"
+#include "cerebra/models/quant.h"
 
 namespace cerebra {
 

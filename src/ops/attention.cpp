@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "blas.h"
-#include "cerebra/flop_counter.h"
+#include "cerebra/core/flop_counter.h"
 #include "simd.h"
 
 namespace cerebra::ops {

@@ -29,7 +29,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "cerebra/flop_counter.h"
+#include "cerebra/core/flop_counter.h"
 #include "simd.h"
 
 namespace cerebra::ops {

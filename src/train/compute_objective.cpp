@@ -1,11 +1,11 @@
-#include "cerebra/compute_objective.h"
+#include "cerebra/train/compute_objective.h"
 
 #include <torch/torch.h>
 
 #include <cmath>
 
-#include "cerebra/cerebra_layer.h"
-#include "cerebra/config.h"
+#include "cerebra/models/cerebra_layer.h"
+#include "cerebra/core/config.h"
 
 namespace cerebra {
 

@@ -11,17 +11,17 @@
 
 #include <fmt/core.h>
 
-#include "cerebra/baselines.h"
-#include "cerebra/io.h"
-#include "cerebra/compute_objective.h"
-#include "cerebra/config.h"
-#include "cerebra/flop_counter.h"
-#include "cerebra/pruning.h"
-#include "cerebra/quant.h"
-#include "cerebra/runtime.h"
-#include "cerebra/seq_tasks.h"
-#include "cerebra/tabular.h"
-#include "cerebra/train.h"
+#include "cerebra/models/baselines.h"
+#include "cerebra/core/io.h"
+#include "cerebra/train/compute_objective.h"
+#include "cerebra/core/config.h"
+#include "cerebra/core/flop_counter.h"
+#include "cerebra/models/pruning.h"
+#include "cerebra/models/quant.h"
+#include "cerebra/core/runtime.h"
+#include "cerebra/data/seq_tasks.h"
+#include "cerebra/data/tabular.h"
+#include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
 

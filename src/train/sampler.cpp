@@ -1,12 +1,12 @@
 // The compute-aware sampler. Formula and conventions: include/cerebra/sampler.h.
-#include "cerebra/sampler.h"
+#include "cerebra/train/sampler.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
 
-#include "cerebra/config.h"
+#include "cerebra/core/config.h"
 
 namespace cerebra {
 

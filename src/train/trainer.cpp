@@ -10,8 +10,8 @@
 #include <numeric>
 #include <random>
 
-#include "cerebra/config.h"
-#include "cerebra/train.h"
+#include "cerebra/core/config.h"
+#include "cerebra/train/train.h"
 
 namespace cerebra {
 

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
-#include "cerebra/models.h"
+#include "cerebra/models/models.h"
 
 namespace cerebra {
 

@@ -25,7 +25,7 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
-#include "cerebra/models.h"
+#include "cerebra/models/models.h"
 
 namespace cerebra {
 

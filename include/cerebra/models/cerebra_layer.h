@@ -76,7 +76,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
-#include "cerebra/mixer.h"
+#include "cerebra/models/mixer.h"
 
 namespace cerebra {
 

@@ -1,4 +1,4 @@
-#include "cerebra/baselines.h"
+#include "cerebra/models/baselines.h"
 
 #include <torch/torch.h>
 #include <xgboost/c_api.h>

@@ -19,7 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cerebra/config.h"
+#include "cerebra/core/config.h"
 
 namespace cerebra {
 

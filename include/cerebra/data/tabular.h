@@ -9,7 +9,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <torch/types.h>
 
-#include "cerebra/csv.h"
+#include "cerebra/data/csv.h"
 
 namespace cerebra {
 

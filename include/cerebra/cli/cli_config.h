@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "cerebra/config.h"
+#include "cerebra/core/config.h"
 
 namespace CLI {
 class App;

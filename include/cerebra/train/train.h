@@ -8,8 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cerebra/models.h"
-#include "cerebra/sampler.h"
+#include "cerebra/models/models.h"
+#include "cerebra/train/sampler.h"
 
 namespace cerebra {
 

@@ -34,7 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cerebra/models.h"
+#include "cerebra/models/models.h"
 
 namespace cerebra {
 

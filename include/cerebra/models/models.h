@@ -14,7 +14,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
-#include "cerebra/mixer.h"
+#include "cerebra/models/mixer.h"
 
 namespace cerebra {
 

@@ -1,4 +1,4 @@
-#include "cerebra/config.h"
+#include "cerebra/core/config.h"
 
 #include <yaml-cpp/yaml.h>
 
