@@ -573,9 +573,10 @@ TEST(CerebraLayerOptions, BuiltByNameFromMixerOptions) {
   MixerOptions mo;
   mo.d_model = 24;
   mo.n_heads = 3;
-  mo.extra = {{"mode", 2},   {"compressor", 1}, {"topk", 3},   {"k_max", 7},       {"window", 6},
-              {"tau", 0.5},  {"gumbel", 0},     {"memory_max", 5}, {"rec_weight", 0.1}, {"width_scale", 0.4},
-              {"compression_ratio", 0.3}};
+  mo = with_own_options("cerebra", mo,
+                        {{"router_mode", "threshold"}, {"compressor", "attnpool"}, {"topk", "3"}, {"k_max", "7"},
+                         {"window", "6"}, {"tau", "0.5"}, {"gumbel", "false"}, {"memory_max", "5"},
+                         {"rec_weight", "0.1"}, {"width_scale", "0.4"}, {"compression_ratio", "0.3"}});
   auto mixer = make_mixer("cerebra", mo);
   auto layer = std::dynamic_pointer_cast<CerebraLayer>(mixer);
   ASSERT_TRUE(layer);
@@ -597,9 +598,8 @@ TEST(CerebraLayerOptions, BuiltByNameFromMixerOptions) {
   EXPECT_FALSE(mixer->is_causal());
   EXPECT_DOUBLE_EQ(mixer->flops(10), cerebra_flops(o, 10));
 
-  mo.extra["mode"] = 3;
-  EXPECT_THROW(make_mixer("cerebra", mo), c10::Error);
-  mo.extra["mode"] = 1;
+  EXPECT_THROW(with_own_options("cerebra", mo, {{"router_mode", "sometimes"}}), ConfigError);
+  EXPECT_THROW(with_own_options("cerebra", mo, {{"windwo", "4"}}), ConfigError);
   mo.causal = true;
   EXPECT_THROW(make_mixer("cerebra", mo), c10::Error);
 }

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cerebra/train/spec.h"
 #include "cerebra/exp/experiments.h"
 #include "cerebra/train/train.h"
 #include "test_helpers.h"
@@ -360,7 +361,7 @@ TEST(ExperimentsSweep, InterruptedSweepResumesOnlyMissingRuns) {
   o.run = [&](const Config& c, const std::string& dir, const RunOptions& ro) {
     ++calls;
     ran_dirs.push_back(fs::path(dir).filename().string());
-    return train_run(c, dir, ro);
+    return train_run(parse_run_spec(c), dir, ro);
   };
   const auto points = grid_points(base, {parse_grid("model=ols,mlp")});
   SweepOutcome first = run_sweep(points, o);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "cerebra/train/spec.h"
 #include "cerebra/core/config.h"
 #include "cerebra/models/baselines.h"
 #include "cerebra/core/flop_counter.h"
@@ -182,7 +183,7 @@ TEST(Split, DeterministicDisjointAndComplete) {
 
 TEST(Tabular, EncodesWithTrainingStatisticsOnly) {
   Config c = test::fixture_config("mlp");
-  TabularSource src = open_tabular(resolve_task(c));
+  TabularSource src = open_tabular(resolve_table(parse_run_spec(c).task));
   ASSERT_EQ(src.rows.size(), 600u);
   EXPECT_EQ(src.num_cols.size(), 2u);  // education, experience
   EXPECT_EQ(src.cat_cols.size(), 4u);  // ethnicity, smsa, region, parttime
@@ -207,7 +208,7 @@ TEST(Tabular, UnseenCategoryGoesToUnknownBucket) {
   for (int i = 0; i < 40; ++i) csv += std::to_string(1 + i) + "," + (i % 2 ? "red" : "blue") + "," + std::to_string(i) + "\n";
   csv += "5,green,3\n";  // row 40: a category only this row has
   write_file(dir / "t.csv", csv);
-  TaskSpec spec{"csv", (dir / "t.csv").string(), "y", "none", {}, {}, {}};
+  TableSpec spec{"csv", (dir / "t.csv").string(), "y", "none", {}, {}, {}};
   TabularSource src = open_tabular(spec);
   std::vector<int64_t> train;
   for (int64_t i = 0; i < 40; ++i) train.push_back(i);
@@ -221,7 +222,7 @@ TEST(Tabular, UnseenCategoryGoesToUnknownBucket) {
 TEST(Tabular, BadTargetNamesFileAndLine) {
   auto dir = temp_dir("badtarget");
   write_file(dir / "t.csv", "y,x\n1,2\n-3,4\n");
-  TaskSpec spec{"csv", (dir / "t.csv").string(), "y", "log", {}, {}, {}};
+  TableSpec spec{"csv", (dir / "t.csv").string(), "y", "log", {}, {}, {}};
   std::string e = error_of([&] { open_tabular(spec); });
   EXPECT_NE(e.find("t.csv:3"), std::string::npos) << e;
   EXPECT_NE(e.find("log transform needs values > 0"), std::string::npos) << e;
@@ -239,11 +240,11 @@ TEST_P(EveryModel, OutputShapeAndTrainingReducesLoss) {
   set_threads(1);
   torch::manual_seed(0);
   Config c = test::fixture_config(GetParam());
-  TabularSource src = open_tabular(resolve_task(c));
+  TabularSource src = open_tabular(resolve_table(parse_run_spec(c).task));
   Split s = make_split(static_cast<int64_t>(src.rows.size()), 0.1, 0.2, 1);
   TabularData d = encode_tabular(src, s.train);
   InputSchema schema{static_cast<int64_t>(d.numeric_names.size()), d.cardinalities, 1};
-  auto model = make_tabular_model(c, schema);
+  auto model = make_tabular_model(parse_run_spec(c).model, schema);
   auto batch_of = [&](const std::vector<int64_t>& rows) {
     auto idx = torch::tensor(rows);
     Batch b;
@@ -276,7 +277,7 @@ TEST_P(EveryModel, AnalyticFlopsMatchMeasured) {
   set_threads(1);
   Config c = test::fixture_config(GetParam());
   InputSchema schema{2, {3, 4, 5, 3}, 1};
-  auto model = make_tabular_model(c, schema);
+  auto model = make_tabular_model(parse_run_spec(c).model, schema);
   model->eval();
   const int64_t B = 8;
   Batch b;
@@ -319,8 +320,8 @@ class EveryRunKind : public ::testing::TestWithParam<std::string> {};
 TEST_P(EveryRunKind, CheckpointRoundTripAndDeterminism) {
   Config c = test::fixture_config(GetParam());
   auto dir = temp_dir("run_" + GetParam());
-  nlohmann::json s1 = train_run(c, (dir / "a").string(), RunOptions{true});
-  nlohmann::json s2 = train_run(c, (dir / "b").string(), RunOptions{true});
+  nlohmann::json s1 = train_run(parse_run_spec(c), (dir / "a").string(), RunOptions{true});
+  nlohmann::json s2 = train_run(parse_run_spec(c), (dir / "b").string(), RunOptions{true});
   // Same seed and thread count: identical metrics.
   EXPECT_EQ(s1["metrics"], s2["metrics"]);
   for (const char* f : {"config.yaml", "metrics.jsonl", "split.json", "summary.json"})

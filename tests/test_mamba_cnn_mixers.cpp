@@ -13,12 +13,12 @@ using cerebra::MixerOptions;
 using namespace cerebra::testing;
 using torch::Tensor;
 
-MixerOptions options(int64_t d, bool causal, std::map<std::string, double> extra = {}) {
+// Common options with the mixer's own options set from text, as a config would set them.
+MixerOptions options(const std::string& mixer, int64_t d, bool causal, std::map<std::string, std::string> own = {}) {
   MixerOptions o;
   o.d_model = d;
   o.causal = causal;
-  o.extra = std::move(extra);
-  return o;
+  return cerebra::with_own_options(mixer, o, own);
 }
 
 // Measured forward FLOPs (RecordFunction counter + kernel reports) of B sequences against B · flops(n).
@@ -68,31 +68,31 @@ void expect_mask_respected(cerebra::SequenceMixer& mixer, int64_t d) {
 
 TEST(MambaMixer, ShapeAndFlops) {
   torch::manual_seed(0);
-  auto mixer = cerebra::make_mixer("mamba", options(32, true, {{"d_state", 8}}));
+  auto mixer = cerebra::make_mixer("mamba", options("mamba", 32, true, {{"d_state", "8"}}));
   EXPECT_TRUE(mixer->is_causal());
   auto x = torch::randn({3, 37, 32});
   EXPECT_EQ(mixer->forward(x, {}).sizes(), x.sizes());
   expect_flops_match(*mixer, x);
-  auto ref = cerebra::make_mixer("mamba", options(32, true, {{"d_state", 8}, {"scan_impl", 1}}));
+  auto ref = cerebra::make_mixer("mamba", options("mamba", 32, true, {{"d_state", "8"}, {"scan_impl", "reference"}}));
   expect_flops_match(*ref, x);
 }
 
 TEST(MambaMixer, IsCausal) {
   torch::manual_seed(1);
-  auto mixer = cerebra::make_mixer("mamba", options(16, true));
+  auto mixer = cerebra::make_mixer("mamba", options("mamba", 16, true));
   expect_causal(*mixer, 16);
 }
 
 TEST(MambaMixer, RespectsPaddingMask) {
   torch::manual_seed(2);
-  auto mixer = cerebra::make_mixer("mamba", options(16, true));
+  auto mixer = cerebra::make_mixer("mamba", options("mamba", 16, true));
   expect_mask_respected(*mixer, 16);
 }
 
 TEST(MambaMixer, ScanImplSwitchGivesSameOutputAndGradients) {
   torch::manual_seed(3);
-  auto fast = cerebra::make_mixer("mamba", options(16, true, {{"scan_impl", 0}}));
-  auto ref = cerebra::make_mixer("mamba", options(16, true, {{"scan_impl", 1}}));
+  auto fast = cerebra::make_mixer("mamba", options("mamba", 16, true, {{"scan_impl", "kernel"}}));
+  auto ref = cerebra::make_mixer("mamba", options("mamba", 16, true, {{"scan_impl", "reference"}}));
   {
     torch::NoGradGuard guard;
     auto src = fast->named_parameters(), dst = ref->named_parameters();
@@ -119,7 +119,7 @@ TEST(MambaMixer, ScanImplSwitchGivesSameOutputAndGradients) {
 TEST(CnnMixer, ShapeAndFlops) {
   torch::manual_seed(4);
   for (bool causal : {false, true}) {
-    auto mixer = cerebra::make_mixer("cnn", options(24, causal, {{"kernel_size", 3}, {"cnn_depth", 3}}));
+    auto mixer = cerebra::make_mixer("cnn", options("cnn", 24, causal, {{"kernel_size", "3"}, {"cnn_depth", "3"}}));
     EXPECT_EQ(mixer->is_causal(), causal);
     auto x = torch::randn({2, 29, 24});
     EXPECT_EQ(mixer->forward(x, {}).sizes(), x.sizes());
@@ -129,10 +129,10 @@ TEST(CnnMixer, ShapeAndFlops) {
 
 TEST(CnnMixer, CausalOnlyWhenAsked) {
   torch::manual_seed(5);
-  auto causal = cerebra::make_mixer("cnn", options(8, true));
+  auto causal = cerebra::make_mixer("cnn", options("cnn", 8, true));
   expect_causal(*causal, 8);
   // Non-causal: the output just before a changed token moves.
-  auto open = cerebra::make_mixer("cnn", options(8, false));
+  auto open = cerebra::make_mixer("cnn", options("cnn", 8, false));
   torch::NoGradGuard guard;
   auto x = torch::randn({1, 12, 8});
   auto x2 = x.clone();
@@ -143,7 +143,7 @@ TEST(CnnMixer, CausalOnlyWhenAsked) {
 TEST(CnnMixer, RespectsPaddingMask) {
   torch::manual_seed(6);
   for (bool causal : {true, false}) {
-    auto mixer = cerebra::make_mixer("cnn", options(8, causal));
+    auto mixer = cerebra::make_mixer("cnn", options("cnn", 8, causal));
     torch::NoGradGuard guard;
     // The hole at position 4 also changes what the neighbours see (zeros instead of values), so only the
     // "padded values do not leak" part applies there; compare against the shorter sequence with end padding only.

@@ -14,6 +14,7 @@
 #include <set>
 #include <string>
 
+#include "cerebra/train/spec.h"
 #include "cerebra/core/config.h"
 #include "cerebra/cli/export_command.h"
 #include "cerebra/models/models.h"
@@ -316,7 +317,7 @@ struct FixtureData {
 
 FixtureData load_fixture(const Config& c) {
   FixtureData f;
-  auto src = open_tabular(resolve_task(c), 0);
+  auto src = open_tabular(resolve_table(parse_run_spec(c).task), 0);
   f.split = make_split(static_cast<int64_t>(src.rows.size()), c.get_float("val_fraction"), c.get_float("test_fraction"),
                        static_cast<uint64_t>(c.get_int("seed")));
   f.d = encode_tabular(src, f.split.train);
@@ -343,7 +344,7 @@ TEST(QuantQat, ModelsStillTrainWithFakeQuantisation) {
     c.set("rec_weight", "0.1", "test");  // and the compressor's reconstruction (its `up` Linear)
     auto f = load_fixture(c);
     torch::manual_seed(10);
-    auto model = make_tabular_model(c, f.schema);
+    auto model = make_tabular_model(parse_run_spec(c).model, f.schema);
     prepare_qat(*model);
     set_quant_mode(*model, QuantMode::kFakeQuant);
     model->train();
@@ -377,7 +378,7 @@ void export_round_trip(const std::string& model, bool qat, const std::string& ac
   c.set("qat", qat ? "true" : "false", "test");
   c.set("qat_start_epoch", "2", "test");
   const fs::path run = temp_dir(model + (qat ? "_qat" : "_fp32") + "_" + activations);
-  nlohmann::json s = train_run(c, run.string(), RunOptions{true});
+  nlohmann::json s = train_run(parse_run_spec(c), run.string(), RunOptions{true});
   if (qat) {
     ASSERT_TRUE(s.contains("quant"));
     EXPECT_EQ(s["quant"]["linear_layers_fake_quant"], s["quant"]["linear_layers"]);
@@ -441,22 +442,22 @@ TEST(QuantExport, MlpFp32CalibratedStatic) { export_round_trip("mlp", false, "st
 TEST(QuantExport, ErrorsNameTheProblem) {
   Config c = test::fixture_config("transformer");
   c.set("int8", "true", "test");
-  EXPECT_THROW(train_run(c, temp_dir("bad_int8").string(), RunOptions{true}), ConfigError);
+  EXPECT_THROW(train_run(parse_run_spec(c), temp_dir("bad_int8").string(), RunOptions{true}), ConfigError);
   Config c2 = test::fixture_config("ols");
   c2.set("qat", "true", "test");
-  EXPECT_THROW(check_quant_config(c2, true), ConfigError);
+  EXPECT_THROW(parse_run_spec(c2), ConfigError);
   Config c3 = test::fixture_config("transformer");
   c3.set("qat", "true", "test");
   c3.set("qat_start_epoch", "9", "test");  // > epochs (3)
   try {
-    check_quant_config(c3, true);
+    parse_run_spec(c3);
     FAIL();
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("qat_start_epoch"), std::string::npos);
   }
   Config c4 = test::fixture_config("transformer");
   c4.set("qat_bits", "9", "test");
-  EXPECT_THROW(check_quant_config(c4, true), ConfigError);
+  EXPECT_THROW(parse_run_spec(c4), ConfigError);
   Int8ExportOptions o;
   o.run_dir = temp_dir("missing").string();
   EXPECT_THROW(export_int8(o), std::runtime_error);

@@ -10,6 +10,7 @@
 #include <numeric>
 #include <random>
 
+#include "cerebra/train/spec.h"
 #include "cerebra/core/config.h"
 #include "cerebra/core/flop_counter.h"
 #include "cerebra/models/models.h"
@@ -104,10 +105,10 @@ TEST(Sampler, RejectsBadOptions) {
   Config c;
   c.set("sampler", "compute_aware", "test");
   c.set("sampler_floor", "1.5", "test");
-  EXPECT_THROW(SamplerOptions::from_config(c), ConfigError);
+  EXPECT_THROW(parse_run_spec(c), ConfigError);
   c.set("sampler_floor", "0.1", "test");
   c.set("sampler_ema", "1", "test");
-  EXPECT_THROW(SamplerOptions::from_config(c), ConfigError);
+  EXPECT_THROW(parse_run_spec(c), ConfigError);
   EXPECT_THROW(c.set("sampler", "sometimes", "test"), ConfigError);
 }
 
@@ -121,7 +122,7 @@ std::shared_ptr<Model> build(const std::string& model, uint64_t seed, const std:
   c.set("n_heads", "4", "test");
   if (!extra_key.empty()) c.set(extra_key, extra_value, "test");
   torch::manual_seed(seed);
-  auto m = make_tabular_model(c, InputSchema{2, {3, 4, 5, 3}, 1});
+  auto m = make_tabular_model(parse_run_spec(c).model, InputSchema{2, {3, 4, 5, 3}, 1});
   m->eval();
   return m;
 }
@@ -307,7 +308,7 @@ TEST(Pruning, RunWithSamplerAndPruningEvaluatesFromItsDirectory) {
   c.set("prune_target", "0.5", "test");
   c.set("prune_kinds", "heads,ffn", "test");
   auto dir = temp_dir("prune_run");
-  nlohmann::json s = train_run(c, (dir / "run").string(), RunOptions{true});
+  nlohmann::json s = train_run(parse_run_spec(c), (dir / "run").string(), RunOptions{true});
   ASSERT_TRUE(fs::exists(dir / "run" / "pruned.json"));
   const auto& pr = s["training"]["pruning"];
   EXPECT_EQ(pr["prune_kept"]["heads"].get<int64_t>(), pr["prune_original"]["heads"].get<int64_t>() / 2);

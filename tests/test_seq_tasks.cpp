@@ -9,6 +9,9 @@
 #include <map>
 #include <set>
 
+#include "cerebra/cli/bench_seq.h"
+#include "cerebra/train/seq_run.h"
+#include "cerebra/train/spec.h"
 #include "cerebra/core/config.h"
 #include "cerebra/models/mixer.h"
 #include "cerebra/data/seq_tasks.h"
@@ -261,7 +264,7 @@ std::string model_of(const std::string& mixer) { return mixer == "attention" ? "
 TEST(SeqTaskBatches, WordnetPaddingMasksAndLengthPolicy) {
   Config c = tiny_config("wordnet", "transformer");
   c.set("max_len", "30", "test");
-  auto task = make_seq_task(c);
+  auto task = make_seq_task(parse_run_spec(c).task);
   EXPECT_EQ(task->size(SeqSplit::Train) + task->size(SeqSplit::Val) + task->size(SeqSplit::Test), 16);
   std::vector<int64_t> rows(static_cast<size_t>(task->size(SeqSplit::Train)));
   std::iota(rows.begin(), rows.end(), 0);
@@ -275,7 +278,7 @@ TEST(SeqTaskBatches, WordnetPaddingMasksAndLengthPolicy) {
   for (int64_t i = 0; i < b.mask.size(0); ++i)
     EXPECT_TRUE(b.mask[i].slice(0, 0, lens[i].item<int64_t>()).all().item<bool>());
   c.set("length_policy", "error", "test");
-  const std::string msg = error_of([&] { make_seq_task(c); });
+  const std::string msg = error_of([&] { make_seq_task(parse_run_spec(c).task); });
   EXPECT_NE(msg.find("exceeds max_len 30"), std::string::npos) << msg;
   EXPECT_NE(msg.find("data.noun:"), std::string::npos) << msg;
 }
@@ -287,9 +290,9 @@ TEST(SeqTaskBatches, SequenceClassifierIgnoresPadding) {
     if (mixer == "cerebra") continue;
     SCOPED_TRACE(mixer);
     Config c = tiny_config("wordnet", model_of(mixer));
-    auto task = make_seq_task(c);
+    auto task = make_seq_task(parse_run_spec(c).task);
     torch::manual_seed(3);
-    auto model = make_seq_model(c, task->info());
+    auto model = make_seq_model(parse_run_spec(c).model, task->info());
     model->eval();
     torch::NoGradGuard g;
     std::vector<int64_t> rows(static_cast<size_t>(task->size(SeqSplit::Train)));
@@ -312,7 +315,7 @@ TEST_P(SeqTaskTraining, EveryTaskTrainsOneStep) {
     SCOPED_TRACE(task);
     Config c = tiny_config(task, model_of(mixer));
     auto dir = temp_dir(task + "_" + mixer);
-    const SeqTaskInfo info = seq_task_info(c);
+    const SeqTaskInfo info = seq_task_info(parse_run_spec(c).task);
     bool causal_ok = true;
     if (info.needs_causal) {
       MixerOptions mo;
@@ -326,12 +329,12 @@ TEST_P(SeqTaskTraining, EveryTaskTrainsOneStep) {
       }
     }
     if (!causal_ok) {
-      const std::string msg = error_of([&] { train_run(c, dir.string(), RunOptions{true}); });
+      const std::string msg = error_of([&] { train_run(parse_run_spec(c), dir.string(), RunOptions{true}); });
       EXPECT_NE(msg.find("has no causal form"), std::string::npos) << msg;
       fs::remove_all(dir);
       continue;
     }
-    nlohmann::json s = train_run(c, dir.string(), RunOptions{true});
+    nlohmann::json s = train_run(parse_run_spec(c), dir.string(), RunOptions{true});
     EXPECT_EQ(s["task"], task);
     EXPECT_GT(s["params"].get<int64_t>(), 0);
     EXPECT_EQ(s["training"]["steps"].get<int64_t>(), 1);
@@ -364,8 +367,8 @@ TEST(SeqTaskRuns, EvalReproducesTheSummaryAndDeterministicAcrossRuns) {
   c.set("steps", "0", "test");
   c.set("epochs", "2", "test");
   auto d1 = temp_dir("eval1"), d2 = temp_dir("eval2");
-  nlohmann::json s1 = train_run(c, d1.string(), RunOptions{true});
-  nlohmann::json s2 = train_run(c, d2.string(), RunOptions{true});
+  nlohmann::json s1 = train_run(parse_run_spec(c), d1.string(), RunOptions{true});
+  nlohmann::json s2 = train_run(parse_run_spec(c), d2.string(), RunOptions{true});
   EXPECT_EQ(s1["metrics"]["test_loss"], s2["metrics"]["test_loss"]);
   nlohmann::json r = eval_run(d1.string(), RunOptions{true});
   EXPECT_TRUE(r["matches_summary"].get<bool>()) << r.dump();
@@ -377,11 +380,11 @@ TEST(SeqTaskRuns, MatchedParameterBudget) {
   for (const std::string model : {"transformer", "lstm", "mamba"}) {
     SCOPED_TRACE(model);
     Config c = tiny_config("mqar", model);
-    const SeqTaskInfo info = seq_task_info(c);
+    const SeqTaskInfo info = seq_task_info(parse_run_spec(c).task);
     auto params = [&](int64_t d) {
       Config x = c;
       x.set("d_model", std::to_string(d), "test");
-      return make_seq_model(x, info)->parameter_count();
+      return make_seq_model(parse_run_spec(x).model, info)->parameter_count();
     };
     const int64_t budget = 50000;
     const int64_t d = match_d_model(c, info, budget);
@@ -396,16 +399,16 @@ TEST(SeqTaskRuns, MemoryEstimate) {
   Config c = tiny_config("mqar", "transformer");
   c.set("seq_len", "1024", "test");
   c.set("batch_size", "32", "test");
-  const SeqTaskInfo info = seq_task_info(c);
+  const SeqTaskInfo info = seq_task_info(parse_run_spec(c).task);
   // Dense attention's n^2 scores dominate at long n; the LSTM's estimate grows only linearly.
-  const double att = estimate_train_bytes(c, info, 1000);
+  const double att = estimate_train_bytes(parse_run_spec(c), info, 1000);
   c.set("seq_len", "4096", "test");
-  const double att4 = estimate_train_bytes(c, seq_task_info(c), 1000);
+  const double att4 = estimate_train_bytes(parse_run_spec(c), seq_task_info(parse_run_spec(c).task), 1000);
   EXPECT_GT(att4 / att, 12.0);
   c.set("model", "lstm", "test");
-  const double lstm4 = estimate_train_bytes(c, seq_task_info(c), 1000);
+  const double lstm4 = estimate_train_bytes(parse_run_spec(c), seq_task_info(parse_run_spec(c).task), 1000);
   c.set("seq_len", "1024", "test");
-  EXPECT_LT(lstm4 / estimate_train_bytes(c, seq_task_info(c), 1000), 4.5);
+  EXPECT_LT(lstm4 / estimate_train_bytes(parse_run_spec(c), seq_task_info(parse_run_spec(c).task), 1000), 4.5);
 }
 
 // The whole recipe on a sequence task: λ ramp, pruning, QAT and the sampler from one config; the pruned, QAT run
@@ -428,8 +431,8 @@ TEST(SeqTaskRuns, FullRecipeRunsAndReloads) {
   c.set("sampler", "compute_aware", "test");
   c.set("sampler_start_epoch", "3", "test");
   auto dir = temp_dir("seq_recipe");
-  const int64_t unpruned = make_seq_model(c, seq_task_info(c))->parameter_count();
-  nlohmann::json s = train_run(c, dir.string(), RunOptions{true});
+  const int64_t unpruned = make_seq_model(parse_run_spec(c).model, seq_task_info(parse_run_spec(c).task))->parameter_count();
+  nlohmann::json s = train_run(parse_run_spec(c), dir.string(), RunOptions{true});
   ASSERT_TRUE(s["training"].contains("pruning")) << s["training"].dump();
   const auto& pr = s["training"]["pruning"];
   EXPECT_LT(pr["prune_kept"]["ffn"].get<int64_t>(), pr["prune_original"]["ffn"].get<int64_t>());

@@ -102,14 +102,11 @@ MixerOptions mixer_options(const Impl& impl, const BenchLayersArgs& a) {
   o.d_model = a.d;
   o.n_heads = a.heads;
   o.causal = false;
-  if (impl.mixer == "attention") o.attention_impl = impl.variant;
-  if (impl.mixer == "cerebra") {
-    o.extra = {{"mode", 1.0},  // topk
-               {"topk", static_cast<double>(a.topk)},
-               {"window", static_cast<double>(a.window)},
-               {"compression_ratio", 0.5},
-               {"memory_max", static_cast<double>(a.memory_max)}};
-  }
+  if (impl.mixer == "attention") return with_own_options("attention", o, {{"attention_impl", impl.variant}});
+  if (impl.mixer == "cerebra")
+    return with_own_options("cerebra", o, {{"router_mode", "topk"}, {"topk", std::to_string(a.topk)},
+                                           {"window", std::to_string(a.window)}, {"compression_ratio", "0.5"},
+                                           {"memory_max", std::to_string(a.memory_max)}});
   return o;
 }
 

@@ -15,6 +15,9 @@
 
 #include "cerebra/core/config.h"
 #include "cerebra/data/seq_tasks.h"
+#include "cerebra/cli/bench_seq.h"
+#include "cerebra/train/seq_run.h"
+#include "cerebra/train/spec.h"
 #include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
@@ -26,7 +29,7 @@ namespace {
 int64_t params_at(Config c, int64_t d, const SeqTaskInfo& info) {
   c.set("d_model", std::to_string(d), "--budget-params");
   torch::NoGradGuard g;
-  return make_seq_model(c, info)->parameter_count();
+  return make_seq_model(parse_run_spec(c).model, info)->parameter_count();
 }
 
 std::string num(const nlohmann::json& v, const char* spec) {
@@ -65,7 +68,7 @@ void write_plot(const fs::path& dir, const std::string& task, const std::string&
 }  // namespace
 
 int64_t match_d_model(const Config& c, const SeqTaskInfo& info, int64_t budget) {
-  const int64_t step = 2 * std::max<int64_t>(1, c.get_int("n_heads"));
+  const int64_t step = 2 * std::max<int64_t>(1, parse_run_spec(c).model.backbone.mixer_options.n_heads);
   int64_t lo = 1, hi = std::max<int64_t>(1, 2048 / step);
   while (lo < hi) {  // smallest k with params(k·step) >= budget (params grow with d)
     const int64_t mid = (lo + hi) / 2;
@@ -81,10 +84,10 @@ int64_t match_d_model(const Config& c, const SeqTaskInfo& info, int64_t budget) 
 int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& models, const std::string& out_dir,
                     const SeqBenchOptions& o) {
   Config base = base_in;
-  const std::string task = base.get_string("task");
+  const std::string task = parse_run_spec(base).task.name;
   if (o.n > 0) base.set(task == "wordnet" ? "max_len" : "seq_len", std::to_string(o.n), "--n");
   fs::create_directories(out_dir);
-  const SeqTaskInfo info0 = seq_task_info(base);
+  const SeqTaskInfo info0 = seq_task_info(parse_run_spec(base).task);
   const double limit = o.mem_limit_gib * 1024.0 * 1024.0 * 1024.0;
   std::vector<nlohmann::json> rows;
   int failures = 0;
@@ -95,14 +98,16 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
     try {
       c.set("model", m, "--models");
       if (o.budget_params > 0) c.set("d_model", std::to_string(match_d_model(c, info0, o.budget_params)), "--budget-params");
+      const RunSpec spec = parse_run_spec(c);
       int64_t params = 0;
       {
         torch::NoGradGuard g;
-        params = make_seq_model(c, info0)->parameter_count();  // refuses models that cannot run the task
+        params = make_seq_model(spec.model, info0)->parameter_count();  // refuses models that cannot run the task
       }
-      row["d_model"] = c.get_int("d_model");
+      const int64_t d_model = spec.model.backbone.mixer_options.d_model;
+      row["d_model"] = d_model;
       row["params"] = params;
-      const double est = estimate_train_bytes(c, info0, params);
+      const double est = estimate_train_bytes(spec, info0, params);
       row["estimated_bytes"] = est;
       if (est > limit) {
         row["status"] = "skipped";
@@ -114,8 +119,8 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
       }
       if (!o.quiet)
         std::cerr << fmt::format("== {} ({} of {}): d_model {}, {} params, estimated memory {:.2f} GiB\n", m, i + 1,
-                                 models.size(), c.get_int("d_model"), params, est / 1073741824.0);
-      nlohmann::json s = train_run(c, (fs::path(out_dir) / m).string(), RunOptions{o.quiet});
+                                 models.size(), d_model, params, est / 1073741824.0);
+      nlohmann::json s = train_run(spec, (fs::path(out_dir) / m).string(), RunOptions{o.quiet});
       row["status"] = "ok";
       row["metrics"] = s["metrics"];
       row["metric_name"] = s["primary_metric"];

@@ -78,14 +78,14 @@ int run_data_export(const std::string& out_dir, bool force, const std::string& s
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : 1;
 }
 
-void ensure_data(const Config& config, const std::string& source_dir) {
-  const std::string task = config.get_string("task");
-  if (task == "csv" || !config.get_string("data").empty()) return;
+void ensure_data(const TaskSpec& spec, const std::string& source_dir) {
+  const std::string& task = spec.name;
+  if (task == "csv" || !spec.data.empty()) return;
   if (is_seq_task(task) && task != "janeausten") return;  // generated, or read from wordnet_dir
-  const std::string path = config.get_string("data_dir") + "/" + task + (task == "janeausten" ? ".txt" : ".csv");
+  const std::string path = spec.data_dir + "/" + task + (task == "janeausten" ? ".txt" : ".csv");
   if (fs::exists(path)) return;
   std::cerr << "cerebra: " << path << " is missing; exporting the data sets first\n";
-  if (run_data_export(config.get_string("data_dir"), false, source_dir) != 0)
+  if (run_data_export(spec.data_dir, false, source_dir) != 0)
     throw std::runtime_error("data export failed; see the messages above (scripts/export_data.sh)");
 }
 

@@ -16,6 +16,7 @@
 
 #include "cerebra/cli/cli_config.h"
 #include "cerebra/core/config.h"
+#include "cerebra/train/spec.h"
 #include "cerebra/exp/experiments.h"
 
 namespace fs = std::filesystem;
@@ -58,7 +59,8 @@ struct DirArgs {
 int run_sweep_command(CLI::App* cmd, SweepArgs& a, const std::string& source_dir) {
   std::string command = "cerebra sweep";
   Config base = build_config(cmd, a.config, &command);
-  ensure_data(base, source_dir);
+  const RunSpec base_spec = parse_run_spec(base);
+  ensure_data(base_spec.task, source_dir);
   std::vector<exp::GridAxis> axes;
   for (const auto& g : a.grids) {
     axes.push_back(exp::parse_grid(g));
@@ -72,7 +74,7 @@ int run_sweep_command(CLI::App* cmd, SweepArgs& a, const std::string& source_dir
   }
   const auto points = exp::grid_points(base, axes, series);
   exp::SweepOptions o;
-  o.out = a.out.empty() ? fmt::format("runs/sweep-{}-{}", base.get_string("task"), base.get_string("model")) : a.out;
+  o.out = a.out.empty() ? fmt::format("runs/sweep-{}-{}", base_spec.task.name, base_spec.model.name) : a.out;
   o.seeds = a.seeds;
   o.metric = a.metric;
   o.quiet_runs = !a.verbose;

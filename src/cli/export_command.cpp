@@ -16,6 +16,8 @@
 #include <memory>
 
 #include "cerebra/core/config.h"
+#include "cerebra/models/pruning.h"
+#include "cerebra/train/spec.h"
 #include "cerebra/models/models.h"
 #include "cerebra/models/quant.h"
 #include "cerebra/core/runtime.h"
@@ -71,21 +73,21 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
     throw std::runtime_error("--activations must be dynamic|static, got '" + o.activations + "'");
   Config config;
   config.load_yaml_file((src / "config.yaml").string());
-  const std::string kind = config.get_string("model");
+  if (o.threads >= 0) config.set("threads", std::to_string(o.threads), "export --threads");
+  const RunSpec spec = parse_run_spec(config, /*training=*/false);
+  const std::string& kind = spec.model.name;
   if (kind == "ols" || kind == "xgboost")
     throw std::runtime_error(o.run_dir + ": model '" + kind + "' has no Linear layers to run in int8; export a neural "
                              "run (mlp, transformer, cerebra, lstm, mamba, ...)");
-  if (config.get_bool("int8"))
+  if (spec.quant.int8)
     throw std::runtime_error(o.run_dir + " is already an int8 export (config int8: true); export the run it came from");
-  if (is_seq_task(config.get_string("task")))
-    throw std::runtime_error(o.run_dir + ": task '" + config.get_string("task") + "' is a sequence task; int8 export "
+  if (is_seq_task(spec.task.name))
+    throw std::runtime_error(o.run_dir + ": task '" + spec.task.name + "' is a sequence task; int8 export "
                              "covers tabular runs so far (sequence runs train and evaluate with QAT: `qat: true`)");
   const fs::path ckpt = src / "model.pt";
   if (!fs::exists(ckpt)) throw std::runtime_error("checkpoint " + ckpt.string() + " not found");
   require_quant_engine(o.engine);  // a clear error before any work
-  if (o.threads >= 0) config.set("threads", std::to_string(o.threads), "export --threads");
-  const int threads = set_threads(static_cast<int>(config.get_int("threads")));
-  if (!config.get_bool("allow_slow_blas")) require_openblas();
+  const int threads = apply_runtime(spec.runtime);
   const fs::path out = o.out_dir.empty() ? fs::path(o.run_dir + "-int8") : fs::path(o.out_dir);
   if (fs::exists(out) && fs::equivalent(out, src)) throw std::runtime_error("--out must differ from --run");
   auto log = [&](const std::string& s) {
@@ -93,7 +95,7 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   };
 
   // The run's data, split and model, as eval_run rebuilds them.
-  TabularSource source = open_tabular(resolve_task(config), config.get_int("max_rows"));
+  TabularSource source = open_tabular(resolve_table(spec.task), spec.task.max_rows);
   const auto n_rows = static_cast<int64_t>(source.rows.size());
   const nlohmann::json split_json = read_json_file(src / "split.json");
   Split split{rows_of(split_json, "train", src / "split.json", n_rows), rows_of(split_json, "val", src / "split.json", n_rows),
@@ -104,16 +106,18 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   schema.n_numeric = static_cast<int64_t>(d.numeric_names.size());
   schema.cardinalities = d.cardinalities;
   auto load = [&] {
-    auto m = make_tabular_model(config, schema);
-    quant_before_load(*m, config);
+    auto m = make_tabular_model(spec.model, schema);
+    if (fs::exists(src / kPruneStateFile))  // a pruned run: rebuild its shapes before loading
+      apply_prune_state(*m, read_json_file(src / kPruneStateFile), (src / kPruneStateFile).string());
+    quant_before_load(*m, spec.quant);
     load_model(*m, ckpt.string());
     m->eval();
     return m;
   };
   auto model = load();       // becomes the int8 model
   auto reference = load();   // stays plain fp32, for the interleaved timing
-  const bool qat = config.get_bool("qat");
-  const QuantOptions qopts = quant_options_from_config(config);
+  const bool qat = spec.quant.qat;
+  const QuantOptions qopts = spec.quant.options();
 
   auto make_batch = [&](const std::vector<int64_t>& rows) {
     auto idx = torch::tensor(rows, torch::kInt64);
@@ -123,7 +127,7 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
     b.y = d.y.index_select(0, idx);
     return b;
   };
-  const int64_t batch = o.batch_size > 0 ? o.batch_size : config.get_int("eval_batch_size");
+  const int64_t batch = o.batch_size > 0 ? o.batch_size : spec.trainer.eval_batch_size;
   const auto test_idx = torch::tensor(split.test, torch::kInt64);
   auto predict_test = [&] { return predict(*model, split.test, batch, make_batch).reshape({-1}); };
   // fp32 and int8 passes alternate, after one warm-up pass each, so that a change in the machine's load affects both.
@@ -205,6 +209,10 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   }
   fs::copy_file(src / "split.json", out / "split.json", fs::copy_options::overwrite_existing);
   fs::copy_file(ckpt, out / "model.pt", fs::copy_options::overwrite_existing);
+  if (fs::exists(src / kPruneStateFile))
+    fs::copy_file(src / kPruneStateFile, out / kPruneStateFile, fs::copy_options::overwrite_existing);
+  else if (fs::exists(out / kPruneStateFile))
+    fs::remove(out / kPruneStateFile);
   save_int8_weights(*model, (out / "model_int8.pt").string());
   if (fs::exists(out / "summary.json")) fs::remove(out / "summary.json");
 
@@ -247,7 +255,7 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   summary["metrics"] = ev["metrics"];
   summary["threads"] = threads;
   summary["int8_checkpoint"] = "model_int8.pt";
-  summary["quant"] = quant_summary(*model, out_config);
+  summary["quant"] = quant_summary(*model, parse_run_spec(out_config, /*training=*/false).quant);
   summary["int8"] = report;
   {
     std::ofstream f(out / "summary.json");

@@ -78,14 +78,17 @@ MixerOptions mixer_options(const std::string& id, const Shape& s, int64_t d) {
   o.d_model = d;
   o.n_heads = s.heads;
   o.causal = false;
-  if (id == "transformer") o.attention_impl = "naive";
-  if (id == "cnn") o.extra = {{"kernel_size", static_cast<double>(s.kernel)}, {"cnn_depth", double(kCnnDepth)}};
-  if (id == "mamba") o.extra = {{"d_state", static_cast<double>(s.d_state)}, {"expand", double(kMambaExpand)}};
+  auto str = [](double v) { return fmt::format("{}", v); };
+  if (id == "transformer") return with_own_options("attention", o, {{"attention_impl", "naive"}});
+  if (id == "cnn")
+    return with_own_options("cnn", o, {{"kernel_size", str(double(s.kernel))}, {"cnn_depth", str(double(kCnnDepth))}});
+  if (id == "mamba")
+    return with_own_options("mamba", o, {{"d_state", str(double(s.d_state))}, {"expand", str(double(kMambaExpand))}});
   if (id.rfind("cerebra", 0) == 0)
-    o.extra = {{"mode", 1.0},        {"compressor", 0.0},
-               {"topk", double(s.topk)}, {"window", double(s.window)},
-               {"memory_max", double(s.memory_max)}, {"compression_ratio", s.compression_ratio},
-               {"width_scale", s.width_scale}};
+    return with_own_options("cerebra", o,
+                            {{"router_mode", "topk"}, {"compressor", "conv"}, {"topk", str(double(s.topk))},
+                             {"window", str(double(s.window))}, {"memory_max", str(double(s.memory_max))},
+                             {"compression_ratio", str(s.compression_ratio)}, {"width_scale", str(s.width_scale)}});
   return o;
 }
 
@@ -164,8 +167,7 @@ json evaluate(const std::string& id, const Shape& s) {
   }
   const SeedFormula seed = seed_formula(id, s);
   const Memory mem = memory_estimate(id, s, mo, s.n), mem2 = memory_estimate(id, s, mo, 2 * s.n);
-  json extra = json::object();
-  for (const auto& [k, v] : mo.extra) extra[k] = v;
+  const json extra = mixer_def(mixer_name(id)).describe(mo.own);
   return {{"title", title(id, s)},
           {"mixer", mixer_name(id)},
           {"mixer_options", {{"d_model", mo.d_model}, {"n_heads", mo.n_heads}, {"extra", extra}}},

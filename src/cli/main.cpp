@@ -18,6 +18,8 @@
 #include "cerebra/core/runtime.h"
 #include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/tabular.h"
+#include "cerebra/cli/bench_seq.h"
+#include "cerebra/train/spec.h"
 #include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
@@ -25,8 +27,8 @@ using namespace cerebra;
 
 namespace {
 
-void print_header(const Config& config) {
-  int threads = set_threads(static_cast<int>(config.get_int("threads")));
+void print_header(const RunSpec& spec) {
+  const int threads = apply_runtime(spec.runtime);
   std::string blas = loaded_blas_library();
   std::cerr << fmt::format("cerebra {} | threads={} | blas={} | {}\n", torch_version(), threads,
                            blas.empty() ? "none" : blas, machine_description());
@@ -41,6 +43,7 @@ std::string mib(const nlohmann::json& v) { return v.is_number() ? fmt::format("{
 // ---- bench tasks: train several models on one task and compare
 
 int bench_tasks(const Config& base, const std::vector<std::string>& models, const std::string& out_dir, bool quiet) {
+  parse_run_spec(base);  // the shared config's errors before any model runs
   fs::create_directories(out_dir);
   std::vector<nlohmann::json> rows;
   std::vector<std::string> failed;
@@ -50,7 +53,7 @@ int bench_tasks(const Config& base, const std::vector<std::string>& models, cons
     const std::string dir = (fs::path(out_dir) / m).string();
     if (!quiet) std::cerr << fmt::format("== {} ({} of {})\n", m, rows.size() + failed.size() + 1, models.size());
     try {
-      rows.push_back(train_run(c, dir, RunOptions{quiet}));
+      rows.push_back(train_run(parse_run_spec(c), dir, RunOptions{quiet}));
     } catch (const std::exception& e) {
       std::cerr << fmt::format("error: model {} failed: {}\n", m, e.what());
       failed.push_back(m);
@@ -167,13 +170,11 @@ int main(int argc, char** argv) {
 
   try {
     if (*train) {
-      Config config = build_config(train, train_args);
-      ensure_data(config, CEREBRA_SOURCE_DIR);
-      print_header(config);
-      if (train_out.empty())
-        train_out = fmt::format("runs/{}-{}-s{}", config.get_string("task"), config.get_string("model"),
-                                config.get_int("seed"));
-      nlohmann::json s = train_run(config, train_out, RunOptions{quiet});
+      const RunSpec spec = parse_run_spec(build_config(train, train_args));
+      ensure_data(spec.task, CEREBRA_SOURCE_DIR);
+      print_header(spec);
+      if (train_out.empty()) train_out = spec.default_run_dir();
+      nlohmann::json s = train_run(spec, train_out, RunOptions{quiet});
       if (s.contains("primary_metric")) {  // sequence tasks
         const std::string pm = s["primary_metric"].get<std::string>();
         std::cout << fmt::format("{} on {}: {} {:.4f}; {} params; {:.4g} realised FLOPs/token (measured {:.4g}); "
@@ -215,10 +216,11 @@ int main(int argc, char** argv) {
     if (int8_export->parsed()) return run_int8_export();
     if (*tasks) {
       Config config = build_config(tasks, bench_args);
-      ensure_data(config, CEREBRA_SOURCE_DIR);
-      print_header(config);
-      if (bench_out.empty()) bench_out = "runs/bench-" + config.get_string("task");
-      if (is_seq_task(config.get_string("task"))) {
+      const RunSpec spec = parse_run_spec(config);
+      ensure_data(spec.task, CEREBRA_SOURCE_DIR);
+      print_header(spec);
+      if (bench_out.empty()) bench_out = "runs/bench-" + spec.task.name;
+      if (is_seq_task(spec.task.name)) {
         if (tasks->get_option("--models")->count() == 0) bench_models = "transformer,mamba,lstm,cnn,cerebra";
         seq_bench.quiet = bench_quiet;
         std::vector<std::string> seq_models;

@@ -78,32 +78,16 @@ std::vector<KeySpec> build_schema() {
       {"seed", VT::Int, "42", "seed of the split, initialisation, shuffling and dropout", {}, "training"},
       {"threads", VT::Int, "0", "intra-op threads (0 = all cores)", {}, "runtime"},
       {"allow_slow_blas", VT::Bool, "false", "run even when LibTorch is not using OpenBLAS", {}, "runtime"},
-      // ---- the Cerebra layer (model: cerebra) and compute as an objective
-      {"router_mode", VT::String, "topk", "cerebra: which tokens take the full path", {"soft", "topk", "threshold"},
-       "cerebra"},
-      {"topk", VT::Int, "16", "cerebra: tokens per sequence on the full path in topk mode (0 = compression only; "
-       "capped by the sequence length)", {}, "cerebra"},
-      {"k_max", VT::Int, "64", "cerebra: cap on routed tokens per sequence in threshold mode", {}, "cerebra"},
-      {"compressor", VT::String, "conv", "cerebra: compressor of the memory slots", {"conv", "attnpool", "hybrid"},
-       "cerebra"},
-      {"compression_ratio", VT::Float, "0.5", "cerebra: memory slots m = ceil(r n), bounded by memory_max", {},
-       "cerebra"},
-      {"width_scale", VT::Float, "0.5", "cerebra: compressed width d_c = ceil(s d)", {}, "cerebra"},
-      {"memory_max", VT::Int, "64", "cerebra: bound on memory slots (<= 0: unbounded, cost quadratic in n)", {},
-       "cerebra"},
-      {"window", VT::Int, "8", "cerebra: local window w of the compressed path", {}, "cerebra"},
-      {"rec_weight", VT::Float, "0", "cerebra: weight alpha of the compressor's reconstruction loss", {}, "cerebra"},
-      {"gumbel", VT::Bool, "true", "cerebra: logistic (binary-concrete) noise on the router while training", {},
-       "cerebra"},
-      {"tau", VT::Float, "1.0", "cerebra: gate temperature when the router is switched on", {}, "cerebra"},
-      {"tau_min", VT::Float, "0.3", "cerebra: temperature reached at the end of the lambda ramp", {}, "cerebra"},
+      // ---- compute as an objective (the Cerebra layer's own keys are registered with the mixer)
+      {"tau", VT::Float, "1.0", "cerebra: gate temperature when the router is switched on", {}, "compute"},
+      {"tau_min", VT::Float, "0.3", "cerebra: temperature reached at the end of the lambda ramp", {}, "compute"},
       {"lambda", VT::Float, "0", "compute penalty lambda_T of J = L + lambda C (C: expected FLOPs / dense "
-       "Transformer FLOPs of the same shape)", {}, "cerebra"},
-      {"lambda0", VT::Float, "0", "compute penalty lambda_0 when the router is switched on", {}, "cerebra"},
+       "Transformer FLOPs of the same shape)", {}, "compute"},
+      {"lambda0", VT::Float, "0", "compute penalty lambda_0 when the router is switched on", {}, "compute"},
       {"warm_epochs", VT::Int, "0", "recipe: dense warm-up epochs (every token on the full path, lambda = 0)", {},
-       "cerebra"},
+       "compute"},
       {"lambda_ramp_epochs", VT::Int, "0", "recipe: epochs of the linear ramp lambda_0 -> lambda (and tau -> tau_min)",
-       {}, "cerebra"},
+       {}, "compute"},
       // ---- compute-aware sampler (include/cerebra/sampler.h)
       {"sampler", VT::String, "uniform",
        "training examples per epoch: uniform (seeded shuffles) or compute_aware (p ~ exp(beta rho - gamma C) with a "
@@ -220,10 +204,43 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+std::vector<KeySpec>& registered_keys() {
+  static std::vector<KeySpec> keys;  // constructed on first use: safe during static initialisation
+  return keys;
+}
+bool& schema_built() {
+  static bool built = false;
+  return built;
+}
+
 }  // namespace
 
+void register_config_keys(const std::vector<KeySpec>& keys) {
+  if (schema_built()) throw std::logic_error("register_config_keys: the config schema is already in use");
+  auto& reg = registered_keys();
+  for (const auto& k : keys) {
+    auto same = std::find_if(reg.begin(), reg.end(), [&](const KeySpec& r) { return r.name == k.name; });
+    if (same == reg.end()) {
+      reg.push_back(k);
+      continue;
+    }
+    if (same->type != k.type || same->default_value != k.default_value)
+      throw std::logic_error("config key '" + k.name + "' is registered twice with different types or defaults");
+    if (same->group.find(k.group) == std::string::npos) same->group += ", " + k.group;
+  }
+}
+
 const std::vector<KeySpec>& Config::schema() {
-  static const std::vector<KeySpec> s = build_schema();
+  static const std::vector<KeySpec> s = [] {
+    std::vector<KeySpec> all = build_schema();
+    for (const auto& k : registered_keys()) {
+      for (const auto& b : all)
+        if (b.name == k.name) throw std::logic_error("config key '" + k.name + "' is registered twice");
+      all.push_back(k);
+    }
+    schema_built() = true;
+    return all;
+  }();
   return s;
 }
 

@@ -30,6 +30,13 @@ int set_threads(int requested) {
   return at::get_num_threads();
 }
 
+int apply_runtime(const RuntimeSpec& spec) {
+  install_counting_allocator();  // idempotent; peak tensor memory is read from it
+  const int threads = set_threads(spec.threads);
+  if (!spec.allow_slow_blas) require_openblas();
+  return threads;
+}
+
 std::string loaded_blas_library() {
   // Make sure a BLAS call has happened so the library is mapped (it is linked, but be explicit).
   {

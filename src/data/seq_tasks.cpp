@@ -222,23 +222,12 @@ std::vector<int64_t> byte_tokens(const std::string& text, int64_t max_len, bool 
 
 namespace {
 
-SyntheticSpec synthetic_spec(const Config& c) {
-  SyntheticSpec s;
-  s.n = c.get_int("seq_len");
-  s.vocab = c.get_int("vocab_size");
-  s.n_data = c.get_int("n_data_tokens");
-  s.n_pairs = c.get_int("n_pairs");
-  s.n_queries = c.get_int("n_queries") > 0 ? c.get_int("n_queries") : s.n_pairs;
-  s.mask_fraction = c.get_float("mask_fraction");
-  return s;
-}
-
 class SyntheticTask final : public SeqTask {
  public:
-  explicit SyntheticTask(const Config& c) : name_(c.get_string("task")), spec_(synthetic_spec(c)) {
+  explicit SyntheticTask(const TaskSpec& c) : name_(c.name), spec_(c.synthetic) {
     validate_synthetic(name_, spec_);
-    seed_ = static_cast<uint64_t>(c.get_int("seed"));
-    sizes_ = {c.get_int("train_examples"), c.get_int("val_examples"), c.get_int("test_examples")};
+    seed_ = c.seed;
+    sizes_ = {c.train_examples, c.val_examples, c.test_examples};
     for (int i = 0; i < 3; ++i)
       if (sizes_[i] < 1)
         throw ConfigError(fmt::format("task {}: train_examples, val_examples and test_examples must be >= 1", name_));
@@ -294,10 +283,10 @@ std::vector<std::vector<int64_t>> shuffled_split(int64_t count, double val_fract
 
 class WordnetTask final : public SeqTask {
  public:
-  explicit WordnetTask(const Config& c) {
+  explicit WordnetTask(const TaskSpec& c) {
     info_ = seq_task_info(c);
-    dir_ = c.get_string("wordnet_dir");
-    const bool error_on_long = c.get_string("length_policy") == "error";
+    dir_ = c.wordnet_dir;
+    const bool error_on_long = c.error_on_long;
     std::vector<TextExample> ex = load_wordnet(dir_);
     if (ex.empty()) throw std::runtime_error(dir_ + ": no WordNet synsets found");
     int64_t truncated = 0;
@@ -312,9 +301,8 @@ class WordnetTask final : public SeqTask {
       std::cerr << fmt::format("warning: wordnet: {} of {} glosses are longer than max_len {} and were truncated "
                                "(length_policy: truncate)\n", truncated, ex.size(), info_.n);
     truncated_ = truncated;
-    parts_ = shuffled_split(static_cast<int64_t>(ex.size()), c.get_float("val_fraction"), c.get_float("test_fraction"),
-                            static_cast<uint64_t>(c.get_int("seed")));
-    const int64_t caps[3] = {c.get_int("max_rows"), c.get_int("val_examples"), c.get_int("test_examples")};
+    parts_ = shuffled_split(static_cast<int64_t>(ex.size()), c.val_fraction, c.test_fraction, c.seed);
+    const int64_t caps[3] = {c.max_rows, c.val_examples, c.test_examples};
     for (int i = 0; i < 3; ++i)
       if (caps[i] > 0 && static_cast<int64_t>(parts_[i].size()) > caps[i]) parts_[i].resize(caps[i]);
     if (parts_[0].empty() || parts_[2].empty())
@@ -362,30 +350,29 @@ class WordnetTask final : public SeqTask {
   int64_t truncated_ = 0, total_bytes_ = 0;
 };
 
-std::string lm_path(const Config& c) {
-  return c.get_string("data").empty() ? (fs::path(c.get_string("data_dir")) / "janeausten.txt").string()
-                                      : c.get_string("data");
+std::string lm_path(const TaskSpec& c) {
+  return c.data.empty() ? (fs::path(c.data_dir) / "janeausten.txt").string() : c.data;
 }
 
 class CharLmTask final : public SeqTask {
  public:
-  explicit CharLmTask(const Config& c) {
+  explicit CharLmTask(const TaskSpec& c) {
     info_ = seq_task_info(c);
     path_ = lm_path(c);
     const int64_t n = info_.n;
     text_ = load_lm_text(path_, 3 * (n + 1));
     const auto total = static_cast<int64_t>(text_.size());
-    const auto n_test = std::max<int64_t>(n + 1, static_cast<int64_t>(c.get_float("test_fraction") * total));
-    const auto n_val = std::max<int64_t>(n + 1, static_cast<int64_t>(c.get_float("val_fraction") * total));
+    const auto n_test = std::max<int64_t>(n + 1, static_cast<int64_t>(c.test_fraction * static_cast<double>(total)));
+    const auto n_val = std::max<int64_t>(n + 1, static_cast<int64_t>(c.val_fraction * static_cast<double>(total)));
     bounds_ = {{0, total - n_val - n_test}, {total - n_val - n_test, total - n_test}, {total - n_test, total}};
     if (bounds_[0].second - bounds_[0].first < n + 1)
       throw ConfigError(fmt::format("task janeausten: {} leaves fewer than seq_len + 1 = {} bytes for training",
                                     path_, n + 1));
-    seed_ = static_cast<uint64_t>(c.get_int("seed"));
-    sizes_[0] = c.get_int("train_examples");
+    seed_ = c.seed;
+    sizes_[0] = c.train_examples;
     for (int s = 1; s < 3; ++s) {
       const int64_t windows = (bounds_[s].second - bounds_[s].first - 1) / n;
-      const int64_t cap = s == 1 ? c.get_int("val_examples") : c.get_int("test_examples");
+      const int64_t cap = s == 1 ? c.val_examples : c.test_examples;
       sizes_[s] = cap > 0 ? std::min(cap, windows) : windows;
     }
     if (sizes_[0] < 1) throw ConfigError("task janeausten: train_examples must be >= 1");
@@ -439,9 +426,9 @@ std::map<std::string, SeqTaskFactory>& registry() {
 
 bool register_builtin() {
   for (const char* t : {"copy", "selective_copy", "mqar", "masked_recall"})
-    register_seq_task(t, [](const Config& c) { return std::make_unique<SyntheticTask>(c); });
-  register_seq_task("wordnet", [](const Config& c) { return std::make_unique<WordnetTask>(c); });
-  register_seq_task("janeausten", [](const Config& c) { return std::make_unique<CharLmTask>(c); });
+    register_seq_task(t, [](const TaskSpec& c) { return std::make_unique<SyntheticTask>(c); });
+  register_seq_task("wordnet", [](const TaskSpec& c) { return std::make_unique<WordnetTask>(c); });
+  register_seq_task("janeausten", [](const TaskSpec& c) { return std::make_unique<CharLmTask>(c); });
   return true;
 }
 
@@ -463,20 +450,20 @@ bool is_seq_task(const std::string& name) {
   return registry().count(name) > 0;
 }
 
-SeqTaskInfo seq_task_info(const Config& c) {
+SeqTaskInfo seq_task_info(const TaskSpec& c) {
   SeqTaskInfo i;
-  i.name = c.get_string("task");
+  i.name = c.name;
   if (i.name == "wordnet") {
     i.head = HeadKind::SequenceClassification;
     i.vocab = 257;
-    i.n = c.get_int("max_len");
+    i.n = c.max_len;
     i.n_classes = 45;
     i.metric = "test_accuracy";
     if (i.n < 1) throw ConfigError(fmt::format("max_len must be >= 1, got {}", i.n));
   } else if (i.name == "janeausten") {
     i.head = HeadKind::CausalLM;
     i.vocab = 256;
-    i.n = c.get_int("seq_len");
+    i.n = c.synthetic.n;
     i.n_classes = 256;
     i.needs_causal = true;
     i.metric = "test_bits_per_char";
@@ -484,8 +471,8 @@ SeqTaskInfo seq_task_info(const Config& c) {
     if (i.n < 1) throw ConfigError(fmt::format("seq_len must be >= 1, got {}", i.n));
   } else if (is_seq_task(i.name)) {
     i.head = HeadKind::TokenClassification;
-    i.vocab = c.get_int("vocab_size");
-    i.n = c.get_int("seq_len");
+    i.vocab = c.synthetic.vocab;
+    i.n = c.synthetic.n;
     i.n_classes = i.vocab;
     i.metric = "test_accuracy";
   } else {
@@ -494,9 +481,9 @@ SeqTaskInfo seq_task_info(const Config& c) {
   return i;
 }
 
-std::unique_ptr<SeqTask> make_seq_task(const Config& config) {
+std::unique_ptr<SeqTask> make_seq_task(const TaskSpec& config) {
   ensure_builtin();
-  const std::string name = config.get_string("task");
+  const std::string& name = config.name;
   auto it = registry().find(name);
   if (it == registry().end()) {
     std::string known;

@@ -23,10 +23,10 @@ bool contains(const std::vector<std::string>& v, const std::string& s) {
 
 }  // namespace
 
-TaskSpec resolve_task(const Config& config) {
-  TaskSpec spec;
-  spec.name = config.get_string("task");
-  const std::string dir = config.get_string("data_dir");
+TableSpec resolve_table(const TaskSpec& task) {
+  TableSpec spec;
+  spec.name = task.name;
+  const std::string& dir = task.data_dir;
   if (spec.name == "cps1988") {
     spec.path = dir + "/cps1988.csv";
     spec.target = "wage";
@@ -38,12 +38,12 @@ TaskSpec resolve_task(const Config& config) {
   } else {
     spec.transform = "none";
   }
-  if (!config.get_string("data").empty()) spec.path = config.get_string("data");
-  if (!config.get_string("target").empty()) spec.target = config.get_string("target");
-  if (!config.get_string("target_transform").empty()) spec.transform = config.get_string("target_transform");
-  spec.categorical = config.get_list("categorical");
-  spec.numeric = config.get_list("numeric");
-  spec.drop = config.get_list("drop");
+  if (!task.data.empty()) spec.path = task.data;
+  if (!task.target.empty()) spec.target = task.target;
+  if (!task.target_transform.empty()) spec.transform = task.target_transform;
+  spec.categorical = task.categorical;
+  spec.numeric = task.numeric;
+  spec.drop = task.drop;
   if (spec.path.empty()) throw ConfigError("task 'csv' needs `data: FILE.csv` and `target: COLUMN`");
   if (spec.target.empty()) throw ConfigError("task '" + spec.name + "' needs `target: COLUMN`");
   if (!std::filesystem::exists(spec.path)) {
@@ -96,7 +96,7 @@ uint64_t fnv1a64_file(const std::string& path) {
   return h;
 }
 
-TabularSource open_tabular(const TaskSpec& spec, int64_t max_rows) {
+TabularSource open_tabular(const TableSpec& spec, int64_t max_rows) {
   TabularSource src;
   src.spec = spec;
   src.table = read_csv(spec.path);

@@ -11,6 +11,7 @@
 
 #include "cerebra/exp/experiments.h"
 #include "cerebra/core/io.h"
+#include "cerebra/train/spec.h"
 #include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
@@ -100,7 +101,7 @@ std::vector<PlanPoint> grid_points(const Config& base, const std::vector<GridAxi
     p.name = name.empty() ? "base" : name;
     p.label = label.empty() ? "base" : label;
     if (series_keys.empty()) {
-      p.series = p.config.get_string("model");
+      p.series = parse_run_spec(p.config).model.name;
     } else {
       for (const auto& k : series_keys) {
         std::string v;
@@ -167,7 +168,7 @@ SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions&
       ++outcome.unavailable;
       continue;
     }
-    const int64_t base_seed = p.config.get_int("seed");
+    const auto base_seed = static_cast<int64_t>(parse_run_spec(p.config).trainer.seed);
     for (int64_t s = 0; s < options.seeds; ++s) {
       Job j{i, base_seed + s, run_dir_name(p, base_seed + s), p.config, false};
       j.config.set("seed", std::to_string(j.seed), "sweep seed");
@@ -191,7 +192,10 @@ SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions&
                              out.string(), outcome.skipped, todo,
                              outcome.unavailable ? fmt::format(" ({} points unavailable)", outcome.unavailable) : "");
 
-  RunFunction run = options.run ? options.run : RunFunction(train_run);
+  RunFunction run = options.run ? options.run : RunFunction([](const Config& c, const std::string& dir,
+                                                                const RunOptions& ro) {
+    return train_run(parse_run_spec(c), dir, ro);
+  });
   double spent = 0;
   int64_t index = 0;
   for (const auto& j : jobs) {

@@ -1,8 +1,10 @@
 // Multi-head softmax self-attention as a SequenceMixer ("attention"); the Transformer baseline's mixer.
 //
-// MixerOptions::attention_impl selects how the softmax(q kᵀ) v core runs (both compute the same function):
-//   naive  materialised (B, h, n, n) scores and probabilities, torch ops (default)
+// Its own option `attention_impl` selects how the softmax(q kᵀ) v core runs (all compute the same function):
+//   naive  materialised (B, h, n, n) scores and probabilities, torch ops
 //   tiled  cerebra::ops::tiled_attention: online softmax over score tiles, O(n) extra memory
+//   auto   (default) tiled for sequences of at least kTiledFromLength tokens, naive below: the lengths where each
+//          measured faster for forward + backward (README, "Attention kernels")
 //
 // flops(n) (forward, per sequence, 2 per multiply-add): 8·n·d² for the q/k/v and output projections plus the two
 // attention products. Non-causal: 4·n²·d. Causal, naive: also 4·n²·d (the full score matrix is computed, then
@@ -24,14 +26,21 @@ namespace cerebra {
 
 namespace {
 
+// Shortest sequence for which `auto` runs the tiled kernel.
+constexpr int64_t kTiledFromLength = 64;
+
+struct AttentionOptions {
+  std::string impl = "auto";  // attention_impl: auto | naive | tiled
+};
+
 class AttentionMixer final : public SequenceMixer {
  public:
-  explicit AttentionMixer(const MixerOptions& o)
-      : d_(o.d_model), h_(o.n_heads), causal_(o.causal), impl_(o.attention_impl) {
+  AttentionMixer(const MixerOptions& o, const AttentionOptions& own)
+      : d_(o.d_model), h_(o.n_heads), causal_(o.causal), own_(own) {
     TORCH_CHECK(d_ % h_ == 0, "attention: d_model (", d_, ") must be divisible by n_heads (", h_, ")");
     dh_ = d_ / h_;
-    TORCH_CHECK(impl_ == "naive" || impl_ == "tiled", "attention: unknown attention_impl '", impl_,
-                "'; expected naive|tiled");
+    TORCH_CHECK(own_.impl == "naive" || own_.impl == "tiled" || own_.impl == "auto", "attention: unknown attention_impl '",
+                own_.impl, "'; expected auto|naive|tiled");
     qkv_ = register_module("qkv", torch::nn::Linear(d_, 3 * d_));
     out_ = register_module("out", torch::nn::Linear(d_, d_));
   }
@@ -47,7 +56,7 @@ class AttentionMixer final : public SequenceMixer {
     if (mask.defined())
       TORCH_CHECK(mask.sizes() == torch::IntArrayRef({B, n}), "attention: mask must be (B, n) = (", B, ", ", n,
                   "), got ", mask.sizes());
-    if (impl_ == "tiled") {
+    if (tiled(n)) {
       const auto key_mask = mask.defined() ? mask.to(torch::kBool) : torch::Tensor();
       auto y = ops::tiled_attention(q, k, v, key_mask, causal_, scale).transpose(1, 2).reshape({B, n, inner});
       return cerebra::linear(out_, y);
@@ -71,7 +80,7 @@ class AttentionMixer final : public SequenceMixer {
     const double N = static_cast<double>(n), d = static_cast<double>(d_), di = static_cast<double>(h_ * dh_);
     const double projections = 2.0 * N * d * 3.0 * di   // q, k, v projections
                                 + 2.0 * N * di * d;     // output projection
-    if (causal_ && impl_ == "tiled") {
+    if (causal_ && tiled(n)) {
       // The kernel's forward runs, per head and query tile [r0, r0 + nr), keys [0, min(n, r0 + nr)): two products.
       const int64_t br = ops::AttentionTiling{}.q_rows;
       double pairs = 0.0;  // Σ nr · keys attended by the tile
@@ -86,6 +95,9 @@ class AttentionMixer final : public SequenceMixer {
            + 2.0 * N * N * di;     // probabilities x values
   }
   bool is_causal() const override { return causal_; }
+  nlohmann::json own_options() const override { return {{"attention_impl", own_.impl}}; }
+  // Whether a sequence of n tokens runs the tiled kernel.
+  bool tiled(int64_t n) const { return own_.impl == "tiled" || (own_.impl == "auto" && n >= kTiledFromLength); }
 
   // ---- structured pruning: heads. Every term of flops(n) is proportional to the number of heads.
   std::vector<PrunableGroup> prunable_groups(int64_t n) const override {
@@ -118,11 +130,18 @@ class AttentionMixer final : public SequenceMixer {
  private:
   int64_t d_, h_, dh_ = 0;
   bool causal_;
-  std::string impl_;
+  AttentionOptions own_;
   torch::nn::Linear qkv_{nullptr}, out_{nullptr};
 };
 
-MixerRegistration reg("attention", [](const MixerOptions& o) { return std::make_shared<AttentionMixer>(o); });
+MixerRegistration reg(define_mixer<AttentionOptions>(
+    "attention",
+    {{"attention_impl", ValueType::String, "auto",
+      "attention: softmax core: naive (materialised n x n scores), tiled (online softmax, O(n) memory), auto (tiled "
+      "from 64 tokens, where it measured faster)", {"auto", "naive", "tiled"}, ""}},
+    [](const Config& c) { return AttentionOptions{c.get_string("attention_impl")}; },
+    [](const AttentionOptions& o) { return nlohmann::json{{"attention_impl", o.impl}}; },
+    [](const MixerOptions& o, const AttentionOptions& own) { return std::make_shared<AttentionMixer>(o, own); }));
 
 }  // namespace
 }  // namespace cerebra

@@ -6,13 +6,6 @@
 
 namespace cerebra {
 
-int64_t Batch::size() const {
-  if (y.defined()) return y.size(0);
-  if (num.defined()) return num.size(0);
-  if (cat.defined()) return cat.size(0);
-  return tokens.defined() ? tokens.size(0) : 0;
-}
-
 int64_t Model::parameter_count() const {
   int64_t n = 0;
   for (const auto& p : parameters()) n += p.numel();

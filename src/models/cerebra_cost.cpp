@@ -54,40 +54,64 @@ std::string to_string(CompressorKind kind) {
 
 CerebraOptions CerebraOptions::from_mixer(const MixerOptions& m) {
   TORCH_CHECK(!m.causal, "cerebra: the layer is non-causal; causal = true is not supported");
-  CerebraOptions o;
+  CerebraOptions o = m.own_as<CerebraOptions>();
   o.d_model = m.d_model;
   o.n_heads = m.n_heads;
-  auto as_int = [&](const char* key, int64_t fallback) {
-    double v = m.get(key, static_cast<double>(fallback));
-    TORCH_CHECK(v == std::floor(v), "cerebra: option '", key, "' must be an integer, got ", v);
-    return static_cast<int64_t>(v);
-  };
-  auto as_bool = [&](const char* key, bool fallback) {
-    double v = m.get(key, fallback ? 1.0 : 0.0);
-    TORCH_CHECK(v == 0.0 || v == 1.0, "cerebra: option '", key, "' must be 0 or 1, got ", v);
-    return v == 1.0;
-  };
-  const int64_t mode = as_int("mode", static_cast<int64_t>(o.mode));
-  TORCH_CHECK(mode >= 0 && mode <= 2, "cerebra: 'mode' must be 0 (soft), 1 (topk) or 2 (threshold), got ", mode);
-  o.mode = static_cast<RoutingMode>(mode);
-  const int64_t comp = as_int("compressor", static_cast<int64_t>(o.compressor));
-  TORCH_CHECK(comp >= 0 && comp <= 2, "cerebra: 'compressor' must be 0 (conv), 1 (attnpool) or 2 (hybrid), got ",
-              comp);
-  o.compressor = static_cast<CompressorKind>(comp);
-  o.topk = as_int("topk", o.topk);
-  o.k_max = as_int("k_max", o.k_max);
-  o.tau = m.get("tau", o.tau);
-  o.gumbel = as_bool("gumbel", o.gumbel);
-  o.compression_ratio = m.get("compression_ratio", o.compression_ratio);
-  o.width_scale = m.get("width_scale", o.width_scale);
-  o.memory_max = as_int("memory_max", o.memory_max);
-  o.window = as_int("window", o.window);
-  o.rec_weight = m.get("rec_weight", o.rec_weight);
-  o.use_reference = as_bool("use_reference", o.use_reference);
-  o.conv_kernel = as_int("conv_kernel", o.conv_kernel);
-  o.pool_queries = as_int("pool_queries", o.pool_queries);
   o.validate();
   return o;
+}
+
+CerebraOptions CerebraOptions::from_config(const Config& c) {
+  CerebraOptions o;
+  o.mode = parse_routing_mode(c.get_string("router_mode"));
+  o.topk = c.get_int("topk");
+  o.k_max = c.get_int("k_max");
+  o.tau = c.get_float("tau");
+  o.gumbel = c.get_bool("gumbel");
+  o.compressor = parse_compressor_kind(c.get_string("compressor"));
+  o.compression_ratio = c.get_float("compression_ratio");
+  o.width_scale = c.get_float("width_scale");
+  o.memory_max = c.get_int("memory_max");
+  o.window = c.get_int("window");
+  o.rec_weight = c.get_float("rec_weight");
+  o.use_reference = c.get_bool("cerebra_reference");
+  o.conv_kernel = c.get_int("conv_kernel");
+  o.pool_queries = c.get_int("pool_queries");
+  o.full_heads = c.get_int("full_heads");
+  return o;
+}
+
+nlohmann::json CerebraOptions::describe() const {
+  return {{"router_mode", to_string(mode)}, {"topk", topk}, {"k_max", k_max}, {"gumbel", gumbel},
+          {"compressor", to_string(compressor)}, {"compression_ratio", compression_ratio},
+          {"width_scale", width_scale}, {"memory_max", memory_max}, {"window", window}, {"rec_weight", rec_weight},
+          {"cerebra_reference", use_reference}, {"conv_kernel", conv_kernel}, {"pool_queries", pool_queries},
+          {"full_heads", full_heads}};
+}
+
+std::vector<KeySpec> CerebraOptions::keys() {
+  using VT = ValueType;
+  return {
+      {"router_mode", VT::String, "topk", "cerebra: which tokens take the full path", {"soft", "topk", "threshold"},
+       ""},
+      {"topk", VT::Int, "16", "cerebra: tokens per sequence on the full path in topk mode (0 = compression only; "
+       "capped by the sequence length)", {}, ""},
+      {"k_max", VT::Int, "64", "cerebra: cap on routed tokens per sequence in threshold mode", {}, ""},
+      {"compressor", VT::String, "conv", "cerebra: compressor of the memory slots", {"conv", "attnpool", "hybrid"},
+       ""},
+      {"compression_ratio", VT::Float, "0.5", "cerebra: memory slots m = ceil(r n), bounded by memory_max", {}, ""},
+      {"width_scale", VT::Float, "0.5", "cerebra: compressed width d_c = ceil(s d)", {}, ""},
+      {"memory_max", VT::Int, "64", "cerebra: bound on memory slots (<= 0: unbounded, cost quadratic in n)", {}, ""},
+      {"window", VT::Int, "8", "cerebra: local window w of the compressed path", {}, ""},
+      {"rec_weight", VT::Float, "0", "cerebra: weight alpha of the compressor's reconstruction loss", {}, ""},
+      {"gumbel", VT::Bool, "true", "cerebra: logistic (binary-concrete) noise on the router while training", {}, ""},
+      {"conv_kernel", VT::Int, "3", "cerebra: depthwise kernel of the conv and hybrid compressors (odd)", {}, ""},
+      {"pool_queries", VT::Int, "64", "cerebra: learned-query bank of attnpool/hybrid when memory_max <= 0", {}, ""},
+      {"full_heads", VT::Int, "0", "cerebra: heads of the full path (0 = n_heads; set by structured pruning)", {},
+       ""},
+      {"cerebra_reference", VT::Bool, "false", "cerebra: run both paths the plain way (every query against all keys, "
+       "band-masked window): the same function as the fast paths, for tests", {}, ""},
+  };
 }
 
 void CerebraOptions::validate() const {

@@ -4,7 +4,7 @@
 // halves them back: g_i = a ∘ σ(b). h_1 = g_1, h_{i+1} = h_i + g_{i+1} (residual between sub-layers); y = h_depth.
 // Causal (MixerOptions::causal): all padding on the left, so y_t sees x_{t - (k-1)(2^depth - 1)} .. x_t; otherwise
 // "same" padding split around t. Padded tokens are zeroed before every convolution, so their values never reach a
-// real token. MixerOptions::extra: "kernel_size" (3), "cnn_depth" (2).
+// real token. Own options (CnnOptions, config keys of the same names): kernel_size (3), cnn_depth (2).
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -20,13 +20,14 @@ namespace {
 
 namespace F = torch::nn::functional;
 
+struct CnnOptions {
+  int64_t kernel_size = 3, cnn_depth = 2;
+};
+
 class CnnMixer final : public SequenceMixer {
  public:
-  explicit CnnMixer(const MixerOptions& o)
-      : d_(o.d_model),
-        k_(static_cast<int64_t>(o.get("kernel_size", 3))),
-        depth_(static_cast<int64_t>(o.get("cnn_depth", 2))),
-        causal_(o.causal) {
+  CnnMixer(const MixerOptions& o, const CnnOptions& own)
+      : d_(o.d_model), k_(own.kernel_size), depth_(own.cnn_depth), causal_(o.causal) {
     TORCH_CHECK(d_ > 0 && k_ > 0 && depth_ > 0 && depth_ <= 16, "cnn: d_model, kernel_size must be positive and ",
                 "cnn_depth in [1, 16], got ", d_, ", ", k_, ", ", depth_);
     for (int64_t i = 0; i < depth_; ++i) {
@@ -65,6 +66,7 @@ class CnnMixer final : public SequenceMixer {
     return f;
   }
   bool is_causal() const override { return causal_; }
+  nlohmann::json own_options() const override { return {{"kernel_size", k_}, {"cnn_depth", depth_}}; }
 
   // ---- structured pruning: output channels of each gated convolution (a GLU channel j = conv rows j and c + j).
   // A pruned sub-layer writes its c_i channels back into d through the buffer kept<i> (original channel indices).
@@ -118,7 +120,13 @@ class CnnMixer final : public SequenceMixer {
   std::vector<torch::Tensor> kept_;  // per sub-layer: original channel indices kept (undefined = all)
 };
 
-MixerRegistration reg("cnn", [](const MixerOptions& o) { return std::make_shared<CnnMixer>(o); });
+MixerRegistration reg(define_mixer<CnnOptions>(
+    "cnn",
+    {{"kernel_size", ValueType::Int, "3", "cnn: kernel of each gated dilated convolution", {}, ""},
+     {"cnn_depth", ValueType::Int, "2", "cnn: gated convolutions per mixer (dilations 1, 2, 4, ...)", {}, ""}},
+    [](const Config& c) { return CnnOptions{c.get_int("kernel_size"), c.get_int("cnn_depth")}; },
+    [](const CnnOptions& o) { return nlohmann::json{{"kernel_size", o.kernel_size}, {"cnn_depth", o.cnn_depth}}; },
+    [](const MixerOptions& o, const CnnOptions& own) { return std::make_shared<CnnMixer>(o, own); }));
 
 }  // namespace
 }  // namespace cerebra

@@ -62,7 +62,12 @@ class LstmMixer final : public SequenceMixer {
   torch::nn::Linear w_ih_{nullptr}, w_hh_{nullptr};
 };
 
-MixerRegistration reg("lstm", [](const MixerOptions& o) { return std::make_shared<LstmMixer>(o); });
+struct LstmOptions {};  // the LSTM has no options of its own
+
+MixerRegistration reg(define_mixer<LstmOptions>(
+    "lstm", {}, [](const Config&) { return LstmOptions{}; },
+    [](const LstmOptions&) { return nlohmann::json::object(); },
+    [](const MixerOptions& o, const LstmOptions&) { return std::make_shared<LstmMixer>(o); }));
 
 }  // namespace
 }  // namespace cerebra

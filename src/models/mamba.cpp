@@ -5,8 +5,8 @@
 //   delta = dt_proj.weight · dt, selective scan with A = -exp(A_log), skip D, gate silu(z) and
 //   delta_bias = dt_proj.bias under softplus -> y (B, n, E) -> out_proj -> (B, n, d)
 //
-// MixerOptions::extra: "d_state" N (16), "expand" (2), "d_conv" (4), "dt_rank" R (ceil(d/16)),
-// "scan_impl" (0 = chunked CPU kernel ops::selective_scan, 1 = ops::selective_scan_ref).
+// Own options (MambaOptions, config keys of the same names): d_state N (16), expand (2), d_conv (4), dt_rank R
+// (0 = ceil(d/16)), scan_impl (kernel = chunked CPU kernel ops::selective_scan, reference = ops::selective_scan_ref).
 // Padding mask: padded tokens enter as zeros (before in_proj and before the conv) and get a step size of 0, so the
 // state passes through them unchanged: nothing of a padded token reaches a real one, wherever the padding is.
 // Causal by construction (left-padded conv, forward scan).
@@ -24,19 +24,29 @@ namespace {
 
 namespace F = torch::nn::functional;
 
+struct MambaOptions {
+  int64_t d_state = 16, expand = 2, d_conv = 4, dt_rank = 0;  // dt_rank 0 = ceil(d_model / 16)
+  std::string scan_impl = "kernel";                            // kernel | reference
+};
+
+nlohmann::json describe(const MambaOptions& o) {
+  return {{"d_state", o.d_state}, {"expand", o.expand}, {"d_conv", o.d_conv}, {"dt_rank", o.dt_rank},
+          {"scan_impl", o.scan_impl}};
+}
+
 class MambaMixer final : public SequenceMixer {
  public:
-  explicit MambaMixer(const MixerOptions& o)
+  MambaMixer(const MixerOptions& o, const MambaOptions& own)
       : d_(o.d_model),
-        N_(static_cast<int64_t>(o.get("d_state", 16))),
-        E_(static_cast<int64_t>(o.get("expand", 2)) * o.d_model),
-        k_(static_cast<int64_t>(o.get("d_conv", 4))),
-        R_(static_cast<int64_t>(o.get("dt_rank", std::ceil(o.d_model / 16.0)))),
-        scan_impl_(static_cast<int>(o.get("scan_impl", 0))) {
+        N_(own.d_state),
+        E_(own.expand * o.d_model),
+        k_(own.d_conv),
+        R_(own.dt_rank > 0 ? own.dt_rank : static_cast<int64_t>(std::ceil(o.d_model / 16.0))),
+        scan_impl_(own.scan_impl == "reference" ? 1 : own.scan_impl == "kernel" ? 0 : -1),
+        own_(own) {
     TORCH_CHECK(d_ > 0 && N_ > 0 && E_ > 0 && k_ > 0 && R_ > 0, "mamba: d_model, d_state, expand, d_conv and dt_rank ",
                 "must be positive, got ", d_, ", ", N_, ", ", E_ / std::max<int64_t>(d_, 1), ", ", k_, ", ", R_);
-    TORCH_CHECK(scan_impl_ == 0 || scan_impl_ == 1, "mamba: scan_impl must be 0 (kernel) or 1 (reference), got ",
-                scan_impl_);
+    TORCH_CHECK(scan_impl_ >= 0, "mamba: scan_impl must be kernel or reference, got '", own.scan_impl, "'");
     in_proj_ = register_module("in_proj", torch::nn::Linear(torch::nn::LinearOptions(d_, 2 * E_).bias(false)));
     conv_ = register_module("conv", torch::nn::Conv1d(torch::nn::Conv1dOptions(E_, E_, k_).groups(E_)));
     x_proj_ = register_module("x_proj", torch::nn::Linear(torch::nn::LinearOptions(E_, R_ + 2 * N_).bias(false)));
@@ -91,6 +101,7 @@ class MambaMixer final : public SequenceMixer {
            + ops::selective_scan_flops(1, E_, n, N_)  // scan, 8·n·E·N
            + 2.0 * N * E * d;                         // out_proj
   }
+  nlohmann::json own_options() const override { return describe(own_); }
   bool is_causal() const override { return true; }
 
  private:
@@ -105,12 +116,26 @@ class MambaMixer final : public SequenceMixer {
 
   int64_t d_, N_, E_, k_, R_;
   int scan_impl_;
+  MambaOptions own_;
   torch::nn::Linear in_proj_{nullptr}, x_proj_{nullptr}, dt_proj_{nullptr}, out_proj_{nullptr};
   torch::nn::Conv1d conv_{nullptr};
   torch::Tensor A_log_, D_;
 };
 
-MixerRegistration reg("mamba", [](const MixerOptions& o) { return std::make_shared<MambaMixer>(o); });
+MixerRegistration reg(define_mixer<MambaOptions>(
+    "mamba",
+    {{"d_state", ValueType::Int, "16", "mamba: state size N per channel", {}, ""},
+     {"expand", ValueType::Int, "2", "mamba: inner width E = expand * d_model", {}, ""},
+     {"d_conv", ValueType::Int, "4", "mamba: kernel of the causal depthwise convolution", {}, ""},
+     {"dt_rank", ValueType::Int, "0", "mamba: rank R of the step-size projection (0 = ceil(d_model / 16))", {}, ""},
+     {"scan_impl", ValueType::String, "kernel", "mamba: selective scan: the chunked CPU kernel or the torch-ops "
+      "reference", {"kernel", "reference"}, ""}},
+    [](const Config& c) {
+      return MambaOptions{c.get_int("d_state"), c.get_int("expand"), c.get_int("d_conv"), c.get_int("dt_rank"),
+                          c.get_string("scan_impl")};
+    },
+    [](const MambaOptions& o) { return describe(o); },
+    [](const MixerOptions& o, const MambaOptions& own) { return std::make_shared<MambaMixer>(o, own); }));
 
 }  // namespace
 }  // namespace cerebra

@@ -5,25 +5,40 @@
 namespace cerebra {
 
 namespace {
-std::map<std::string, MixerFactory>& registry() {
-  static std::map<std::string, MixerFactory> r;  // constructed on first use: safe during static initialisation
+std::map<std::string, MixerDef>& registry() {
+  static std::map<std::string, MixerDef> r;  // constructed on first use: safe during static initialisation
   return r;
 }
 }  // namespace
 
-void register_mixer(const std::string& name, MixerFactory factory) {
-  if (!registry().emplace(name, std::move(factory)).second)
+void register_mixer(MixerDef def) {
+  register_config_keys(def.keys);
+  const std::string name = def.name;
+  if (!registry().emplace(name, std::move(def)).second)
     throw std::logic_error("mixer '" + name + "' is registered twice");
 }
 
-std::shared_ptr<SequenceMixer> make_mixer(const std::string& name, const MixerOptions& options) {
+const MixerDef& mixer_def(const std::string& name) {
   auto it = registry().find(name);
   if (it == registry().end()) {
     std::string known;
     for (const auto& kv : registry()) known += (known.empty() ? "" : ", ") + kv.first;
     throw std::invalid_argument("unknown sequence mixer '" + name + "'; registered: " + known);
   }
-  return it->second(options);
+  return it->second;
+}
+
+std::shared_ptr<SequenceMixer> make_mixer(const std::string& name, const MixerOptions& options) {
+  return mixer_def(name).make(options);
+}
+
+MixerOptions with_own_options(const std::string& mixer, MixerOptions common,
+                              const std::map<std::string, std::string>& overrides) {
+  const MixerDef& def = mixer_def(mixer);
+  Config config;
+  for (const auto& [k, v] : overrides) config.set(k, v, "mixer " + mixer + " option");
+  common.own = def.parse(config);
+  return common;
 }
 
 std::vector<std::string> mixer_names() {

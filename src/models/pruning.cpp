@@ -10,7 +10,6 @@
 
 #include "cerebra/core/config.h"
 #include "cerebra/core/io.h"
-#include "cerebra/train/train.h"
 
 namespace cerebra {
 
@@ -51,22 +50,6 @@ torch::Tensor grad_times_weight(const torch::Tensor& p) {
 
 // ---- schedule
 
-PruneSchedule PruneSchedule::from_config(const Config& c) {
-  PruneSchedule s;
-  s.start_epoch = c.get_int("prune_start_epoch");
-  s.epochs = c.get_int("prune_epochs");
-  s.target = c.get_float("prune_target");
-  s.kinds = c.get_list("prune_kinds");
-  if (s.start_epoch < 0) throw ConfigError("prune_start_epoch must be >= 0 (0 = off), got " + std::to_string(s.start_epoch));
-  if (s.epochs < 1) throw ConfigError("prune_epochs must be >= 1, got " + std::to_string(s.epochs));
-  if (!(s.target >= 0 && s.target < 1))
-    throw ConfigError("prune_target must be in [0, 1), got " + c.get_string("prune_target"));
-  for (const auto& k : s.kinds)
-    if (k != "heads" && k != "ffn" && k != "channels")
-      throw ConfigError("prune_kinds: unknown kind '" + k + "'; expected a comma-separated list of heads, ffn, channels");
-  if (s.enabled() && s.kinds.empty()) throw ConfigError("prune_kinds is empty but prune_target > 0");
-  return s;
-}
 
 double PruneSchedule::fraction_after(int64_t epoch) const {
   if (!enabled() || epoch < start_epoch) return 0.0;
@@ -251,28 +234,6 @@ nlohmann::json Pruner::report() const {
   }
   return {{"prune_kept", kept}, {"prune_original", orig}, {"prune_removed_this_epoch", last_step_},
           {"params", model_.parameter_count()}, {"analytic_flops_per_example", model_.flops_per_example()}};
-}
-
-std::unique_ptr<Pruner> attach_pruning(TrainerHooks& hooks, Model& model, const Config& config, int64_t epochs,
-                                       std::function<void()> on_change) {
-  const PruneSchedule schedule = PruneSchedule::from_config(config);
-  if (!schedule.enabled()) return nullptr;
-  auto pruner = std::make_unique<Pruner>(model, schedule);
-  Pruner* p = pruner.get();
-  hooks.after_backward = [p](int64_t epoch) { p->accumulate(epoch); };
-  hooks.on_epoch_end = [p, on_change](int64_t epoch) {
-    const bool changed = p->end_epoch(epoch);
-    if (changed && on_change) on_change();
-    return changed;
-  };
-  auto previous = hooks.epoch_report;
-  hooks.epoch_report = [p, previous]() {
-    nlohmann::json r = previous ? previous() : nlohmann::json::object();
-    r.update(p->report());
-    return r;
-  };
-  hooks.first_selectable_epoch = std::min<int64_t>(std::max(hooks.first_selectable_epoch, schedule.last_epoch()), epochs);
-  return pruner;
 }
 
 bool save_prune_state(Model& model, Model& unpruned, const std::string& path) {

@@ -16,9 +16,7 @@
 
 #include <fmt/core.h>
 
-#include "cerebra/core/config.h"
 #include "cerebra/models/models.h"
-#include "cerebra/train/train.h"
 
 namespace cerebra {
 
@@ -446,92 +444,35 @@ torch::Tensor packed_int8_weight(const torch::nn::Linear& m) {
 
 // ---- configuration ---------------------------------------------------------------------------------------------
 
-QuantOptions quant_options_from_config(const Config& config) {
-  QuantOptions o;
-  o.bits = static_cast<int>(config.get_int("qat_bits"));
-  o.ema = config.get_float("qat_ema");
-  return o;
+void quant_before_load(torch::nn::Module& model, const QuantSpec& spec) {
+  if (spec.qat) prepare_qat(model);
 }
 
-void check_quant_config(const Config& config, bool training) {
-  const int64_t bits = config.get_int("qat_bits");
-  if (bits < 2 || bits > 8) throw ConfigError("qat_bits must be in [2, 8], got " + std::to_string(bits));
-  const double ema = config.get_float("qat_ema");
-  if (!(ema >= 0.0 && ema < 1.0)) throw ConfigError("qat_ema must be in [0, 1), got " + config.get_string("qat_ema"));
-  const std::string model = config.get_string("model");
-  const bool neural = model != "ols" && model != "xgboost";
-  if (config.get_bool("qat")) {
-    if (!neural) throw ConfigError("qat: true needs a neural model; model '" + model + "' has no Linear layers");
-    const int64_t start = config.get_int("qat_start_epoch"), epochs = config.get_int("epochs");
-    if (start < 1 || start > epochs)
-      throw ConfigError(fmt::format("qat_start_epoch must be in [1, epochs = {}], got {}", epochs, start));
-  }
-  if (config.get_bool("int8")) {
-    if (training)
-      throw ConfigError("int8: true is written by `cerebra export --int8` for inference; to train for int8 use "
-                        "qat: true, then export");
-    if (!neural) throw ConfigError("int8: true needs a neural model, got '" + model + "'");
-  }
+void quant_after_load(torch::nn::Module& model, const QuantSpec& spec, const std::string& run_dir) {
+  if (spec.int8)
+    load_int8_weights(model, (std::filesystem::path(run_dir) / "model_int8.pt").string(), spec.int8_options());
+  else if (spec.qat)
+    set_quant_mode(model, QuantMode::kFakeQuant, spec.options());
 }
 
-void quant_before_load(torch::nn::Module& model, const Config& config) {
-  check_quant_config(config, /*training=*/false);
-  if (config.get_bool("qat")) prepare_qat(model);
-}
-
-void quant_after_load(torch::nn::Module& model, const Config& config, const std::string& run_dir) {
-  if (config.get_bool("int8")) {
-    Int8Options o;
-    o.engine = config.get_string("int8_engine");
-    o.activations = config.get_string("int8_activations");
-    o.bits = static_cast<int>(config.get_int("qat_bits"));
-    load_int8_weights(model, (std::filesystem::path(run_dir) / "model_int8.pt").string(), o);
-  } else if (config.get_bool("qat")) {
-    set_quant_mode(model, QuantMode::kFakeQuant, quant_options_from_config(config));
-  }
-}
-
-void attach_qat(TrainerHooks& hooks, Model& model, const Config& config) {
-  check_quant_config(config, /*training=*/true);
-  if (!config.get_bool("qat")) return;
-  prepare_qat(model);
-  const QuantOptions options = quant_options_from_config(config);
-  const int64_t start = config.get_int("qat_start_epoch");
-  auto active = std::make_shared<bool>(false);
-  auto prev_begin = hooks.on_epoch_begin;
-  hooks.on_epoch_begin = [prev_begin, &model, options, start, active](int64_t epoch) {
-    if (prev_begin) prev_begin(epoch);
-    *active = epoch >= start;
-    set_quant_mode(model, *active ? QuantMode::kFakeQuant : QuantMode::kFloat, options);
-  };
-  auto prev_report = hooks.epoch_report;
-  hooks.epoch_report = [prev_report, active]() {
-    nlohmann::json r = prev_report ? prev_report() : nlohmann::json::object();
-    r["qat"] = *active;
-    return r;
-  };
-  hooks.first_selectable_epoch = std::max(hooks.first_selectable_epoch, start);
-}
-
-nlohmann::json quant_summary(const torch::nn::Module& model, const Config& config) {
-  const bool qat = config.get_bool("qat"), int8 = config.get_bool("int8");
-  if (!qat && !int8) return nullptr;
+nlohmann::json quant_summary(const torch::nn::Module& model, const QuantSpec& spec) {
+  if (!spec.qat && !spec.int8) return nullptr;
   nlohmann::json s = {
-      {"qat", qat},
-      {"int8", int8},
-      {"bits", config.get_int("qat_bits")},
+      {"qat", spec.qat},
+      {"int8", spec.int8},
+      {"bits", spec.bits},
       {"weights", "per output channel, symmetric, signed (zero point 0, values in [-(2^(b-1)-1), 2^(b-1)-1])"},
       {"activations", "per tensor, asymmetric, unsigned (range widened to contain 0)"},
       {"fp32_parts", "embeddings, numeric-feature tokens, norms, attention score/value products, softmax, "
                      "convolutions, selective scan"},
   };
-  if (qat) {
-    s["qat_start_epoch"] = config.get_int("qat_start_epoch");
-    s["qat_ema"] = config.get_float("qat_ema");
+  if (spec.qat) {
+    s["qat_start_epoch"] = spec.qat_start_epoch;
+    s["qat_ema"] = spec.ema;
   }
-  if (int8) {
-    s["engine"] = config.get_string("int8_engine");
-    s["int8_activations"] = config.get_string("int8_activations");
+  if (spec.int8) {
+    s["engine"] = spec.int8_engine;
+    s["int8_activations"] = spec.int8_activations;
   }
   int64_t n = 0, n_int8 = 0, n_fq = 0;
   for (auto& [p, lin] : linears_of(model)) {

@@ -109,7 +109,6 @@ class FeatureTokenModel final : public Model {
   torch::nn::Linear head_{nullptr};
 };
 
-std::string mixer_for_model(const std::string& model) { return model == "transformer" ? "attention" : model; }
 
 }  // namespace
 
@@ -120,45 +119,18 @@ std::vector<std::string> tabular_model_names() {
   return names;
 }
 
-BackboneOptions backbone_options_from_config(const Config& config, const std::string& model_name) {
-  BackboneOptions bo;
-  bo.mixer = mixer_for_model(model_name);
-  bo.mixer_options.d_model = config.get_int("d_model");
-  bo.mixer_options.n_heads = config.get_int("n_heads");
-  bo.mixer_options.dropout = config.get_float("dropout");
-  bo.n_layers = config.get_int("n_layers");
-  bo.ffn_mult = config.get_int("ffn_mult");
-  bo.dropout = config.get_float("dropout");
-  if (bo.mixer == "cerebra") {
-    auto& e = bo.mixer_options.extra;
-    const std::string mode = config.get_string("router_mode"), comp = config.get_string("compressor");
-    e["mode"] = mode == "soft" ? 0 : mode == "topk" ? 1 : 2;
-    e["compressor"] = comp == "conv" ? 0 : comp == "attnpool" ? 1 : 2;
-    e["topk"] = static_cast<double>(config.get_int("topk"));
-    e["k_max"] = static_cast<double>(config.get_int("k_max"));
-    e["compression_ratio"] = config.get_float("compression_ratio");
-    e["width_scale"] = config.get_float("width_scale");
-    e["memory_max"] = static_cast<double>(config.get_int("memory_max"));
-    e["window"] = static_cast<double>(config.get_int("window"));
-    e["rec_weight"] = config.get_float("rec_weight");
-    e["gumbel"] = config.get_bool("gumbel") ? 1 : 0;
-    e["tau"] = config.get_float("tau");
-  }
-  return bo;
-}
+std::string mixer_for_model(const std::string& model) { return model == "transformer" ? "attention" : model; }
 
-std::shared_ptr<Model> make_tabular_model(const Config& config, const InputSchema& schema) {
-  const std::string name = config.get_string("model");
-  if (name == "mlp")
-    return std::make_shared<MlpModel>(schema, config.get_int("mlp_hidden"), config.get_int("n_layers"),
-                                      config.get_float("dropout"));
+std::shared_ptr<Model> make_tabular_model(const ModelSpec& spec, const InputSchema& schema) {
+  if (spec.name == "mlp")
+    return std::make_shared<MlpModel>(schema, spec.mlp_hidden, spec.backbone.n_layers, spec.backbone.dropout);
   auto names = mixer_names();
-  if (std::find(names.begin(), names.end(), mixer_for_model(name)) == names.end()) {
+  if (std::find(names.begin(), names.end(), mixer_for_model(spec.name)) == names.end()) {
     std::string known = "ols, xgboost";
     for (const auto& n : tabular_model_names()) known += ", " + n;
-    throw ConfigError("unknown model '" + name + "'; available: " + known);
+    throw ConfigError("unknown model '" + spec.name + "'; available: " + known);
   }
-  return std::make_shared<FeatureTokenModel>(schema, backbone_options_from_config(config, name));
+  return std::make_shared<FeatureTokenModel>(schema, spec.backbone);
 }
 
 }  // namespace cerebra

@@ -5,23 +5,8 @@
 #include <cmath>
 
 #include "cerebra/models/cerebra_layer.h"
-#include "cerebra/core/config.h"
 
 namespace cerebra {
-
-ComputeSchedule ComputeSchedule::from_config(const Config& c) {
-  ComputeSchedule s;
-  s.warm_epochs = c.get_int("warm_epochs");
-  s.ramp_epochs = c.get_int("lambda_ramp_epochs");
-  s.lambda0 = c.get_float("lambda0");
-  s.lambda_target = c.get_float("lambda");
-  s.tau = c.get_float("tau");
-  s.tau_min = c.get_float("tau_min");
-  if (s.warm_epochs < 0 || s.ramp_epochs < 0) throw ConfigError("warm_epochs and lambda_ramp_epochs must be >= 0");
-  if (s.lambda0 < 0 || s.lambda_target < 0) throw ConfigError("lambda and lambda0 must be >= 0");
-  if (!(s.tau > 0) || !(s.tau_min > 0)) throw ConfigError("tau and tau_min must be > 0");
-  return s;
-}
 
 namespace {
 // Progress through the ramp in [0, 1] for a 1-based epoch: 0 at the first epoch after warm-up.

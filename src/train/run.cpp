@@ -17,10 +17,14 @@
 #include "cerebra/core/config.h"
 #include "cerebra/core/flop_counter.h"
 #include "cerebra/models/pruning.h"
+#include "cerebra/models/cerebra_layer.h"
 #include "cerebra/models/quant.h"
 #include "cerebra/core/runtime.h"
 #include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/tabular.h"
+#include "cerebra/train/recipe.h"
+#include "cerebra/train/seq_run.h"
+#include "cerebra/train/spec.h"
 #include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
@@ -35,11 +39,10 @@ struct Prepared {
   TabularData data;
 };
 
-Prepared prepare(const Config& config) {
+Prepared prepare(const TaskSpec& task) {
   Prepared p;
-  p.source = open_tabular(resolve_task(config), config.get_int("max_rows"));
-  p.split = make_split(static_cast<int64_t>(p.source.rows.size()), config.get_float("val_fraction"),
-                       config.get_float("test_fraction"), static_cast<uint64_t>(config.get_int("seed")));
+  p.source = open_tabular(resolve_table(task), task.max_rows);
+  p.split = make_split(static_cast<int64_t>(p.source.rows.size()), task.val_fraction, task.test_fraction, task.seed);
   p.data = encode_tabular(p.source, p.split.train);
   return p;
 }
@@ -118,21 +121,14 @@ const char* checkpoint_name(const std::string& kind) {
   return kind == "xgboost" ? "model.xgb.json" : "model.pt";
 }
 
-int setup_runtime(const Config& config, bool quiet) {
-  install_counting_allocator();  // idempotent; peak tensor memory is read from it
-  int threads = set_threads(static_cast<int>(config.get_int("threads")));
-  if (!config.get_bool("allow_slow_blas")) require_openblas();
-  return threads;
-}
-
 }  // namespace
 
-nlohmann::json train_run(const Config& config, const std::string& out_dir, const RunOptions& options) {
-  if (is_seq_task(config.get_string("task"))) return seq_train_run(config, out_dir, options);
-  const int threads = setup_runtime(config, options.quiet);
-  const std::string kind = config.get_string("model");
-  check_quant_config(config, /*training=*/true);
-  Prepared p = prepare(config);
+nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const RunOptions& options) {
+  if (is_seq_task(spec.task.name)) return seq_train_run(spec, out_dir, options);
+  const Config& config = spec.config;
+  const int threads = apply_runtime(spec.runtime);
+  const std::string kind = spec.model.name;
+  Prepared p = prepare(spec.task);
   const TabularData& d = p.data;
   fs::create_directories(out_dir);
   const fs::path out(out_dir);
@@ -148,7 +144,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
 
   reset_peak_tensor_bytes();
   reset_peak_rss();
-  torch::manual_seed(config.get_int("seed"));
+  torch::manual_seed(static_cast<int64_t>(spec.trainer.seed));
 
   Fitted fit;
   fit.kind = kind;
@@ -171,13 +167,8 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
       params = fit.ols_beta.numel();
       analytic = 2.0 * static_cast<double>(fit.design.size(1));  // one dot product per example
     } else {
-      XgbParams xp;
-      xp.rounds = config.get_int("xgb_rounds");
-      xp.max_depth = config.get_int("xgb_max_depth");
-      xp.eta = config.get_float("xgb_eta");
-      xp.subsample = config.get_float("xgb_subsample");
+      XgbParams xp = spec.model.xgb;
       xp.threads = threads;
-      xp.seed = static_cast<uint64_t>(config.get_int("seed"));
       auto va = rows_tensor(p.split.val);
       fit.xgb = std::make_unique<XgbRegressor>();
       fit.xgb->fit(Xtr, ytr, fit.design.index_select(0, va), d.y.index_select(0, va), xp);
@@ -186,10 +177,10 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
     epoch_seconds.push_back(elapsed());
     examples_per_second = static_cast<double>(p.split.train.size()) / std::max(epoch_seconds[0], 1e-9);
   } else {
-    fit.net = make_tabular_model(config, schema_of(d));
+    fit.net = make_tabular_model(spec.model, schema_of(d));
     params = fit.net->parameter_count();
     analytic = fit.net->flops_per_example();
-    TrainerOptions to = trainer_options_from_config(config);
+    TrainerOptions to = spec.trainer;
     to.quiet = options.quiet;
     to.metrics_path = (out / "metrics.jsonl").string();
     TrainerHooks hooks;
@@ -199,14 +190,15 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
     hooks.per_example_loss = [](const torch::Tensor& pred, const Batch& b) {
       return (pred.reshape({-1}) - b.y).pow(2);
     };
-    const ComputeSchedule schedule = ComputeSchedule::from_config(config);
+    const ComputeSchedule& schedule = spec.compute;
     compute = std::make_unique<ComputeObjective>(*fit.net, schedule);
     if (compute->active()) {
       const int64_t n_tokens = fit.net->tokens_per_example();
-      if (config.get_string("router_mode") == "topk" && config.get_int("topk") >= n_tokens && !options.quiet)
+      const auto* cerebra = std::any_cast<CerebraOptions>(&spec.model.backbone.mixer_options.own);
+      if (cerebra && cerebra->mode == RoutingMode::kTopK && cerebra->topk >= n_tokens && !options.quiet)
         std::cerr << fmt::format("[{}] note: topk {} >= the {} tokens of an example ({} features + CLS): every token "
                                  "takes the full path; routing cannot save compute on this task at this k\n",
-                                 kind, config.get_int("topk"), n_tokens, n_tokens - 1);
+                                 kind, cerebra->topk, n_tokens, n_tokens - 1);
       hooks.on_epoch_begin = [&](int64_t epoch) { compute->begin_epoch(epoch); };
       hooks.objective = [&](const torch::Tensor& loss, const Batch& b) { return compute->objective(loss, b.size()); };
       hooks.epoch_report = [&]() {
@@ -223,7 +215,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
         return r;
       };
       hooks.first_selectable_epoch =
-          std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, config.get_int("epochs"));
+          std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, spec.trainer.epochs);
     }
     // Ĉ of an example relative to the dense model: every example of a tabular task has the same tokens, so the
     // estimate is the model's current cost per example, the same for all rows (γ then has no effect).
@@ -231,10 +223,10 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
       const double dense_f = compute ? compute->dense_flops_per_example() : fit.net->flops_per_example();
       return std::vector<double>(r.size(), fit.net->flops_per_example() / dense_f);
     };
-    std::unique_ptr<Pruner> pruner = attach_pruning(hooks, *fit.net, config, config.get_int("epochs"), [&] {
+    std::unique_ptr<Pruner> pruner = attach_pruning(hooks, *fit.net, spec.prune, spec.trainer.epochs, [&] {
       if (compute) compute->refresh_static_flops();
     });
-    attach_qat(hooks, *fit.net, config);  // QAT from qat_start_epoch (no-op unless qat: true)
+    attach_qat(hooks, *fit.net, spec.quant);  // QAT from qat_start_epoch (no-op unless qat: true)
     TrainResult tr = train_model(*fit.net, p.split.train, p.split.val, to, hooks);
     epoch_seconds = tr.epoch_seconds;
     examples_per_second = tr.examples_per_second;
@@ -265,7 +257,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
     dense = compute ? compute->dense_flops_per_example() : analytic;
   }
 
-  const int64_t eval_batch = config.get_int("eval_batch_size");
+  const int64_t eval_batch = spec.trainer.eval_batch_size;
   nlohmann::json metrics = regression_metrics(d, fit.predict_rows(d, p.split.test, eval_batch), p.split.test, "test");
   metrics.update(regression_metrics(d, fit.predict_rows(d, p.split.val, eval_batch), p.split.val, "val"));
 
@@ -273,7 +265,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
   if (fit.net) {
     save_model(*fit.net, ckpt.string());
     if (training.contains("pruning"))  // a pruned run: its shapes go beside the checkpoint
-      save_prune_state(*fit.net, *make_tabular_model(config, schema_of(d)), (out / kPruneStateFile).string());
+      save_prune_state(*fit.net, *make_tabular_model(spec.model, schema_of(d)), (out / kPruneStateFile).string());
   }
   if (kind == "ols") torch::save(fit.ols_beta, ckpt.string());
   if (fit.xgb) fit.xgb->save(ckpt.string());
@@ -304,7 +296,7 @@ nlohmann::json train_run(const Config& config, const std::string& out_dir, const
       {"torch_version", torch_version()},
       {"checkpoint", checkpoint_name(kind)},
   };
-  if (fit.net && config.get_bool("qat")) summary["quant"] = quant_summary(*fit.net, config);
+  if (fit.net && spec.quant.qat) summary["quant"] = quant_summary(*fit.net, spec.quant);
   // Written last and atomically (rename): a summary.json that exists is complete, so a sweep can trust it.
   write_text_file_atomic(out / "summary.json", summary.dump(2) + "\n");
   return summary;
@@ -315,14 +307,15 @@ nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options) {
   if (!fs::is_directory(dir)) throw std::runtime_error("run directory '" + run_dir + "' not found");
   Config config;
   config.load_yaml_file((dir / "config.yaml").string());
-  if (is_seq_task(config.get_string("task"))) return seq_eval_run(config, run_dir, options);
-  const int threads = setup_runtime(config, options.quiet);
-  const std::string kind = config.get_string("model");
+  const RunSpec spec = parse_run_spec(config, /*training=*/false);
+  if (is_seq_task(spec.task.name)) return seq_eval_run(spec, run_dir, options);
+  const int threads = apply_runtime(spec.runtime);
+  const std::string kind = spec.model.name;
 
   const nlohmann::json split_json = read_json(dir / "split.json");
   Split split{json_rows(split_json, "train", dir / "split.json"), json_rows(split_json, "val", dir / "split.json"),
               json_rows(split_json, "test", dir / "split.json")};
-  TabularSource source = open_tabular(resolve_task(config), config.get_int("max_rows"));
+  TabularSource source = open_tabular(resolve_table(spec.task), spec.task.max_rows);
   nlohmann::json summary;
   if (fs::exists(dir / "summary.json")) {
     summary = read_json(dir / "summary.json");
@@ -352,18 +345,18 @@ nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options) {
       fit.xgb->load(ckpt.string(), threads);
     }
   } else {
-    fit.net = make_tabular_model(config, schema_of(d));
+    fit.net = make_tabular_model(spec.model, schema_of(d));
     if (fs::exists(dir / kPruneStateFile))
       apply_prune_state(*fit.net, read_json(dir / kPruneStateFile), (dir / kPruneStateFile).string());
-    quant_before_load(*fit.net, config);
+    quant_before_load(*fit.net, spec.quant);
     load_model(*fit.net, ckpt.string());
     fit.net->eval();
-    quant_after_load(*fit.net, config, run_dir);  // QAT runs: fake quantisation; int8 exports: int8 Linear layers
+    quant_after_load(*fit.net, spec.quant, run_dir);  // QAT runs: fake quantisation; int8 exports: int8 Linear layers
   }
   nlohmann::json metrics =
-      regression_metrics(d, fit.predict_rows(d, split.test, config.get_int("eval_batch_size")), split.test, "test");
+      regression_metrics(d, fit.predict_rows(d, split.test, spec.trainer.eval_batch_size), split.test, "test");
   nlohmann::json result = {{"run", run_dir}, {"model", kind}, {"metrics", metrics}, {"threads", threads}};
-  if (fit.net && (config.get_bool("qat") || config.get_bool("int8"))) result["quant"] = quant_summary(*fit.net, config);
+  if (fit.net && (spec.quant.qat || spec.quant.int8)) result["quant"] = quant_summary(*fit.net, spec.quant);
   if (summary.contains("metrics")) {
     bool identical = true;
     for (auto& [k, v] : metrics.items())

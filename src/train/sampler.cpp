@@ -10,19 +10,6 @@
 
 namespace cerebra {
 
-SamplerOptions SamplerOptions::from_config(const Config& c) {
-  SamplerOptions o;
-  const std::string mode = c.get_string("sampler");
-  o.enabled = mode == "compute_aware" || mode == "true";
-  o.beta = c.get_float("sampler_beta");
-  o.gamma = c.get_float("sampler_gamma");
-  o.floor = c.get_float("sampler_floor");
-  o.start_epoch = c.get_int("sampler_start_epoch");
-  o.ema = c.get_float("sampler_ema");
-  o.validate();
-  return o;
-}
-
 void SamplerOptions::validate() const {
   if (!(floor >= 0 && floor <= 1)) throw ConfigError("sampler_floor must be in [0, 1], got " + std::to_string(floor));
   if (!(ema >= 0 && ema < 1)) throw ConfigError("sampler_ema must be in [0, 1), got " + std::to_string(ema));

@@ -21,6 +21,10 @@
 #include "cerebra/models/quant.h"
 #include "cerebra/core/runtime.h"
 #include "cerebra/data/seq_tasks.h"
+#include "cerebra/models/cerebra_layer.h"
+#include "cerebra/train/recipe.h"
+#include "cerebra/train/seq_run.h"
+#include "cerebra/train/spec.h"
 #include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
@@ -88,7 +92,6 @@ class SeqModel final : public Model {
   torch::nn::Linear head_{nullptr};
 };
 
-std::string mixer_of(const std::string& model) { return model == "transformer" ? "attention" : model; }
 
 constexpr int kSplitShift = 40;  // trainer rows encode (split << 40) | index
 std::vector<int64_t> split_rows(SeqSplit s, int64_t count) {
@@ -192,13 +195,6 @@ torch::Tensor per_example_task_loss(const SeqTaskInfo& info, const torch::Tensor
   return (per_token * valid).sum(1) / valid.sum(1).clamp_min(1.0);
 }
 
-int setup(const Config& config) {
-  install_counting_allocator();
-  const int threads = set_threads(static_cast<int>(config.get_int("threads")));
-  if (!config.get_bool("allow_slow_blas")) require_openblas();
-  return threads;
-}
-
 }  // namespace
 
 std::vector<std::string> seq_model_names() {
@@ -208,15 +204,15 @@ std::vector<std::string> seq_model_names() {
   return names;
 }
 
-std::shared_ptr<Model> make_seq_model(const Config& config, const SeqTaskInfo& info) {
-  const std::string name = config.get_string("model");
+std::shared_ptr<Model> make_seq_model(const ModelSpec& spec, const SeqTaskInfo& info) {
+  const std::string& name = spec.name;
   const auto mixers = mixer_names();
-  if (std::find(mixers.begin(), mixers.end(), mixer_of(name)) == mixers.end()) {
+  if (std::find(mixers.begin(), mixers.end(), mixer_for_model(name)) == mixers.end()) {
     std::string known;
     for (const auto& n : seq_model_names()) known += (known.empty() ? "" : ", ") + n;
     throw ConfigError("model '" + name + "' cannot run the sequence task " + info.name + "; available: " + known);
   }
-  BackboneOptions bo = backbone_options_from_config(config, name);
+  BackboneOptions bo = spec.backbone;
   bo.mixer_options.causal = info.needs_causal;
   if (info.needs_causal) {
     bool causal = false;
@@ -236,22 +232,23 @@ std::shared_ptr<Model> make_seq_model(const Config& config, const SeqTaskInfo& i
   return std::make_shared<SeqModel>(info, bo);
 }
 
-double estimate_train_bytes(const Config& c, const SeqTaskInfo& info, int64_t params) {
-  const std::string mixer = mixer_of(c.get_string("model"));
-  const double B = static_cast<double>(c.get_int("batch_size")), Be = static_cast<double>(c.get_int("eval_batch_size"));
-  const double n = static_cast<double>(info.n), d = static_cast<double>(c.get_int("d_model"));
-  const double L = static_cast<double>(c.get_int("n_layers")), h = static_cast<double>(c.get_int("n_heads"));
-  const double ffn = static_cast<double>(c.get_int("ffn_mult"));
+double estimate_train_bytes(const RunSpec& spec, const SeqTaskInfo& info, int64_t params) {
+  const BackboneOptions& bo = spec.model.backbone;
+  const std::string& mixer = bo.mixer;
+  const double B = static_cast<double>(spec.trainer.batch_size), Be = static_cast<double>(spec.trainer.eval_batch_size);
+  const double n = static_cast<double>(info.n), d = static_cast<double>(bo.mixer_options.d_model);
+  const double L = static_cast<double>(bo.n_layers), h = static_cast<double>(bo.mixer_options.n_heads);
+  const double ffn = static_cast<double>(bo.ffn_mult);
   // Floats kept per token and layer for backward, by mixer (inputs, projections, gates, states), rough.
   double per_token = mixer == "attention" ? 8 : mixer == "lstm" ? 16 : mixer == "mamba" ? 40 : mixer == "cnn" ? 10 : 16;
   per_token = (per_token + 4 + 2 * ffn) * d;
   double train = L * B * n * per_token * 4.0;
   double scores_train = 0, scores_eval = 0;
-  if (mixer == "attention") {  // the backbone's attention is the naive kernel (materialised scores)
+  if (mixer == "attention") {  // the naive kernel's materialised scores (an upper bound when the tiled one runs)
     scores_train = L * B * h * n * n * 4.0 * 3.0;  // scores, probabilities and their gradient
     scores_eval = Be * h * n * n * 4.0 * 2.0;
   } else if (mixer == "cerebra") {
-    const double k = std::min(n, static_cast<double>(c.get_int("topk")));
+    const double k = std::min(n, static_cast<double>(bo.mixer_options.own_as<CerebraOptions>().topk));
     scores_train = L * B * h * k * n * 4.0 * 3.0;
     scores_eval = Be * h * k * n * 4.0 * 2.0;
   }
@@ -261,11 +258,11 @@ double estimate_train_bytes(const Config& c, const SeqTaskInfo& info, int64_t pa
   return std::max(train, eval) + static_cast<double>(params) * 4.0 * 4.0;
 }
 
-nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, const RunOptions& options) {
-  const int threads = setup(config);
-  const std::string kind = config.get_string("model");
-  check_quant_config(config, /*training=*/true);
-  auto task = make_seq_task(config);
+nlohmann::json seq_train_run(const RunSpec& spec, const std::string& out_dir, const RunOptions& options) {
+  const Config& config = spec.config;
+  const int threads = apply_runtime(spec.runtime);
+  const std::string& kind = spec.model.name;
+  auto task = make_seq_task(spec.task);
   const SeqTaskInfo& info = task->info();
   fs::create_directories(out_dir);
   const fs::path out(out_dir);
@@ -273,16 +270,16 @@ nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, c
 
   reset_peak_tensor_bytes();
   reset_peak_rss();
-  torch::manual_seed(config.get_int("seed"));
-  auto net = make_seq_model(config, info);
+  torch::manual_seed(static_cast<int64_t>(spec.trainer.seed));
+  auto net = make_seq_model(spec.model, info);
   int64_t params = net->parameter_count();
   double analytic = net->flops_per_example();
 
-  TrainerOptions to = trainer_options_from_config(config);
+  TrainerOptions to = spec.trainer;
   to.quiet = options.quiet;
   to.metrics_path = (out / "metrics.jsonl").string();
   int64_t n_train = task->size(SeqSplit::Train);
-  const int64_t steps = config.get_int("steps");
+  const int64_t steps = spec.trainer.steps;
   if (steps > 0) {  // a step budget: one pass over steps * batch_size examples of the pool (cycled if larger)
     const int64_t per_epoch = (n_train + to.batch_size - 1) / to.batch_size;
     if (steps <= per_epoch) {
@@ -305,10 +302,10 @@ nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, c
   if (info.head == HeadKind::CausalLM)
     hooks.describe_val = [](double vl) { return nlohmann::json{{"val_bits_per_char", vl / std::log(2.0)}}; };
   const std::vector<int64_t> val_rows = split_rows(SeqSplit::Val, task->size(SeqSplit::Val));
-  const ComputeSchedule schedule = ComputeSchedule::from_config(config);
+  const ComputeSchedule& schedule = spec.compute;
   auto compute = std::make_unique<ComputeObjective>(*net, schedule);
   auto probe = [&](SeqSplit split) {  // one no-grad forward of up to 64 examples; returns its batch size
-    const int64_t B = std::min<int64_t>({64, config.get_int("eval_batch_size"), task->size(split)});
+    const int64_t B = std::min<int64_t>({64, spec.trainer.eval_batch_size, task->size(split)});
     std::vector<int64_t> rows(static_cast<size_t>(B));
     std::iota(rows.begin(), rows.end(), 0);
     torch::NoGradGuard g;
@@ -342,8 +339,8 @@ nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, c
     return std::vector<double>(r.size(), net->flops_per_example() / compute->dense_flops_per_example());
   };
   std::unique_ptr<Pruner> pruner =
-      attach_pruning(hooks, *net, config, to.epochs, [&] { compute->refresh_static_flops(); });
-  attach_qat(hooks, *net, config);  // QAT from qat_start_epoch (no-op unless qat: true)
+      attach_pruning(hooks, *net, spec.prune, to.epochs, [&] { compute->refresh_static_flops(); });
+  attach_qat(hooks, *net, spec.quant);  // QAT from qat_start_epoch (no-op unless qat: true)
   TrainResult tr = train_model(*net, split_rows(SeqSplit::Train, n_train), val_rows, to, hooks);
   nlohmann::json training_extra = nlohmann::json::object();
   if (pruner) {
@@ -364,11 +361,11 @@ nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, c
     }
   }
   const double dense = compute->active() ? compute->dense_flops_per_example() : analytic;
-  const int64_t eval_batch = config.get_int("eval_batch_size");
+  const int64_t eval_batch = spec.trainer.eval_batch_size;
   nlohmann::json metrics = evaluate(*net, *task, SeqSplit::Test, eval_batch, "test");
   metrics.update(evaluate(*net, *task, SeqSplit::Val, eval_batch, "val"));
   save_model(*net, (out / "model.pt").string());
-  if (pruner) save_prune_state(*net, *make_seq_model(config, info), (out / kPruneStateFile).string());
+  if (pruner) save_prune_state(*net, *make_seq_model(spec.model, info), (out / kPruneStateFile).string());
 
   const double n = static_cast<double>(info.n);
   const double train_total = std::accumulate(tr.epoch_seconds.begin(), tr.epoch_seconds.end(), 0.0);
@@ -376,7 +373,7 @@ nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, c
       {"task", info.name},
       {"model", kind},
       {"params", params},
-      {"d_model", config.get_int("d_model")},
+      {"d_model", spec.model.backbone.mixer_options.d_model},
       {"metrics", metrics},
       {"primary_metric", info.metric},
       {"higher_is_better", info.higher_is_better},
@@ -409,28 +406,28 @@ nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, c
       {"checkpoint", "model.pt"},
   };
   summary["training"].update(training_extra);
-  if (config.get_bool("qat")) summary["quant"] = quant_summary(*net, config);
+  if (spec.quant.qat) summary["quant"] = quant_summary(*net, spec.quant);
   write_text_file(out / "summary.json", summary.dump(2) + "\n");
   return summary;
 }
 
-nlohmann::json seq_eval_run(const Config& config, const std::string& run_dir, const RunOptions& options) {
+nlohmann::json seq_eval_run(const RunSpec& spec, const std::string& run_dir, const RunOptions& options) {
   const fs::path dir(run_dir);
-  const int threads = setup(config);
-  auto task = make_seq_task(config);
-  auto net = make_seq_model(config, task->info());
+  const int threads = apply_runtime(spec.runtime);
+  auto task = make_seq_task(spec.task);
+  auto net = make_seq_model(spec.model, task->info());
   const fs::path ckpt = dir / "model.pt";
   if (!fs::exists(ckpt)) throw std::runtime_error("checkpoint " + ckpt.string() + " not found");
   if (fs::exists(dir / kPruneStateFile))
     apply_prune_state(*net, read_json_file(dir / kPruneStateFile), (dir / kPruneStateFile).string());
-  quant_before_load(*net, config);
+  quant_before_load(*net, spec.quant);
   load_model(*net, ckpt.string());
   net->eval();
-  quant_after_load(*net, config, run_dir);  // QAT runs evaluate with fake quantisation
-  nlohmann::json metrics = evaluate(*net, *task, SeqSplit::Test, config.get_int("eval_batch_size"), "test");
-  nlohmann::json result = {{"run", run_dir}, {"task", task->info().name}, {"model", config.get_string("model")},
+  quant_after_load(*net, spec.quant, run_dir);  // QAT runs evaluate with fake quantisation
+  nlohmann::json metrics = evaluate(*net, *task, SeqSplit::Test, spec.trainer.eval_batch_size, "test");
+  nlohmann::json result = {{"run", run_dir}, {"task", task->info().name}, {"model", spec.model.name},
                            {"metrics", metrics}, {"threads", threads}};
-  if (config.get_bool("qat") || config.get_bool("int8")) result["quant"] = quant_summary(*net, config);
+  if (spec.quant.qat || spec.quant.int8) result["quant"] = quant_summary(*net, spec.quant);
   if (fs::exists(dir / "summary.json")) {
     std::ifstream f(dir / "summary.json");
     nlohmann::json summary = nlohmann::json::parse(f, nullptr, false);

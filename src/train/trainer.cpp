@@ -10,7 +10,6 @@
 #include <numeric>
 #include <random>
 
-#include "cerebra/core/config.h"
 #include "cerebra/train/train.h"
 
 namespace cerebra {
@@ -80,27 +79,6 @@ void restore(Model& model, const std::vector<torch::Tensor>& s) {
 }
 
 }  // namespace
-
-TrainerOptions trainer_options_from_config(const Config& c) {
-  TrainerOptions o;
-  o.epochs = c.get_int("epochs");
-  o.batch_size = c.get_int("batch_size");
-  o.eval_batch_size = c.get_int("eval_batch_size");
-  o.patience = c.get_int("patience");
-  o.lr = c.get_float("lr");
-  o.weight_decay = c.get_float("weight_decay");
-  o.warmup_epochs = c.get_float("warmup_epochs");
-  o.min_lr_ratio = c.get_float("min_lr_ratio");
-  o.grad_clip = c.get_float("grad_clip");
-  o.lr_schedule = c.get_string("lr_schedule");
-  o.seed = static_cast<uint64_t>(c.get_int("seed"));
-  o.sampler = SamplerOptions::from_config(c);
-  if (o.epochs < 1) throw ConfigError("epochs must be >= 1, got " + std::to_string(o.epochs));
-  if (o.batch_size < 1) throw ConfigError("batch_size must be >= 1, got " + std::to_string(o.batch_size));
-  if (o.eval_batch_size < 1) throw ConfigError("eval_batch_size must be >= 1");
-  if (!(o.lr > 0)) throw ConfigError("lr must be > 0, got " + c.get_string("lr"));
-  return o;
-}
 
 torch::Tensor predict(Model& model, const std::vector<int64_t>& rows, int64_t batch_size,
                       const std::function<Batch(const std::vector<int64_t>&)>& make_batch) {

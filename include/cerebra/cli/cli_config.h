@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cerebra/core/config.h"
+#include "cerebra/data/task_spec.h"
 
 namespace CLI {
 class App;
@@ -30,6 +31,6 @@ Config build_config(const CLI::App* app, const ConfigArgs& args, std::string* co
 // Runs scripts/export_data.sh (found via $CEREBRA_HOME, `source_dir` or ./scripts) into `out_dir`; its exit code.
 int run_data_export(const std::string& out_dir, bool force, const std::string& source_dir);
 // Exports the data sets when the configured task's file is missing (generated tasks need none).
-void ensure_data(const Config& config, const std::string& source_dir);
+void ensure_data(const TaskSpec& spec, const std::string& source_dir);
 
 }  // namespace cerebra

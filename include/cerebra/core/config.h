@@ -57,6 +57,12 @@ class Config {
   std::map<std::string, std::string> values_;
 };
 
+// Adds keys to the schema: components registered at static initialisation (each sequence mixer's own options)
+// contribute theirs, so YAML files and the command line accept them and `--help` lists them. A key registered twice
+// must have the same type and default (two mixers may share one); otherwise std::logic_error. Must run before the
+// schema is first used (static initialisation).
+void register_config_keys(const std::vector<KeySpec>& keys);
+
 // "Did you mean" help: the valid keys closest to `name`, then the full list.
 std::string describe_unknown_key(const std::string& name);
 

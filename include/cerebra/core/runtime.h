@@ -7,6 +7,16 @@
 
 namespace cerebra {
 
+// The runtime of a run: parsed from the config (keys threads, allow_slow_blas) with the rest of its spec.
+struct RuntimeSpec {
+  int threads = 0;               // intra-op threads, 0 = all cores
+  bool allow_slow_blas = false;  // run even when LibTorch is not using OpenBLAS
+};
+// Applies a runtime to the process: installs the counting allocator (once), sets the thread count, and checks the
+// BLAS unless allowed to be slow. Returns the thread count in effect. Every command that runs a model calls this
+// once with its spec.
+int apply_runtime(const RuntimeSpec& spec);
+
 // Sets LibTorch's intra-op thread count (0 = all cores) and returns the count in effect.
 int set_threads(int requested);
 int available_cores();

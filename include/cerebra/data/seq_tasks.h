@@ -34,11 +34,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cerebra/data/task_spec.h"
 #include "cerebra/models/models.h"
 
 namespace cerebra {
 
-class Config;
 
 enum class HeadKind {
   TokenClassification,     // predict at answer positions (y: (B, n), -100 elsewhere), output (B, n, n_classes)
@@ -72,19 +72,15 @@ class SeqTask {
 };
 
 // ---- registry
-using SeqTaskFactory = std::function<std::unique_ptr<SeqTask>(const Config&)>;
+using SeqTaskFactory = std::function<std::unique_ptr<SeqTask>(const TaskSpec&)>;
 void register_seq_task(const std::string& name, SeqTaskFactory factory);
 std::vector<std::string> seq_task_names();
 bool is_seq_task(const std::string& name);
-std::unique_ptr<SeqTask> make_seq_task(const Config& config);  // by config "task"
-// What a task's model needs (vocab, n, head), from the config alone, without loading data.
-SeqTaskInfo seq_task_info(const Config& config);
+std::unique_ptr<SeqTask> make_seq_task(const TaskSpec& spec);  // by spec.name
+// What a task's model needs (vocab, n, head), from the spec alone, without loading data.
+SeqTaskInfo seq_task_info(const TaskSpec& spec);
 
-// ---- synthetic generators (exposed for tests)
-struct SyntheticSpec {
-  int64_t n = 256, vocab = 64, n_data = 16, n_pairs = 16, n_queries = 16;
-  double mask_fraction = 0.15;
-};
+// ---- synthetic generators (exposed for tests; SyntheticSpec in task_spec.h)
 struct SeqExample {
   std::vector<int64_t> tokens;   // n
   std::vector<int64_t> targets;  // n, -100 = not an answer position
@@ -109,31 +105,5 @@ std::string load_lm_text(const std::string& path, int64_t min_bytes);
 // `error_on_long`, std::runtime_error naming the origin.
 std::vector<int64_t> byte_tokens(const std::string& text, int64_t max_len, bool error_on_long,
                                  const std::string& origin, bool* truncated);
-
-// ---- the sequence model: token embedding + sinusoidal positions + Backbone(mixer) + head
-// model: "transformer" (= attention) or any registered mixer. For causal tasks the mixer is built causal, and a
-// mixer without a causal form is refused with a ConfigError.
-std::shared_ptr<Model> make_seq_model(const Config& config, const SeqTaskInfo& info);
-std::vector<std::string> seq_model_names();
-
-// ---- runs (dispatched from train_run / eval_run when the task is a sequence task)
-struct RunOptions;
-nlohmann::json seq_train_run(const Config& config, const std::string& out_dir, const RunOptions& options);
-nlohmann::json seq_eval_run(const Config& config, const std::string& run_dir, const RunOptions& options);
-
-// ---- `cerebra bench tasks` on a sequence task
-struct SeqBenchOptions {
-  int64_t n = 0;               // sequence length (max_len for wordnet); 0 = the config's
-  int64_t budget_params = 0;   // match parameters by choosing d_model per model; 0 = the config's d_model
-  double mem_limit_gib = 8.0;  // skip models whose estimated training memory exceeds this
-  bool quiet = false;
-};
-int bench_seq_tasks(const Config& base, const std::vector<std::string>& models, const std::string& out_dir,
-                    const SeqBenchOptions& options);
-// The d_model (a multiple of 2·n_heads, at most 2048) whose model has the parameter count closest to `budget`.
-int64_t match_d_model(const Config& config, const SeqTaskInfo& info, int64_t budget);
-// Rough peak training memory of a model on a task (bytes): activations kept for backward, dense attention scores,
-// output logits, parameters and optimizer state.
-double estimate_train_bytes(const Config& config, const SeqTaskInfo& info, int64_t params);
 
 }  // namespace cerebra

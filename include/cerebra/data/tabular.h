@@ -10,12 +10,12 @@
 #include <torch/types.h>
 
 #include "cerebra/data/csv.h"
+#include "cerebra/data/task_spec.h"
 
 namespace cerebra {
 
-class Config;
-
-struct TaskSpec {
+// A tabular task resolved to its file and columns.
+struct TableSpec {
   std::string name;       // "cps1988", "stackoverflow", "csv"
   std::string path;       // CSV file
   std::string target;     // target column
@@ -23,8 +23,8 @@ struct TaskSpec {
   std::vector<std::string> categorical, numeric, drop;  // forced kinds; other columns are inferred
 };
 
-// Task defaults overlaid with the config's data keys. Throws with a hint when the data file is missing.
-TaskSpec resolve_task(const Config& config);
+// Task defaults overlaid with the spec's data keys. Throws with a hint when the data file is missing.
+TableSpec resolve_table(const TaskSpec& task);
 
 struct Split {
   std::vector<int64_t> train, val, test;  // indices into the usable rows, each sorted ascending
@@ -35,7 +35,7 @@ nlohmann::json split_to_json(const Split& split);
 
 // The table, with the columns resolved and the rows that have a usable target.
 struct TabularSource {
-  TaskSpec spec;
+  TableSpec spec;
   CsvTable table;
   std::vector<int64_t> rows;      // table rows with a usable target, in file order
   std::vector<int64_t> num_cols;  // table column indices
@@ -44,7 +44,7 @@ struct TabularSource {
   uint64_t checksum = 0;          // FNV-1a 64 of the file bytes
   int64_t dropped_rows = 0;       // rows without a usable target
 };
-TabularSource open_tabular(const TaskSpec& spec, int64_t max_rows = 0);
+TabularSource open_tabular(const TableSpec& spec, int64_t max_rows = 0);
 
 struct TabularData {
   std::vector<std::string> numeric_names, categorical_names;

@@ -80,9 +80,7 @@
 
 namespace cerebra {
 
-// MixerOptions::extra encodes these as numbers: "mode" 0 = soft, 1 = topk, 2 = threshold.
 enum class RoutingMode { kSoft = 0, kTopK = 1, kThreshold = 2 };
-// "compressor" 0 = conv, 1 = attnpool, 2 = hybrid.
 enum class CompressorKind { kConv = 0, kAttnPool = 1, kHybrid = 2 };
 
 RoutingMode parse_routing_mode(const std::string& name);        // "soft" | "topk" | "threshold"
@@ -93,29 +91,34 @@ std::string to_string(CompressorKind kind);
 struct CerebraOptions {
   int64_t d_model = 64;
   int64_t n_heads = 4;
-  RoutingMode mode = RoutingMode::kTopK;  // extra "mode" (0/1/2)
-  int64_t topk = 16;                      // extra "topk": k, tokens per sequence on the full path (topk mode)
-  int64_t k_max = 64;                     // extra "k_max": cap on routed tokens per sequence (threshold mode)
-  double tau = 1.0;                       // extra "tau": gate temperature τ
-  bool gumbel = true;                     // extra "gumbel" (0/1): logistic noise on the router in training
-  CompressorKind compressor = CompressorKind::kConv;  // extra "compressor" (0/1/2)
-  double compression_ratio = 0.5;         // extra "compression_ratio": r in (0, 1]
-  double width_scale = 0.5;               // extra "width_scale": s in (0, 1]
-  int64_t memory_max = 64;                // extra "memory_max": bound on m; <= 0 means unbounded (quadratic)
-  int64_t window = 32;                    // extra "window": w; the window holds 2·⌊w/2⌋+1 tokens
-  double rec_weight = 0.0;                // extra "rec_weight": α, weight of the reconstruction loss
-  // extra "use_reference" (0/1): compute both paths the plain way (every query against all n keys, band-masked
+  RoutingMode mode = RoutingMode::kTopK;  // router_mode
+  int64_t topk = 16;                      // k, tokens per sequence on the full path (topk mode)
+  int64_t k_max = 64;                     // cap on routed tokens per sequence (threshold mode)
+  double tau = 1.0;                       // gate temperature τ
+  bool gumbel = true;                     // logistic noise on the router in training
+  CompressorKind compressor = CompressorKind::kConv;
+  double compression_ratio = 0.5;         // r in (0, 1]
+  double width_scale = 0.5;               // s in (0, 1]
+  int64_t memory_max = 64;                // bound on m; <= 0 means unbounded (quadratic)
+  int64_t window = 32;                    // w; the window holds 2·⌊w/2⌋+1 tokens
+  double rec_weight = 0.0;                // α, weight of the reconstruction loss
+  // cerebra_reference: compute both paths the plain way (every query against all n keys, band-masked
   // for the window), the same function as the fast paths; for tests. realised_flops() still reports the fast paths.
   bool use_reference = false;
-  int64_t conv_kernel = 3;                // extra "conv_kernel": depthwise kernel of conv/hybrid (odd)
-  int64_t pool_queries = 64;              // extra "pool_queries": learned-query bank when memory_max <= 0
+  int64_t conv_kernel = 3;                // depthwise kernel of conv/hybrid (odd)
+  int64_t pool_queries = 64;              // learned-query bank when memory_max <= 0
   // Heads of the full path kept by structured pruning (cerebra/pruning.h); 0 = all n_heads. The full path then
   // computes queries, keys and values only for those heads (width D_f = full_heads·d/n_heads instead of d) and its
   // output fills only their columns before the output projection.
   int64_t full_heads = 0;
 
-  // Reads d_model and n_heads and the extra keys above; `causal` must be false. dropout is not used.
+  // The registered options (MixerOptions::own, defaults when empty) with d_model and n_heads from the common
+  // options; `causal` must be false. dropout is not used. Validated.
   static CerebraOptions from_mixer(const MixerOptions& o);
+  // The layer's own config keys and their parse (the mixer registration) and description (records, tests).
+  static std::vector<KeySpec> keys();
+  static CerebraOptions from_config(const Config& config);
+  nlohmann::json describe() const;
   void validate() const;  // throws with the offending field
 
   int64_t compressed_width() const;       // d_c
@@ -214,6 +217,7 @@ class CerebraLayer : public SequenceMixer {
   torch::Tensor expected_flops() override { return expected_; }
   double realised_flops() const override { return realised_; }
   std::map<std::string, double> stats() const override { return stats_; }
+  nlohmann::json own_options() const override { return opts_.describe(); }
   void set_temperature(double tau) override;
   void set_dense(bool dense) override { dense_ = dense; }
 

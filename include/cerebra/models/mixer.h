@@ -11,31 +11,37 @@
 // matmul-class ATen ops that ran, and the two must agree.
 #pragma once
 
+#include <any>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <stdexcept>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
+
+#include "cerebra/core/config.h"
 
 namespace cerebra {
 
-// Options shared by every mixer; each mixer reads the fields it needs and ignores the rest.
+// Options every mixer receives from the backbone, plus the mixer's own typed options (`own`: the struct its
+// registration parses from the config, e.g. MambaOptions; empty = that struct's defaults).
 struct MixerOptions {
   int64_t d_model = 64;
   int64_t n_heads = 4;
   bool causal = false;
   double dropout = 0.0;
-  // Attention implementation: "naive" (materialised scores) or "tiled" (online softmax, O(n) memory).
-  std::string attention_impl = "naive";
-  // Extra architecture-specific integers and reals, e.g. {"d_state", 16}, {"window", 64}.
-  std::map<std::string, double> extra;
+  std::any own;
 
-  double get(const std::string& key, double fallback) const {
-    auto it = extra.find(key);
-    return it == extra.end() ? fallback : it->second;
+  // The mixer's own options as type O (O's defaults when `own` is empty).
+  template <class O>
+  O own_as() const {
+    if (!own.has_value()) return O{};
+    if (const O* o = std::any_cast<O>(&own)) return *o;
+    throw std::invalid_argument("mixer options: the options given are not of the mixer's own options type");
   }
 };
 
@@ -56,6 +62,8 @@ class SequenceMixer : public torch::nn::Module {
   virtual double flops(int64_t n) const = 0;
   // Whether the output at position i depends only on inputs at positions <= i.
   virtual bool is_causal() const = 0;
+  // The mixer's own options as {key: value} (the keys of its registration), as built.
+  virtual nlohmann::json own_options() const { return nlohmann::json::object(); }
   // An auxiliary loss the mixer wants added to the objective (undefined when none).
   virtual torch::Tensor aux_loss() { return {}; }
 
@@ -82,16 +90,47 @@ class SequenceMixer : public torch::nn::Module {
   virtual void mask_units(size_t group, const std::vector<int64_t>& keep) {}
 };
 
-using MixerFactory = std::function<std::shared_ptr<SequenceMixer>(const MixerOptions&)>;
+// A mixer's registration: its name, its own config keys (group "mixer <name>" in --help), how its typed options
+// are parsed from a config and described for records, and its factory.
+struct MixerDef {
+  std::string name;
+  std::vector<KeySpec> keys;
+  // Typed options from a config (the spec parse; only the mixer's own keys are read). Throws ConfigError.
+  std::function<std::any(const Config&)> parse;
+  // The typed options as {key: value} under the keys above (for records and tests).
+  std::function<nlohmann::json(const std::any&)> describe;
+  std::function<std::shared_ptr<SequenceMixer>(const MixerOptions&)> make;
+};
 
-// Registry of mixers by name ("attention", "lstm", "mamba", ...).
-void register_mixer(const std::string& name, MixerFactory factory);
+// Registers the mixer and its config keys (static initialisation); a name registered twice is a logic error.
+void register_mixer(MixerDef def);
 std::shared_ptr<SequenceMixer> make_mixer(const std::string& name, const MixerOptions& options);
 std::vector<std::string> mixer_names();
+const MixerDef& mixer_def(const std::string& name);  // std::invalid_argument for an unknown name
 
-// Registers a mixer at static-initialisation time: `static MixerRegistration reg("lstm", factory);`
+// `common` with the mixer's own options parsed from `overrides` (key -> value text) over its defaults: how tools and
+// tests build a mixer with chosen options without a config file. Unknown keys and bad values throw ConfigError.
+MixerOptions with_own_options(const std::string& mixer, MixerOptions common,
+                              const std::map<std::string, std::string>& overrides);
+
+// Builds a MixerDef from a typed options struct O: `parse` returns O, `describe` takes O, `make` takes the common
+// options and O. Registers at static-initialisation time: `static MixerRegistration reg(define_mixer<O>(...));`
+template <class O>
+MixerDef define_mixer(std::string name, std::vector<KeySpec> keys, std::function<O(const Config&)> parse,
+                      std::function<nlohmann::json(const O&)> describe,
+                      std::function<std::shared_ptr<SequenceMixer>(const MixerOptions&, const O&)> make) {
+  MixerDef def;
+  def.name = std::move(name);
+  for (auto& k : keys) k.group = "mixer " + def.name;
+  def.keys = std::move(keys);
+  def.parse = [parse](const Config& c) { return std::any(parse(c)); };
+  def.describe = [describe](const std::any& a) { return describe(a.has_value() ? std::any_cast<const O&>(a) : O{}); };
+  def.make = [make](const MixerOptions& o) { return make(o, o.own_as<O>()); };
+  return def;
+}
+
 struct MixerRegistration {
-  MixerRegistration(const std::string& name, MixerFactory factory) { register_mixer(name, std::move(factory)); }
+  explicit MixerRegistration(MixerDef def) { register_mixer(std::move(def)); }
 };
 
 }  // namespace cerebra

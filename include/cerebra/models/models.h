@@ -14,29 +14,13 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
+#include "cerebra/core/batch.h"
+#include "cerebra/models/baselines.h"
 #include "cerebra/models/mixer.h"
 
 namespace cerebra {
 
-class Config;
 class BackboneImpl;
-
-// One mini-batch. Tabular tasks fill num/cat; token tasks fill tokens/mask. y is the target.
-struct Batch {
-  torch::Tensor num;     // (B, Fn) float
-  torch::Tensor cat;     // (B, Fc) int64
-  torch::Tensor tokens;  // (B, n) int64
-  torch::Tensor mask;    // (B, n) bool, true = real token
-  torch::Tensor y;       // (B,) or (B, n): the target
-  int64_t size() const;
-};
-
-// What a model needs to know about its input.
-struct InputSchema {
-  int64_t n_numeric = 0;
-  std::vector<int64_t> cardinalities;  // tabular: per categorical feature
-  int64_t n_outputs = 1;
-};
 
 class Model : public torch::nn::Module {
  public:
@@ -89,10 +73,19 @@ class BackboneImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Backbone);
 
+// What to build for a run (config keys of group "model", and the mixer's own keys), parsed with the run's spec.
+struct ModelSpec {
+  std::string name = "transformer";  // ols, xgboost, mlp, transformer (= the attention mixer), or a mixer's name
+  BackboneOptions backbone;          // sequence models: the mixer (with its own typed options) and the blocks
+  int64_t mlp_hidden = 256;          // mlp: hidden width; its depth is backbone.n_layers, its dropout backbone.dropout
+  XgbParams xgb;                     // xgboost (threads set by the run)
+  bool is_estimator() const { return name == "ols" || name == "xgboost"; }  // fitted, not trained by gradients
+};
+// The mixer a sequence model name stands for ("transformer" -> "attention").
+std::string mixer_for_model(const std::string& model);
+
 // Model names a task can build: "mlp", "transformer" (= the "attention" mixer), and every registered mixer.
 std::vector<std::string> tabular_model_names();
-std::shared_ptr<Model> make_tabular_model(const Config& config, const InputSchema& schema);
-// Backbone options from the config keys (d_model, n_layers, n_heads, ffn_mult, dropout, ...).
-BackboneOptions backbone_options_from_config(const Config& config, const std::string& model_name);
+std::shared_ptr<Model> make_tabular_model(const ModelSpec& spec, const InputSchema& schema);
 
 }  // namespace cerebra

@@ -29,8 +29,6 @@
 
 namespace cerebra {
 
-class Config;
-struct TrainerHooks;
 
 // The prune state's file beside a run's checkpoint: a fresh model takes these shapes before the weights load.
 inline constexpr const char* kPruneStateFile = "pruned.json";
@@ -41,7 +39,6 @@ struct PruneSchedule {
   double target = 0;        // final share of each kind's units removed, in [0, 1)
   std::vector<std::string> kinds{"heads", "ffn"};
 
-  static PruneSchedule from_config(const Config& config);
   bool enabled() const { return start_epoch > 0 && target > 0; }
   int64_t last_epoch() const { return start_epoch + epochs - 1; }
   bool active(int64_t epoch) const { return enabled() && epoch >= start_epoch && epoch <= last_epoch(); }
@@ -93,13 +90,6 @@ class Pruner {
   nlohmann::json last_step_ = nlohmann::json::object();
 };
 
-// Structured pruning in a training loop, from the config's schedule (returns null and changes nothing when it is
-// off): saliencies after each backward pass, a pruning step at the end of each scheduled epoch (then `on_change`,
-// e.g. to refresh static FLOPs), the pruner's report in the metrics lines, and best-epoch selection held back until
-// the last pruning step (earlier snapshots would not fit the shapes). `epochs` is the length of the run. The
-// returned pruner must outlive training.
-std::unique_ptr<Pruner> attach_pruning(TrainerHooks& hooks, Model& model, const Config& config, int64_t epochs,
-                                       std::function<void()> on_change = {});
 // Writes `path` (the prune state, JSON) when `model`'s group sizes differ from those of `unpruned`, a freshly built
 // model of the same config; true when written.
 bool save_prune_state(Model& model, Model& unpruned, const std::string& path);

@@ -45,9 +45,7 @@
 
 namespace cerebra {
 
-class Config;
 class Model;
-struct TrainerHooks;
 
 enum class QuantMode { kFloat, kObserve, kFakeQuant, kInt8 };
 
@@ -118,20 +116,25 @@ void reset_quant_counters(const torch::nn::Module& model);
 // The packed int8 weight of a Linear in kInt8 mode, unpacked (a quantised tensor); undefined otherwise.
 torch::Tensor packed_int8_weight(const torch::nn::Linear& m);
 
-// ---- configuration (keys of group "quant") ---------------------------------------------------------------------
+// ---- a run's quantisation (config keys of group "quant", parsed with the run's spec) ---------------------------
 
-// Checks the quant keys of a config; `training` rejects int8 (written by `cerebra export --int8`, not trained).
-void check_quant_config(const Config& config, bool training);
-QuantOptions quant_options_from_config(const Config& config);
+struct QuantSpec {
+  bool qat = false;                      // fake quantisation during training
+  int64_t qat_start_epoch = 1;           // E_q
+  int bits = 8;                          // 2..8
+  double ema = 0.99;                     // range tracking
+  bool int8 = false;                     // the run's Linear layers run int8 (written by `cerebra export --int8`)
+  std::string int8_engine = "onednn";    // onednn | qnnpack
+  std::string int8_activations = "dynamic";
+  QuantOptions options() const { return {bits, ema}; }
+  Int8Options int8_options() const { return {int8_engine, int8_activations, bits}; }
+};
+
 // Before loading a checkpoint: registers the range buffers when the run used QAT.
-void quant_before_load(torch::nn::Module& model, const Config& config);
+void quant_before_load(torch::nn::Module& model, const QuantSpec& spec);
 // After loading: QAT runs evaluate with fake quantisation; int8 runs load `run_dir`/model_int8.pt and run int8.
-void quant_after_load(torch::nn::Module& model, const Config& config, const std::string& run_dir);
-// QAT during training: registers the ranges now, switches fake quantisation on from qat_start_epoch (re-applied
-// at every epoch start, so replaced modules are covered), adds {"qat": bool} to the metrics lines and keeps the
-// epochs before qat_start_epoch out of best-epoch selection. Wraps any hooks already set. No-op when qat is off.
-void attach_qat(TrainerHooks& hooks, Model& model, const Config& config);
+void quant_after_load(torch::nn::Module& model, const QuantSpec& spec, const std::string& run_dir);
 // The "quant" section of summary.json (null when neither QAT nor int8 is configured).
-nlohmann::json quant_summary(const torch::nn::Module& model, const Config& config);
+nlohmann::json quant_summary(const torch::nn::Module& model, const QuantSpec& spec);
 
 }  // namespace cerebra

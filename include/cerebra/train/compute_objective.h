@@ -13,13 +13,11 @@
 
 namespace cerebra {
 
-class Config;
 
 struct ComputeSchedule {
   int64_t warm_epochs = 0, ramp_epochs = 0;
   double lambda0 = 0, lambda_target = 0, tau = 1.0, tau_min = 1.0;
 
-  static ComputeSchedule from_config(const Config& config);
   bool dense(int64_t epoch) const { return epoch <= warm_epochs; }  // epochs are 1-based
   double lambda(int64_t epoch) const;
   double temperature(int64_t epoch) const;

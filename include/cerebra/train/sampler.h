@@ -24,7 +24,6 @@
 
 namespace cerebra {
 
-class Config;
 
 struct SamplerOptions {
   bool enabled = false;     // "compute_aware"; false = "uniform"
@@ -34,7 +33,6 @@ struct SamplerOptions {
   int64_t start_epoch = 1;  // E_s (1-based)
   double ema = 0.9;         // a in [0, 1)
 
-  static SamplerOptions from_config(const Config& config);
   void validate() const;  // throws ConfigError naming the key
   bool active(int64_t epoch) const { return enabled && epoch >= start_epoch; }
 };

@@ -13,7 +13,7 @@
 
 namespace cerebra {
 
-class Config;
+struct RunSpec;
 
 struct RunOptions {
   bool quiet = false;  // no progress display and no per-run log lines
@@ -21,7 +21,7 @@ struct RunOptions {
 
 // Trains the configured model and writes `out_dir`: config.yaml, split.json, metrics.jsonl, the checkpoint
 // and summary.json. Returns the summary.
-nlohmann::json train_run(const Config& config, const std::string& out_dir, const RunOptions& options);
+nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const RunOptions& options);
 
 // Reloads a run directory's config, split and checkpoint and recomputes its test metrics.
 nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options);
@@ -30,6 +30,7 @@ nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options);
 
 struct TrainerOptions {
   int64_t epochs = 30, batch_size = 128, eval_batch_size = 1024, patience = 6;
+  int64_t steps = 0;  // sequence tasks: a budget of optimizer steps instead of epochs (0 = epochs)
   double lr = 1e-3, weight_decay = 1e-4, warmup_epochs = 1, min_lr_ratio = 0.05, grad_clip = 1.0;
   std::string lr_schedule = "cosine";
   uint64_t seed = 42;
@@ -37,7 +38,6 @@ struct TrainerOptions {
   std::string metrics_path;  // metrics.jsonl; empty = not written
   SamplerOptions sampler;    // compute-aware sampler (cerebra/sampler.h); off = seeded shuffles
 };
-TrainerOptions trainer_options_from_config(const Config& config);
 
 struct TrainerHooks {
   std::function<Batch(const std::vector<int64_t>& rows)> make_batch;

@@ -1,0 +1,24 @@
+// `cerebra bench tasks` on a sequence task: every model at a matched parameter budget.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cerebra/core/config.h"
+#include "cerebra/data/seq_tasks.h"
+
+namespace cerebra {
+
+struct SeqBenchOptions {
+  int64_t n = 0;               // sequence length (max_len for wordnet); 0 = the config's
+  int64_t budget_params = 0;   // match parameters by choosing d_model per model; 0 = the config's d_model
+  double mem_limit_gib = 8.0;  // skip models whose estimated training memory exceeds this
+  bool quiet = false;
+};
+int bench_seq_tasks(const Config& base, const std::vector<std::string>& models, const std::string& out_dir,
+                    const SeqBenchOptions& options);
+// The d_model (a multiple of 2·n_heads, at most 2048) whose model has the parameter count closest to `budget`.
+int64_t match_d_model(const Config& config, const SeqTaskInfo& info, int64_t budget);
+
+}  // namespace cerebra

@@ -1,0 +1,35 @@
+// What a run's task is (config keys of groups "data" and "task"), parsed once with the run's spec
+// (include/cerebra/train/spec.h); the data layer reads only this struct, never the config.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cerebra {
+
+// The synthetic sequence tasks' shape (include/cerebra/data/seq_tasks.h).
+struct SyntheticSpec {
+  int64_t n = 256, vocab = 64, n_data = 16, n_pairs = 16, n_queries = 16;
+  double mask_fraction = 0.15;
+};
+
+struct TaskSpec {
+  std::string name = "cps1988";  // a tabular data set, csv, or a sequence task
+  uint64_t seed = 42;            // of the split and of generated examples
+  double val_fraction = 0.1, test_fraction = 0.2;
+  int64_t max_rows = 0;          // tabular: first N rows; wordnet: cap on the training split (0 = all)
+  // Files: the data set's file (empty = the task's file in data_dir).
+  std::string data, data_dir = "data";
+  // Tabular: target column and transform (empty = the task's default), forced column kinds, ignored columns.
+  std::string target, target_transform;
+  std::vector<std::string> categorical, numeric, drop;
+  // Sequence tasks.
+  SyntheticSpec synthetic;  // n = seq_len (synthetic tasks and the character LM)
+  int64_t train_examples = 20000, val_examples = 256, test_examples = 1000;
+  int64_t max_len = 256;               // wordnet: longest gloss in bytes
+  bool error_on_long = false;          // wordnet: length_policy error (else truncate with a warning)
+  std::string wordnet_dir = "/usr/share/wordnet";
+};
+
+}  // namespace cerebra

@@ -1,0 +1,192 @@
+// The one place where a config is read by key: every part of a run's spec is parsed and checked here (the mixers'
+// own options by their registrations, include/cerebra/models/mixer.h).
+#include "cerebra/train/spec.h"
+
+#include <fmt/core.h>
+
+namespace cerebra {
+
+namespace {
+
+TaskSpec parse_task(const Config& c) {
+  TaskSpec t;
+  t.name = c.get_string("task");
+  t.seed = static_cast<uint64_t>(c.get_int("seed"));
+  t.val_fraction = c.get_float("val_fraction");
+  t.test_fraction = c.get_float("test_fraction");
+  t.max_rows = c.get_int("max_rows");
+  t.data = c.get_string("data");
+  t.data_dir = c.get_string("data_dir");
+  t.target = c.get_string("target");
+  t.target_transform = c.get_string("target_transform");
+  t.categorical = c.get_list("categorical");
+  t.numeric = c.get_list("numeric");
+  t.drop = c.get_list("drop");
+  SyntheticSpec& s = t.synthetic;
+  s.n = c.get_int("seq_len");
+  s.vocab = c.get_int("vocab_size");
+  s.n_data = c.get_int("n_data_tokens");
+  s.n_pairs = c.get_int("n_pairs");
+  s.n_queries = c.get_int("n_queries") > 0 ? c.get_int("n_queries") : s.n_pairs;
+  s.mask_fraction = c.get_float("mask_fraction");
+  t.train_examples = c.get_int("train_examples");
+  t.val_examples = c.get_int("val_examples");
+  t.test_examples = c.get_int("test_examples");
+  t.max_len = c.get_int("max_len");
+  t.error_on_long = c.get_string("length_policy") == "error";
+  t.wordnet_dir = c.get_string("wordnet_dir");
+  if (t.max_rows < 0) throw ConfigError(fmt::format("max_rows must be >= 0 (0 = all), got {}", t.max_rows));
+  return t;
+}
+
+ModelSpec parse_model(const Config& c) {
+  ModelSpec m;
+  m.name = c.get_string("model");
+  m.mlp_hidden = c.get_int("mlp_hidden");
+  m.xgb.rounds = c.get_int("xgb_rounds");
+  m.xgb.max_depth = c.get_int("xgb_max_depth");
+  m.xgb.eta = c.get_float("xgb_eta");
+  m.xgb.subsample = c.get_float("xgb_subsample");
+  m.xgb.seed = static_cast<uint64_t>(c.get_int("seed"));
+  BackboneOptions& b = m.backbone;
+  b.mixer = mixer_for_model(m.name);
+  b.n_layers = c.get_int("n_layers");
+  b.ffn_mult = c.get_int("ffn_mult");
+  b.dropout = c.get_float("dropout");
+  b.mixer_options.d_model = c.get_int("d_model");
+  b.mixer_options.n_heads = c.get_int("n_heads");
+  b.mixer_options.dropout = b.dropout;
+  if (b.n_layers < 1) throw ConfigError(fmt::format("n_layers must be >= 1, got {}", b.n_layers));
+  if (b.mixer_options.d_model < 1 || b.mixer_options.n_heads < 1)
+    throw ConfigError(fmt::format("d_model and n_heads must be >= 1, got {} and {}", b.mixer_options.d_model,
+                                  b.mixer_options.n_heads));
+  if (b.ffn_mult < 0) throw ConfigError(fmt::format("ffn_mult must be >= 0, got {}", b.ffn_mult));
+  const auto mixers = mixer_names();
+  if (std::find(mixers.begin(), mixers.end(), b.mixer) != mixers.end())
+    b.mixer_options.own = mixer_def(b.mixer).parse(c);
+  return m;
+}
+
+SamplerOptions parse_sampler(const Config& c) {
+  SamplerOptions o;
+  const std::string mode = c.get_string("sampler");
+  o.enabled = mode == "compute_aware" || mode == "true";
+  o.beta = c.get_float("sampler_beta");
+  o.gamma = c.get_float("sampler_gamma");
+  o.floor = c.get_float("sampler_floor");
+  o.start_epoch = c.get_int("sampler_start_epoch");
+  o.ema = c.get_float("sampler_ema");
+  o.validate();
+  return o;
+}
+
+TrainerOptions parse_trainer(const Config& c) {
+  TrainerOptions o;
+  o.epochs = c.get_int("epochs");
+  o.steps = c.get_int("steps");
+  o.batch_size = c.get_int("batch_size");
+  o.eval_batch_size = c.get_int("eval_batch_size");
+  o.patience = c.get_int("patience");
+  o.lr = c.get_float("lr");
+  o.weight_decay = c.get_float("weight_decay");
+  o.warmup_epochs = c.get_float("warmup_epochs");
+  o.min_lr_ratio = c.get_float("min_lr_ratio");
+  o.grad_clip = c.get_float("grad_clip");
+  o.lr_schedule = c.get_string("lr_schedule");
+  o.seed = static_cast<uint64_t>(c.get_int("seed"));
+  o.sampler = parse_sampler(c);
+  if (o.epochs < 1) throw ConfigError("epochs must be >= 1, got " + std::to_string(o.epochs));
+  if (o.steps < 0) throw ConfigError("steps must be >= 0 (0 = epochs), got " + std::to_string(o.steps));
+  if (o.batch_size < 1) throw ConfigError("batch_size must be >= 1, got " + std::to_string(o.batch_size));
+  if (o.eval_batch_size < 1) throw ConfigError("eval_batch_size must be >= 1");
+  if (!(o.lr > 0)) throw ConfigError("lr must be > 0, got " + c.get_string("lr"));
+  return o;
+}
+
+ComputeSchedule parse_compute(const Config& c) {
+  ComputeSchedule s;
+  s.warm_epochs = c.get_int("warm_epochs");
+  s.ramp_epochs = c.get_int("lambda_ramp_epochs");
+  s.lambda0 = c.get_float("lambda0");
+  s.lambda_target = c.get_float("lambda");
+  s.tau = c.get_float("tau");
+  s.tau_min = c.get_float("tau_min");
+  if (s.warm_epochs < 0 || s.ramp_epochs < 0) throw ConfigError("warm_epochs and lambda_ramp_epochs must be >= 0");
+  if (s.lambda0 < 0 || s.lambda_target < 0) throw ConfigError("lambda and lambda0 must be >= 0");
+  if (!(s.tau > 0) || !(s.tau_min > 0)) throw ConfigError("tau and tau_min must be > 0");
+  return s;
+}
+
+PruneSchedule parse_prune(const Config& c) {
+  PruneSchedule s;
+  s.start_epoch = c.get_int("prune_start_epoch");
+  s.epochs = c.get_int("prune_epochs");
+  s.target = c.get_float("prune_target");
+  s.kinds = c.get_list("prune_kinds");
+  if (s.start_epoch < 0) throw ConfigError("prune_start_epoch must be >= 0 (0 = off), got " + std::to_string(s.start_epoch));
+  if (s.epochs < 1) throw ConfigError("prune_epochs must be >= 1, got " + std::to_string(s.epochs));
+  if (!(s.target >= 0 && s.target < 1))
+    throw ConfigError("prune_target must be in [0, 1), got " + c.get_string("prune_target"));
+  for (const auto& k : s.kinds)
+    if (k != "heads" && k != "ffn" && k != "channels")
+      throw ConfigError("prune_kinds: unknown kind '" + k + "'; expected a comma-separated list of heads, ffn, channels");
+  if (s.enabled() && s.kinds.empty()) throw ConfigError("prune_kinds is empty but prune_target > 0");
+  return s;
+}
+
+QuantSpec parse_quant(const Config& c, const ModelSpec& model, int64_t epochs, bool training) {
+  QuantSpec q;
+  q.qat = c.get_bool("qat");
+  q.qat_start_epoch = c.get_int("qat_start_epoch");
+  const int64_t bits = c.get_int("qat_bits");
+  q.ema = c.get_float("qat_ema");
+  q.int8 = c.get_bool("int8");
+  q.int8_engine = c.get_string("int8_engine");
+  q.int8_activations = c.get_string("int8_activations");
+  if (bits < 2 || bits > 8) throw ConfigError("qat_bits must be in [2, 8], got " + std::to_string(bits));
+  q.bits = static_cast<int>(bits);
+  if (!(q.ema >= 0.0 && q.ema < 1.0)) throw ConfigError("qat_ema must be in [0, 1), got " + c.get_string("qat_ema"));
+  if (q.qat) {
+    if (model.is_estimator())
+      throw ConfigError("qat: true needs a neural model; model '" + model.name + "' has no Linear layers");
+    if (training && (q.qat_start_epoch < 1 || q.qat_start_epoch > epochs))
+      throw ConfigError(fmt::format("qat_start_epoch must be in [1, epochs = {}], got {}", epochs, q.qat_start_epoch));
+  }
+  if (q.int8) {
+    if (training)
+      throw ConfigError("int8: true is written by `cerebra export --int8` for inference; to train for int8 use "
+                        "qat: true, then export");
+    if (model.is_estimator()) throw ConfigError("int8: true needs a neural model, got '" + model.name + "'");
+  }
+  return q;
+}
+
+RuntimeSpec parse_runtime(const Config& c) {
+  RuntimeSpec r;
+  const int64_t threads = c.get_int("threads");
+  if (threads < 0) throw ConfigError(fmt::format("threads must be >= 0 (0 = all cores), got {}", threads));
+  r.threads = static_cast<int>(threads);
+  r.allow_slow_blas = c.get_bool("allow_slow_blas");
+  return r;
+}
+
+}  // namespace
+
+std::string RunSpec::default_run_dir() const {
+  return fmt::format("runs/{}-{}-s{}", task.name, model.name, trainer.seed);
+}
+
+RunSpec parse_run_spec(const Config& config, bool training) {
+  RunSpec s;
+  s.config = config;
+  s.runtime = parse_runtime(config);
+  s.task = parse_task(config);
+  s.model = parse_model(config);
+  s.trainer = parse_trainer(config);
+  s.compute = parse_compute(config);
+  s.prune = parse_prune(config);
+  s.quant = parse_quant(config, s.model, s.trainer.epochs, training);
+  return s;
+}
+
+}  // namespace cerebra
