@@ -24,12 +24,14 @@
 #include "blas.h"
 #include "cerebra/core/flop_counter.h"
 #include "simd.h"
+#include "softmax_rows.h"
 
 namespace cerebra::ops {
 
 namespace {
 
 using simd::Pack;
+using namespace rows;
 using torch::Tensor;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -55,92 +57,6 @@ struct Attn {
   const bool* key_mask(int64_t bh) const { return mask ? mask + (bh / H) * nk : nullptr; }
 };
 
-// bias[c] = 0 for a real key c0 + c, -inf for a padded one. Returns {some key padded, every key padded}.
-template <typename T>
-std::pair<bool, bool> key_bias(const bool* mask, int64_t c0, int64_t nc, T* bias) {
-  if (mask == nullptr) return {false, false};
-  int64_t real = 0;
-  for (int64_t c = 0; c < nc; ++c) {
-    const bool m = mask[c0 + c];
-    bias[c] = m ? T(0) : -std::numeric_limits<T>::infinity();
-    real += m;
-  }
-  return {real < nc, real == 0};
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Row operations on a tile row, W lanes at a time, scalar tail.
-
-template <typename T, int W>
-CEREBRA_INLINE void row_add(T* s, const T* b, int64_t n) {  // s += b
-  using P = Pack<T, W>;
-  int64_t i = 0;
-  if constexpr (W > 1)
-    for (; i + W <= n; i += W) P::store(s + i, P::load(s + i) + P::load(b + i));
-  for (; i < n; ++i) s[i] += b[i];
-}
-
-template <typename T, int W>
-CEREBRA_INLINE T row_max(const T* s, int64_t n) {
-  using P = Pack<T, W>;
-  T m = -std::numeric_limits<T>::infinity();
-  int64_t i = 0;
-  if constexpr (W > 1) {
-    if (n >= W) {
-      auto acc = P::load(s);
-      for (i = W; i + W <= n; i += W) acc = P::max(acc, P::load(s + i));
-      m = P::hmax(acc);
-    }
-  }
-  for (; i < n; ++i) m = s[i] > m ? s[i] : m;
-  return m;
-}
-
-template <typename T, int W>
-CEREBRA_INLINE T row_exp(T* s, int64_t n, T shift) {  // s = exp(s - shift); returns the sum
-  using P = Pack<T, W>;
-  T sum = 0;
-  int64_t i = 0;
-  if constexpr (W > 1) {
-    const auto sh = P::set1(shift);
-    auto acc = P::set1(0);
-    for (; i + W <= n; i += W) {
-      const auto e = P::exp(P::load(s + i) - sh);
-      P::store(s + i, e);
-      acc += e;
-    }
-    sum = P::hsum(acc);
-  }
-  for (; i < n; ++i) {
-    s[i] = std::exp(s[i] - shift);
-    sum += s[i];
-  }
-  return sum;
-}
-
-template <typename T, int W>
-CEREBRA_INLINE void row_scale(T* s, int64_t n, T a) {  // s *= a
-  using P = Pack<T, W>;
-  int64_t i = 0;
-  if constexpr (W > 1)
-    for (; i + W <= n; i += W) P::store(s + i, P::load(s + i) * a);
-  for (; i < n; ++i) s[i] *= a;
-}
-
-template <typename T, int W>
-CEREBRA_INLINE void row_dsoftmax(T* p, const T* dp, int64_t n, T d) {  // p = p * (dp - d)
-  using P = Pack<T, W>;
-  int64_t i = 0;
-  if constexpr (W > 1)
-    for (; i + W <= n; i += W) P::store(p + i, P::load(p + i) * (P::load(dp + i) - d));
-  for (; i < n; ++i) p[i] *= dp[i] - d;
-}
-
-template <typename T>
-void fill(T* p, int64_t n, T x) {
-  std::fill(p, p + n, x);
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Forward: one (batch·head, query tile). out rows start zeroed. Scratch: S (br x bc), m, l (br), bias (bc).
 
@@ -159,7 +75,7 @@ CEREBRA_INLINE void forward_item(const Attn<T>& a, int64_t bh, int64_t qt, T* ou
   const int64_t kend = a.causal ? std::min(a.nk, r0 + nr) : a.nk;  // keys past the last row are never attended
   for (int64_t c0 = 0; c0 < kend; c0 += a.bc) {
     const int64_t nc = std::min(a.bc, kend - c0);
-    const auto [some_padded, all_padded] = key_bias(mask, c0, nc, bias);
+    const auto [some_padded, all_padded] = key_bias(mask, 1, c0, nc, bias);
     if (all_padded) continue;
     blas::gemm(false, true, nr, nc, dh, a.scale, Q, dh, K + c0 * dh, dh, T(0), S, nc);
     for (int64_t r = 0; r < nr; ++r) {
@@ -253,7 +169,7 @@ CEREBRA_INLINE void backward_item(const Attn<T>& a, const AttnGrad<T>& g, int64_
   const bool* mask = a.key_mask(bh);
   for (int64_t j = group; j < a.k_tiles(); j += g.groups) {
     const int64_t c0 = j * a.bc, nc = std::min(a.bc, a.nk - c0);
-    const auto [some_padded, all_padded] = key_bias(mask, c0, nc, bias);
+    const auto [some_padded, all_padded] = key_bias(mask, 1, c0, nc, bias);
     if (all_padded) continue;
     const T* Kj = K + c0 * dh;
     const T* Vj = V + c0 * dh;

@@ -29,12 +29,14 @@
 #include "blas.h"
 #include "cerebra/core/flop_counter.h"
 #include "simd.h"
+#include "softmax_rows.h"
 
 namespace cerebra::ops {
 
 namespace {
 
 using simd::Pack;
+using namespace rows;
 using torch::Tensor;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -74,19 +76,6 @@ Lane<T> lane_of(const Band<T>& a, int64_t bh, int64_t r) {
   return Lane<T>{a.q + off, a.k + off, a.v + off, mask, a.len(r), a.dil * a.dh, a.dil};
 }
 
-// bias[c] = 0 for a real key c0 + c of the lane, -inf for a padded one. Returns {some key padded, every key padded}.
-template <typename T>
-std::pair<bool, bool> key_bias(const bool* mask, int64_t stride, int64_t c0, int64_t nc, T* bias) {
-  if (mask == nullptr) return {false, false};
-  int64_t real = 0;
-  for (int64_t c = 0; c < nc; ++c) {
-    const bool m = mask[(c0 + c) * stride];
-    bias[c] = m ? T(0) : -std::numeric_limits<T>::infinity();
-    real += m;
-  }
-  return {real < nc, real == 0};
-}
-
 // Keys of the query block [r0, r0 + nr): [kb, ke). Rows of the block whose band reaches the key tile
 // [c0, c0 + nc): [ra, rb). Columns of the tile in row i's band: [lo, hi).
 struct BlockKeys {
@@ -103,79 +92,6 @@ std::pair<int64_t, int64_t> tile_rows(const Band<T>& a, int64_t r0, int64_t nr, 
 template <typename T>
 std::pair<int64_t, int64_t> row_band(const Band<T>& a, int64_t i, int64_t c0, int64_t nc) {
   return {std::clamp<int64_t>(i - a.wl - c0, 0, nc), std::clamp<int64_t>(i + a.wr + 1 - c0, 0, nc)};
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Row operations on a tile row, W lanes at a time, scalar tail.
-
-template <typename T, int W>
-CEREBRA_INLINE void row_add(T* s, const T* b, int64_t n) {  // s += b
-  using P = Pack<T, W>;
-  int64_t i = 0;
-  if constexpr (W > 1)
-    for (; i + W <= n; i += W) P::store(s + i, P::load(s + i) + P::load(b + i));
-  for (; i < n; ++i) s[i] += b[i];
-}
-
-template <typename T, int W>
-CEREBRA_INLINE T row_max(const T* s, int64_t n) {
-  using P = Pack<T, W>;
-  T m = -std::numeric_limits<T>::infinity();
-  int64_t i = 0;
-  if constexpr (W > 1) {
-    if (n >= W) {
-      auto acc = P::load(s);
-      for (i = W; i + W <= n; i += W) acc = P::max(acc, P::load(s + i));
-      m = P::hmax(acc);
-    }
-  }
-  for (; i < n; ++i) m = s[i] > m ? s[i] : m;
-  return m;
-}
-
-template <typename T, int W>
-CEREBRA_INLINE T row_exp(T* s, int64_t n, T shift) {  // s = exp(s - shift); returns the sum
-  using P = Pack<T, W>;
-  T sum = 0;
-  int64_t i = 0;
-  if constexpr (W > 1) {
-    const auto sh = P::set1(shift);
-    auto acc = P::set1(0);
-    for (; i + W <= n; i += W) {
-      const auto e = P::exp(P::load(s + i) - sh);
-      P::store(s + i, e);
-      acc += e;
-    }
-    sum = P::hsum(acc);
-  }
-  for (; i < n; ++i) {
-    s[i] = std::exp(s[i] - shift);
-    sum += s[i];
-  }
-  return sum;
-}
-
-template <typename T, int W>
-CEREBRA_INLINE void row_scale(T* s, int64_t n, T a) {  // s *= a
-  using P = Pack<T, W>;
-  int64_t i = 0;
-  if constexpr (W > 1)
-    for (; i + W <= n; i += W) P::store(s + i, P::load(s + i) * a);
-  for (; i < n; ++i) s[i] *= a;
-}
-
-template <typename T, int W>
-CEREBRA_INLINE void row_dsoftmax(T* p, const T* dp, int64_t n, T d) {  // p = p * (dp - d)
-  using P = Pack<T, W>;
-  int64_t i = 0;
-  if constexpr (W > 1)
-    for (; i + W <= n; i += W) P::store(p + i, P::load(p + i) * (P::load(dp + i) - d));
-  for (; i < n; ++i) p[i] *= dp[i] - d;
-}
-
-template <typename T>
-void fill(T* p, int64_t n, T x) {
-  std::fill(p, p + n, x);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
