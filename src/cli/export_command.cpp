@@ -107,8 +107,7 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   schema.cardinalities = d.cardinalities;
   auto load = [&] {
     auto m = make_tabular_model(spec.model, schema);
-    if (fs::exists(src / kPruneStateFile))  // a pruned run: rebuild its shapes before loading
-      apply_prune_state(*m, read_json_file(src / kPruneStateFile), (src / kPruneStateFile).string());
+    load_prune_state(*m, o.run_dir);
     quant_before_load(*m, spec.quant);
     load_model(*m, ckpt.string());
     m->eval();

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <numeric>
 #include <tuple>
 
@@ -234,6 +235,11 @@ nlohmann::json Pruner::report() const {
   }
   return {{"prune_kept", kept}, {"prune_original", orig}, {"prune_removed_this_epoch", last_step_},
           {"params", model_.parameter_count()}, {"analytic_flops_per_example", model_.flops_per_example()}};
+}
+
+void load_prune_state(Model& model, const std::string& run_dir) {
+  const std::filesystem::path path = std::filesystem::path(run_dir) / kPruneStateFile;
+  if (std::filesystem::exists(path)) apply_prune_state(model, read_json_file(path), path.string());
 }
 
 bool save_prune_state(Model& model, Model& unpruned, const std::string& path) {

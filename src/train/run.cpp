@@ -346,8 +346,7 @@ nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options) {
     }
   } else {
     fit.net = make_tabular_model(spec.model, schema_of(d));
-    if (fs::exists(dir / kPruneStateFile))
-      apply_prune_state(*fit.net, read_json(dir / kPruneStateFile), (dir / kPruneStateFile).string());
+    load_prune_state(*fit.net, run_dir);
     quant_before_load(*fit.net, spec.quant);
     load_model(*fit.net, ckpt.string());
     fit.net->eval();

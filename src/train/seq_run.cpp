@@ -418,8 +418,7 @@ nlohmann::json seq_eval_run(const RunSpec& spec, const std::string& run_dir, con
   auto net = make_seq_model(spec.model, task->info());
   const fs::path ckpt = dir / "model.pt";
   if (!fs::exists(ckpt)) throw std::runtime_error("checkpoint " + ckpt.string() + " not found");
-  if (fs::exists(dir / kPruneStateFile))
-    apply_prune_state(*net, read_json_file(dir / kPruneStateFile), (dir / kPruneStateFile).string());
+  load_prune_state(*net, run_dir);
   quant_before_load(*net, spec.quant);
   load_model(*net, ckpt.string());
   net->eval();

@@ -66,6 +66,9 @@ nlohmann::json prune_state(Model& model);
 // Gives a freshly built model the group sizes of `state` (keeps the first units; the checkpoint then supplies the
 // weights and kept-index buffers). `origin` names the file for error messages.
 void apply_prune_state(Model& model, const nlohmann::json& state, const std::string& origin);
+// Before a run's checkpoint loads: the shapes recorded in `run_dir`/pruned.json (kPruneStateFile), when the run
+// was pruned; nothing otherwise.
+void load_prune_state(Model& model, const std::string& run_dir);
 
 // Which units to keep so that `remove` units go in total, lowest score first across all groups, ties to the
 // earlier group and unit, at least one unit kept per group. scores[g][j] is the score of unit j of group g.
