@@ -8,6 +8,7 @@
 
 #include "cerebra/cli/export_command.h"
 #include "cerebra/core/config.h"
+#include "cerebra/core/flop_counter.h"
 #include "cerebra/models/mixer.h"
 #include "cerebra/train/spec.h"
 #include "cerebra/train/train.h"
@@ -87,6 +88,24 @@ TEST(RunSpec, ChecksBeforeWork) {
   Config q = test::fixture_config("ols");
   q.set("qat", "true", "test");
   EXPECT_NE(error_of([&] { parse_run_spec(q); }).find("qat: true needs a neural model"), std::string::npos);
+}
+
+// attention_impl decides which kernel runs, end to end from a config: the FLOP counter sees the tiled kernel's
+// products exactly when it is chosen (tiled always, naive never, auto from 64 tokens).
+TEST(RunSpec, AttentionImplChoosesTheKernelThatRuns) {
+  for (const std::string impl : {"naive", "tiled", "auto"}) {
+    Config c = test::fixture_config("transformer");
+    c.set("attention_impl", impl, "test");
+    auto mixer = make_mixer("attention", parse_run_spec(c).model.backbone.mixer_options);
+    for (const int64_t n : {8, 64}) {
+      SCOPED_TRACE(impl + " n=" + std::to_string(n));
+      torch::NoGradGuard g;
+      FlopCounter counter;
+      mixer->forward(torch::randn({2, n, 16}), {});
+      const bool tiled_ran = counter.by_op().count("kernel:tiled_attention") > 0;
+      EXPECT_EQ(tiled_ran, impl == "tiled" || (impl == "auto" && n >= 64));
+    }
+  }
 }
 
 // The tiled kernel trains: a Transformer with attention_impl tiled reaches the naive kernel's test metric (the same

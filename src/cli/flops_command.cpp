@@ -167,7 +167,7 @@ json evaluate(const std::string& id, const Shape& s) {
   }
   const SeedFormula seed = seed_formula(id, s);
   const Memory mem = memory_estimate(id, s, mo, s.n), mem2 = memory_estimate(id, s, mo, 2 * s.n);
-  const json extra = mixer_def(mixer_name(id)).describe(mo.own);
+  const json extra = mixer->own_options();
   return {{"title", title(id, s)},
           {"mixer", mixer_name(id)},
           {"mixer_options", {{"d_model", mo.d_model}, {"n_heads", mo.n_heads}, {"extra", extra}}},

@@ -43,7 +43,6 @@ std::string mib(const nlohmann::json& v) { return v.is_number() ? fmt::format("{
 // ---- bench tasks: train several models on one task and compare
 
 int bench_tasks(const Config& base, const std::vector<std::string>& models, const std::string& out_dir, bool quiet) {
-  parse_run_spec(base);  // the shared config's errors before any model runs
   fs::create_directories(out_dir);
   std::vector<nlohmann::json> rows;
   std::vector<std::string> failed;

@@ -3,8 +3,8 @@
 // Its own option `attention_impl` selects how the softmax(q kᵀ) v core runs (all compute the same function):
 //   naive  materialised (B, h, n, n) scores and probabilities, torch ops
 //   tiled  cerebra::ops::tiled_attention: online softmax over score tiles, O(n) extra memory
-//   auto   (default) tiled for sequences of at least kTiledFromLength tokens, naive below: the lengths where each
-//          measured faster for forward + backward (README, "Attention kernels")
+//   auto   (default) tiled for sequences of at least kTiledFromLength tokens, naive below (README, "Kernels", has
+//          the measured times of both)
 //
 // flops(n) (forward, per sequence, 2 per multiply-add): 8·n·d² for the q/k/v and output projections plus the two
 // attention products. Non-causal: 4·n²·d. Causal, naive: also 4·n²·d (the full score matrix is computed, then
@@ -39,8 +39,8 @@ class AttentionMixer final : public SequenceMixer {
       : d_(o.d_model), h_(o.n_heads), causal_(o.causal), own_(own) {
     TORCH_CHECK(d_ % h_ == 0, "attention: d_model (", d_, ") must be divisible by n_heads (", h_, ")");
     dh_ = d_ / h_;
-    TORCH_CHECK(own_.impl == "naive" || own_.impl == "tiled" || own_.impl == "auto", "attention: unknown attention_impl '",
-                own_.impl, "'; expected auto|naive|tiled");
+    TORCH_CHECK(own_.impl == "naive" || own_.impl == "tiled" || own_.impl == "auto",
+                "attention: unknown attention_impl '", own_.impl, "'; expected auto|naive|tiled");
     qkv_ = register_module("qkv", torch::nn::Linear(d_, 3 * d_));
     out_ = register_module("out", torch::nn::Linear(d_, d_));
   }
@@ -138,9 +138,8 @@ MixerRegistration reg(define_mixer<AttentionOptions>(
     "attention",
     {{"attention_impl", ValueType::String, "auto",
       "attention: softmax core: naive (materialised n x n scores), tiled (online softmax, O(n) memory), auto (tiled "
-      "from 64 tokens, where it measured faster)", {"auto", "naive", "tiled"}, ""}},
+      "from 64 tokens, naive below)", {"auto", "naive", "tiled"}, ""}},
     [](const Config& c) { return AttentionOptions{c.get_string("attention_impl")}; },
-    [](const AttentionOptions& o) { return nlohmann::json{{"attention_impl", o.impl}}; },
     [](const MixerOptions& o, const AttentionOptions& own) { return std::make_shared<AttentionMixer>(o, own); }));
 
 }  // namespace

@@ -310,7 +310,6 @@ void CerebraLayer::mask_units(size_t, const std::vector<int64_t>& keep) {
 namespace {
 MixerRegistration reg(define_mixer<CerebraOptions>(
     "cerebra", CerebraOptions::keys(), &CerebraOptions::from_config,
-    [](const CerebraOptions& o) { return o.describe(); },
     [](const MixerOptions& o, const CerebraOptions&) {
       return std::make_shared<CerebraLayer>(CerebraOptions::from_mixer(o));
     }));

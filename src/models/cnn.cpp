@@ -125,7 +125,6 @@ MixerRegistration reg(define_mixer<CnnOptions>(
     {{"kernel_size", ValueType::Int, "3", "cnn: kernel of each gated dilated convolution", {}, ""},
      {"cnn_depth", ValueType::Int, "2", "cnn: gated convolutions per mixer (dilations 1, 2, 4, ...)", {}, ""}},
     [](const Config& c) { return CnnOptions{c.get_int("kernel_size"), c.get_int("cnn_depth")}; },
-    [](const CnnOptions& o) { return nlohmann::json{{"kernel_size", o.kernel_size}, {"cnn_depth", o.cnn_depth}}; },
     [](const MixerOptions& o, const CnnOptions& own) { return std::make_shared<CnnMixer>(o, own); }));
 
 }  // namespace

@@ -66,7 +66,6 @@ struct LstmOptions {};  // the LSTM has no options of its own
 
 MixerRegistration reg(define_mixer<LstmOptions>(
     "lstm", {}, [](const Config&) { return LstmOptions{}; },
-    [](const LstmOptions&) { return nlohmann::json::object(); },
     [](const MixerOptions& o, const LstmOptions&) { return std::make_shared<LstmMixer>(o); }));
 
 }  // namespace

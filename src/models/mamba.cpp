@@ -29,11 +29,6 @@ struct MambaOptions {
   std::string scan_impl = "kernel";                            // kernel | reference
 };
 
-nlohmann::json describe(const MambaOptions& o) {
-  return {{"d_state", o.d_state}, {"expand", o.expand}, {"d_conv", o.d_conv}, {"dt_rank", o.dt_rank},
-          {"scan_impl", o.scan_impl}};
-}
-
 class MambaMixer final : public SequenceMixer {
  public:
   MambaMixer(const MixerOptions& o, const MambaOptions& own)
@@ -101,7 +96,10 @@ class MambaMixer final : public SequenceMixer {
            + ops::selective_scan_flops(1, E_, n, N_)  // scan, 8·n·E·N
            + 2.0 * N * E * d;                         // out_proj
   }
-  nlohmann::json own_options() const override { return describe(own_); }
+  nlohmann::json own_options() const override {
+    return {{"d_state", own_.d_state}, {"expand", own_.expand}, {"d_conv", own_.d_conv}, {"dt_rank", own_.dt_rank},
+            {"scan_impl", own_.scan_impl}};
+  }
   bool is_causal() const override { return true; }
 
  private:
@@ -134,7 +132,6 @@ MixerRegistration reg(define_mixer<MambaOptions>(
       return MambaOptions{c.get_int("d_state"), c.get_int("expand"), c.get_int("d_conv"), c.get_int("dt_rank"),
                           c.get_string("scan_impl")};
     },
-    [](const MambaOptions& o) { return describe(o); },
     [](const MixerOptions& o, const MambaOptions& own) { return std::make_shared<MambaMixer>(o, own); }));
 
 }  // namespace

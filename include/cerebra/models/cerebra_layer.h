@@ -115,7 +115,8 @@ struct CerebraOptions {
   // The registered options (MixerOptions::own, defaults when empty) with d_model and n_heads from the common
   // options; `causal` must be false. dropout is not used. Validated.
   static CerebraOptions from_mixer(const MixerOptions& o);
-  // The layer's own config keys and their parse (the mixer registration) and description (records, tests).
+  // The layer's own config keys and their parse (the mixer registration); the options under those keys
+  // (CerebraLayer::own_options).
   static std::vector<KeySpec> keys();
   static CerebraOptions from_config(const Config& config);
   nlohmann::json describe() const;

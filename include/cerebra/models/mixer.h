@@ -91,14 +91,12 @@ class SequenceMixer : public torch::nn::Module {
 };
 
 // A mixer's registration: its name, its own config keys (group "mixer <name>" in --help), how its typed options
-// are parsed from a config and described for records, and its factory.
+// are parsed from a config, and its factory. A built mixer reports its options with own_options().
 struct MixerDef {
   std::string name;
   std::vector<KeySpec> keys;
   // Typed options from a config (the spec parse; only the mixer's own keys are read). Throws ConfigError.
   std::function<std::any(const Config&)> parse;
-  // The typed options as {key: value} under the keys above (for records and tests).
-  std::function<nlohmann::json(const std::any&)> describe;
   std::function<std::shared_ptr<SequenceMixer>(const MixerOptions&)> make;
 };
 
@@ -113,18 +111,15 @@ const MixerDef& mixer_def(const std::string& name);  // std::invalid_argument fo
 MixerOptions with_own_options(const std::string& mixer, MixerOptions common,
                               const std::map<std::string, std::string>& overrides);
 
-// Builds a MixerDef from a typed options struct O: `parse` returns O, `describe` takes O, `make` takes the common
-// options and O. Registers at static-initialisation time: `static MixerRegistration reg(define_mixer<O>(...));`
+// Builds a MixerDef from a typed options struct O: `parse` returns O, `make` takes the common options and O. Registers at static-initialisation time: `static MixerRegistration reg(define_mixer<O>(...));`
 template <class O>
 MixerDef define_mixer(std::string name, std::vector<KeySpec> keys, std::function<O(const Config&)> parse,
-                      std::function<nlohmann::json(const O&)> describe,
                       std::function<std::shared_ptr<SequenceMixer>(const MixerOptions&, const O&)> make) {
   MixerDef def;
   def.name = std::move(name);
   for (auto& k : keys) k.group = "mixer " + def.name;
   def.keys = std::move(keys);
   def.parse = [parse](const Config& c) { return std::any(parse(c)); };
-  def.describe = [describe](const std::any& a) { return describe(a.has_value() ? std::any_cast<const O&>(a) : O{}); };
   def.make = [make](const MixerOptions& o) { return make(o, o.own_as<O>()); };
   return def;
 }
