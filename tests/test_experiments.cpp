@@ -14,6 +14,7 @@
 
 #include "cerebra/train/spec.h"
 #include "cerebra/exp/experiments.h"
+#include "cerebra/train/run.h"
 #include "cerebra/train/train.h"
 #include "test_helpers.h"
 

@@ -12,6 +12,7 @@
 #include "cerebra/models/models.h"
 #include "cerebra/core/runtime.h"
 #include "cerebra/data/tabular.h"
+#include "cerebra/train/run.h"
 #include "cerebra/train/train.h"
 #include "test_helpers.h"
 

@@ -11,6 +11,7 @@
 #include "cerebra/core/flop_counter.h"
 #include "cerebra/models/mixer.h"
 #include "cerebra/train/spec.h"
+#include "cerebra/train/run.h"
 #include "cerebra/train/train.h"
 #include "test_helpers.h"
 

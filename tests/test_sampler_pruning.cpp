@@ -17,6 +17,7 @@
 #include "cerebra/models/pruning.h"
 #include "cerebra/core/runtime.h"
 #include "cerebra/train/sampler.h"
+#include "cerebra/train/run.h"
 #include "cerebra/train/train.h"
 #include "test_helpers.h"
 

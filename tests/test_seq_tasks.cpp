@@ -10,7 +10,7 @@
 #include <set>
 
 #include "cerebra/cli/bench_seq.h"
-#include "cerebra/train/seq_run.h"
+#include "cerebra/train/run.h"
 #include "cerebra/train/spec.h"
 #include "cerebra/core/config.h"
 #include "cerebra/models/mixer.h"
@@ -61,10 +61,10 @@ TEST(SeqTaskGenerators, DeterministicInTheSeed) {
     for (auto t : a.tokens) EXPECT_TRUE(t >= 0 && t < s.vocab) << t;
   }
   // Splits and indices draw different examples; the same (seed, split, index) always the same one.
-  EXPECT_EQ(example_seed(7, SeqSplit::Test, 3), example_seed(7, SeqSplit::Test, 3));
-  EXPECT_NE(example_seed(7, SeqSplit::Test, 3), example_seed(7, SeqSplit::Train, 3));
-  EXPECT_NE(example_seed(7, SeqSplit::Test, 3), example_seed(8, SeqSplit::Test, 3));
-  EXPECT_NE(example_seed(7, SeqSplit::Test, 3), example_seed(7, SeqSplit::Test, 4));
+  EXPECT_EQ(example_seed(7, Part::Test, 3), example_seed(7, Part::Test, 3));
+  EXPECT_NE(example_seed(7, Part::Test, 3), example_seed(7, Part::Train, 3));
+  EXPECT_NE(example_seed(7, Part::Test, 3), example_seed(8, Part::Test, 3));
+  EXPECT_NE(example_seed(7, Part::Test, 3), example_seed(7, Part::Test, 4));
 }
 
 TEST(SeqTaskGenerators, CopyAnswersAreTheLeadingTokens) {
@@ -265,10 +265,10 @@ TEST(SeqTaskBatches, WordnetPaddingMasksAndLengthPolicy) {
   Config c = tiny_config("wordnet", "transformer");
   c.set("max_len", "30", "test");
   auto task = make_seq_task(parse_run_spec(c).task);
-  EXPECT_EQ(task->size(SeqSplit::Train) + task->size(SeqSplit::Val) + task->size(SeqSplit::Test), 16);
-  std::vector<int64_t> rows(static_cast<size_t>(task->size(SeqSplit::Train)));
+  EXPECT_EQ(task->size(Part::Train) + task->size(Part::Val) + task->size(Part::Test), 16);
+  std::vector<int64_t> rows(static_cast<size_t>(task->size(Part::Train)));
   std::iota(rows.begin(), rows.end(), 0);
-  Batch b = task->batch(SeqSplit::Train, rows);
+  Batch b = task->batch(Part::Train, rows);
   EXPECT_LE(b.tokens.size(1), 30);
   EXPECT_TRUE(b.tokens.masked_select(b.mask.logical_not()).eq(0).all().item<bool>());
   EXPECT_TRUE(b.tokens.masked_select(b.mask).gt(0).all().item<bool>());
@@ -292,15 +292,15 @@ TEST(SeqTaskBatches, SequenceClassifierIgnoresPadding) {
     Config c = tiny_config("wordnet", model_of(mixer));
     auto task = make_seq_task(parse_run_spec(c).task);
     torch::manual_seed(3);
-    auto model = make_seq_model(parse_run_spec(c).model, task->info());
+    auto model = make_model(parse_run_spec(c).model, task->info());
     model->eval();
     torch::NoGradGuard g;
-    std::vector<int64_t> rows(static_cast<size_t>(task->size(SeqSplit::Train)));
+    std::vector<int64_t> rows(static_cast<size_t>(task->size(Part::Train)));
     std::iota(rows.begin(), rows.end(), 0);
-    Batch all = task->batch(SeqSplit::Train, rows);
+    Batch all = task->batch(Part::Train, rows);
     auto lens = all.mask.sum(1);
     const int64_t shortest = lens.argmin().item<int64_t>();
-    Batch alone = task->batch(SeqSplit::Train, {rows[shortest]});
+    Batch alone = task->batch(Part::Train, {rows[shortest]});
     ASSERT_LT(alone.tokens.size(1), all.tokens.size(1));
     auto a = model->forward(all)[shortest], b = model->forward(alone)[0];
     EXPECT_TRUE(torch::allclose(a, b, 1e-4, 1e-4)) << (a - b).abs().max().item<double>();
@@ -315,7 +315,7 @@ TEST_P(SeqTaskTraining, EveryTaskTrainsOneStep) {
     SCOPED_TRACE(task);
     Config c = tiny_config(task, model_of(mixer));
     auto dir = temp_dir(task + "_" + mixer);
-    const SeqTaskInfo info = seq_task_info(parse_run_spec(c).task);
+    const TaskInfo info = seq_task_info(parse_run_spec(c).task);
     bool causal_ok = true;
     if (info.needs_causal) {
       MixerOptions mo;
@@ -380,11 +380,11 @@ TEST(SeqTaskRuns, MatchedParameterBudget) {
   for (const std::string model : {"transformer", "lstm", "mamba"}) {
     SCOPED_TRACE(model);
     Config c = tiny_config("mqar", model);
-    const SeqTaskInfo info = seq_task_info(parse_run_spec(c).task);
+    const TaskInfo info = seq_task_info(parse_run_spec(c).task);
     auto params = [&](int64_t d) {
       Config x = c;
       x.set("d_model", std::to_string(d), "test");
-      return make_seq_model(parse_run_spec(x).model, info)->parameter_count();
+      return make_model(parse_run_spec(x).model, info)->parameter_count();
     };
     const int64_t budget = 50000;
     const int64_t d = match_d_model(c, info, budget);
@@ -399,7 +399,7 @@ TEST(SeqTaskRuns, MemoryEstimate) {
   Config c = tiny_config("mqar", "transformer");
   c.set("seq_len", "1024", "test");
   c.set("batch_size", "32", "test");
-  const SeqTaskInfo info = seq_task_info(parse_run_spec(c).task);
+  const TaskInfo info = seq_task_info(parse_run_spec(c).task);
   // Dense attention's n^2 scores dominate at long n; the LSTM's estimate grows only linearly.
   const double att = estimate_train_bytes(parse_run_spec(c), info, 1000);
   c.set("seq_len", "4096", "test");
@@ -431,7 +431,7 @@ TEST(SeqTaskRuns, FullRecipeRunsAndReloads) {
   c.set("sampler", "compute_aware", "test");
   c.set("sampler_start_epoch", "3", "test");
   auto dir = temp_dir("seq_recipe");
-  const int64_t unpruned = make_seq_model(parse_run_spec(c).model, seq_task_info(parse_run_spec(c).task))->parameter_count();
+  const int64_t unpruned = make_model(parse_run_spec(c).model, seq_task_info(parse_run_spec(c).task))->parameter_count();
   nlohmann::json s = train_run(parse_run_spec(c), dir.string(), RunOptions{true});
   ASSERT_TRUE(s["training"].contains("pruning")) << s["training"].dump();
   const auto& pr = s["training"]["pruning"];

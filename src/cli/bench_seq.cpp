@@ -16,7 +16,7 @@
 #include "cerebra/core/config.h"
 #include "cerebra/data/seq_tasks.h"
 #include "cerebra/cli/bench_seq.h"
-#include "cerebra/train/seq_run.h"
+#include "cerebra/train/run.h"
 #include "cerebra/train/spec.h"
 #include "cerebra/train/train.h"
 
@@ -26,10 +26,10 @@ namespace cerebra {
 
 namespace {
 
-int64_t params_at(Config c, int64_t d, const SeqTaskInfo& info) {
+int64_t params_at(Config c, int64_t d, const TaskInfo& info) {
   c.set("d_model", std::to_string(d), "--budget-params");
   torch::NoGradGuard g;
-  return make_seq_model(parse_run_spec(c).model, info)->parameter_count();
+  return make_model(parse_run_spec(c).model, info)->parameter_count();
 }
 
 std::string num(const nlohmann::json& v, const char* spec) {
@@ -67,7 +67,7 @@ void write_plot(const fs::path& dir, const std::string& task, const std::string&
 
 }  // namespace
 
-int64_t match_d_model(const Config& c, const SeqTaskInfo& info, int64_t budget) {
+int64_t match_d_model(const Config& c, const TaskInfo& info, int64_t budget) {
   const int64_t step = 2 * std::max<int64_t>(1, parse_run_spec(c).model.backbone.mixer_options.n_heads);
   int64_t lo = 1, hi = std::max<int64_t>(1, 2048 / step);
   while (lo < hi) {  // smallest k with params(k·step) >= budget (params grow with d)
@@ -87,7 +87,7 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
   const std::string task = parse_run_spec(base).task.name;
   if (o.n > 0) base.set(task == "wordnet" ? "max_len" : "seq_len", std::to_string(o.n), "--n");
   fs::create_directories(out_dir);
-  const SeqTaskInfo info0 = seq_task_info(parse_run_spec(base).task);
+  const TaskInfo info0 = seq_task_info(parse_run_spec(base).task);
   const double limit = o.mem_limit_gib * 1024.0 * 1024.0 * 1024.0;
   std::vector<nlohmann::json> rows;
   int failures = 0;
@@ -102,7 +102,7 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
       int64_t params = 0;
       {
         torch::NoGradGuard g;
-        params = make_seq_model(spec.model, info0)->parameter_count();  // refuses models that cannot run the task
+        params = make_model(spec.model, info0)->parameter_count();  // refuses models that cannot run the task
       }
       const int64_t d_model = spec.model.backbone.mixer_options.d_model;
       row["d_model"] = d_model;

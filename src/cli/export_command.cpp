@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <numeric>
 
 #include "cerebra/core/config.h"
 #include "cerebra/models/pruning.h"
@@ -23,6 +24,7 @@
 #include "cerebra/core/runtime.h"
 #include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/tabular.h"
+#include "cerebra/train/run.h"
 #include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
@@ -32,31 +34,10 @@ namespace cerebra {
 namespace {
 
 
-std::vector<int64_t> rows_of(const nlohmann::json& j, const char* key, const fs::path& path, int64_t n_rows) {
-  if (!j.contains(key) || !j[key].is_array()) throw std::runtime_error(path.string() + ": missing array '" + key + "'");
-  auto rows = j[key].get<std::vector<int64_t>>();
-  for (auto r : rows)
-    if (r < 0 || r >= n_rows)
-      throw std::runtime_error(fmt::format("{}: row {} is outside the {} rows of the data", path.string(), r, n_rows));
-  return rows;
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t m = v.size() / 2;
   return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
-// Test metrics of predictions in standardised units, as run.cpp computes them.
-nlohmann::json test_metrics(const TabularData& d, const torch::Tensor& pred_std, const torch::Tensor& idx) {
-  auto pt = d.to_transformed(pred_std.reshape({-1}));
-  auto yt = d.to_transformed(d.y.index_select(0, idx));
-  auto pr = d.to_raw(pred_std.reshape({-1}));
-  auto yr = d.y_raw.index_select(0, idx);
-  const double rmse = (pt - yt).pow(2).mean().sqrt().item<double>();
-  const double var = (yt - yt.mean()).pow(2).mean().item<double>();
-  return {{"test_rmse", rmse}, {"test_r2", 1.0 - rmse * rmse / var},
-          {"test_rmse_raw", (pr - yr).pow(2).mean().sqrt().item<double>()}};
 }
 
 std::string fixed(const nlohmann::json& v, const char* spec) {
@@ -71,12 +52,10 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   if (o.repeats < 1) throw std::runtime_error("--repeats must be >= 1, got " + std::to_string(o.repeats));
   if (o.activations != "dynamic" && o.activations != "static")
     throw std::runtime_error("--activations must be dynamic|static, got '" + o.activations + "'");
-  Config config;
-  config.load_yaml_file((src / "config.yaml").string());
-  if (o.threads >= 0) config.set("threads", std::to_string(o.threads), "export --threads");
-  const RunSpec spec = parse_run_spec(config, /*training=*/false);
+  const RunSpec spec = read_run_spec(o.run_dir, o.threads);
+  const Config& config = spec.config;
   const std::string& kind = spec.model.name;
-  if (kind == "ols" || kind == "xgboost")
+  if (spec.model.is_estimator())
     throw std::runtime_error(o.run_dir + ": model '" + kind + "' has no Linear layers to run in int8; export a neural "
                              "run (mlp, transformer, cerebra, lstm, mamba, ...)");
   if (spec.quant.int8)
@@ -84,58 +63,36 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   if (is_seq_task(spec.task.name))
     throw std::runtime_error(o.run_dir + ": task '" + spec.task.name + "' is a sequence task; int8 export "
                              "covers tabular runs so far (sequence runs train and evaluate with QAT: `qat: true`)");
-  const fs::path ckpt = src / "model.pt";
-  if (!fs::exists(ckpt)) throw std::runtime_error("checkpoint " + ckpt.string() + " not found");
   require_quant_engine(o.engine);  // a clear error before any work
-  const int threads = apply_runtime(spec.runtime);
   const fs::path out = o.out_dir.empty() ? fs::path(o.run_dir + "-int8") : fs::path(o.out_dir);
   if (fs::exists(out) && fs::equivalent(out, src)) throw std::runtime_error("--out must differ from --run");
   auto log = [&](const std::string& s) {
     if (!o.quiet) std::cerr << "[export] " << s << "\n";
   };
 
-  // The run's data, split and model, as eval_run rebuilds them.
-  TabularSource source = open_tabular(resolve_table(spec.task), spec.task.max_rows);
-  const auto n_rows = static_cast<int64_t>(source.rows.size());
-  const nlohmann::json split_json = read_json_file(src / "split.json");
-  Split split{rows_of(split_json, "train", src / "split.json", n_rows), rows_of(split_json, "val", src / "split.json", n_rows),
-              rows_of(split_json, "test", src / "split.json", n_rows)};
-  if (split.test.empty()) throw std::runtime_error((src / "split.json").string() + ": empty test split");
-  TabularData d = encode_tabular(source, split.train);
-  InputSchema schema;
-  schema.n_numeric = static_cast<int64_t>(d.numeric_names.size());
-  schema.cardinalities = d.cardinalities;
-  auto load = [&] {
-    auto m = make_tabular_model(spec.model, schema);
-    load_prune_state(*m, o.run_dir);
-    quant_before_load(*m, spec.quant);
-    load_model(*m, ckpt.string());
-    m->eval();
-    return m;
-  };
-  auto model = load();       // becomes the int8 model
-  auto reference = load();   // stays plain fp32, for the interleaved timing
+  // The run's task (with its split) and model, as eval loads them; a second copy stays fp32 for the timing.
+  LoadedRun run = load_run(spec, o.run_dir);
+  const Task& task = *run.task;
+  const int threads = run.threads;
+  std::shared_ptr<Model> model = run.model;                                  // becomes the int8 model
+  auto reference = load_run_model(run.spec, task.info(), o.run_dir);         // stays plain fp32
   const bool qat = spec.quant.qat;
   const QuantOptions qopts = spec.quant.options();
+  const fs::path ckpt = src / checkpoint_name(kind);
+  std::vector<int64_t> test_rows(static_cast<size_t>(task.size(Part::Test)));
+  std::iota(test_rows.begin(), test_rows.end(), 0);
+  if (test_rows.empty()) throw std::runtime_error(o.run_dir + ": empty test split");
 
-  auto make_batch = [&](const std::vector<int64_t>& rows) {
-    auto idx = torch::tensor(rows, torch::kInt64);
-    Batch b;
-    b.num = d.num.index_select(0, idx);
-    b.cat = d.cat.index_select(0, idx);
-    b.y = d.y.index_select(0, idx);
-    return b;
-  };
   const int64_t batch = o.batch_size > 0 ? o.batch_size : spec.trainer.eval_batch_size;
-  const auto test_idx = torch::tensor(split.test, torch::kInt64);
-  auto predict_test = [&] { return predict(*model, split.test, batch, make_batch).reshape({-1}); };
+  auto predict_test = [&] { return predict_part(*model, task, Part::Test, test_rows, batch).reshape({-1}); };
+  auto test_metrics = [&] { return evaluate(*model, task, Part::Test, batch, "test"); };
   // fp32 and int8 passes alternate, after one warm-up pass each, so that a change in the machine's load affects both.
   auto time_both = [&]() {
     auto pass = [&](Model& m) {
       auto t0 = std::chrono::steady_clock::now();
-      predict(m, split.test, batch, make_batch);
+      predict_part(m, task, Part::Test, test_rows, batch);
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      return static_cast<double>(split.test.size()) / std::max(s, 1e-9);
+      return static_cast<double>(test_rows.size()) / std::max(s, 1e-9);
     };
     pass(*reference);
     pass(*model);
@@ -153,23 +110,23 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   };
 
   log(fmt::format("{} ({}), {} test rows, batch {}, threads={}, engine {}, {} activations", o.run_dir, kind,
-                  split.test.size(), batch, threads, o.engine, o.activations));
+                  test_rows.size(), batch, threads, o.engine, o.activations));
   nlohmann::json accuracy, speed;
   set_quant_mode(*model, QuantMode::kFloat);
   const torch::Tensor pred_fp32 = predict_test();
-  accuracy["fp32"] = test_metrics(d, pred_fp32, test_idx);
+  accuracy["fp32"] = test_metrics();
   if (qat) {
     set_quant_mode(*model, QuantMode::kFakeQuant, qopts);
-    accuracy["fake_quant"] = test_metrics(d, predict_test(), test_idx);
+    accuracy["fake_quant"] = test_metrics();
   }
   bool calibrated = false;
   if (o.activations == "static" && !qat) {
     // Post-training calibration: running min/max of every Linear's input and output over training rows.
-    std::vector<int64_t> rows(split.train.begin(),
-                              split.train.begin() + std::min<int64_t>(o.calib_rows, split.train.size()));
+    std::vector<int64_t> rows(static_cast<size_t>(std::min<int64_t>(o.calib_rows, task.size(Part::Train))));
+    std::iota(rows.begin(), rows.end(), 0);
     prepare_qat(*model);
     set_quant_mode(*model, QuantMode::kObserve);
-    predict(*model, rows, batch, make_batch);
+    predict_part(*model, task, Part::Train, rows, batch);
     calibrated = true;
     log(fmt::format("calibrated activation ranges on {} training rows", rows.size()));
   }
@@ -181,7 +138,7 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   reset_quant_counters(*model);
   const torch::Tensor pred_int8 = predict_test();
   const nlohmann::json layers = quant_report(*model);  // calls of one pass over the test split
-  accuracy["int8"] = test_metrics(d, pred_int8, test_idx);
+  accuracy["int8"] = test_metrics();
   speed = time_both();
   const double pred_rmse = (pred_int8 - pred_fp32).pow(2).mean().sqrt().item<double>();
 
@@ -206,7 +163,7 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
     f << "# int8 export of " << o.run_dir << " (cerebra export --int8): Linear layers run int8, see summary.json\n"
       << out_config.to_yaml();
   }
-  fs::copy_file(src / "split.json", out / "split.json", fs::copy_options::overwrite_existing);
+  task.save(out.string());  // the split
   fs::copy_file(ckpt, out / "model.pt", fs::copy_options::overwrite_existing);
   if (fs::exists(src / kPruneStateFile))
     fs::copy_file(src / kPruneStateFile, out / kPruneStateFile, fs::copy_options::overwrite_existing);
@@ -246,7 +203,7 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
       {"threads", threads},
       {"batch_size", batch},
       {"repeats", o.repeats},
-      {"test_rows", split.test.size()},
+      {"test_rows", test_rows.size()},
       {"eval_reproduces_int8_metrics", reproduced},
   };
   nlohmann::json summary = fs::exists(src / "summary.json") ? read_json_file(src / "summary.json") : nlohmann::json::object();

@@ -20,6 +20,7 @@
 #include "cerebra/data/tabular.h"
 #include "cerebra/cli/bench_seq.h"
 #include "cerebra/train/spec.h"
+#include "cerebra/train/run.h"
 #include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
@@ -174,7 +175,7 @@ int main(int argc, char** argv) {
       print_header(spec);
       if (train_out.empty()) train_out = spec.default_run_dir();
       nlohmann::json s = train_run(spec, train_out, RunOptions{quiet});
-      if (s.contains("primary_metric")) {  // sequence tasks
+      if (s.contains("task_info")) {  // sequence tasks
         const std::string pm = s["primary_metric"].get<std::string>();
         std::cout << fmt::format("{} on {}: {} {:.4f}; {} params; {:.4g} realised FLOPs/token (measured {:.4g}); "
                                  "{:.1f} s training; peak tensor {} MiB; threads={}\nwrote {}\n",

@@ -21,15 +21,6 @@ namespace fs = std::filesystem;
 
 namespace cerebra {
 
-std::string head_kind_name(HeadKind k) {
-  switch (k) {
-    case HeadKind::TokenClassification: return "token_classification";
-    case HeadKind::SequenceClassification: return "sequence_classification";
-    case HeadKind::CausalLM: return "causal_lm";
-  }
-  return "?";
-}
-
 namespace {
 
 uint64_t splitmix64(uint64_t x) {
@@ -55,7 +46,7 @@ std::vector<int64_t> distinct(std::mt19937_64& rng, int64_t range, int64_t count
 
 }  // namespace
 
-uint64_t example_seed(uint64_t seed, SeqSplit split, int64_t index) {
+uint64_t example_seed(uint64_t seed, Part split, int64_t index) {
   return splitmix64(splitmix64(seed * 4 + static_cast<uint64_t>(split)) ^ static_cast<uint64_t>(index));
 }
 
@@ -222,7 +213,7 @@ std::vector<int64_t> byte_tokens(const std::string& text, int64_t max_len, bool 
 
 namespace {
 
-class SyntheticTask final : public SeqTask {
+class SyntheticTask final : public Task {
  public:
   explicit SyntheticTask(const TaskSpec& c) : name_(c.name), spec_(c.synthetic) {
     validate_synthetic(name_, spec_);
@@ -233,9 +224,9 @@ class SyntheticTask final : public SeqTask {
         throw ConfigError(fmt::format("task {}: train_examples, val_examples and test_examples must be >= 1", name_));
     info_ = seq_task_info(c);
   }
-  const SeqTaskInfo& info() const override { return info_; }
-  int64_t size(SeqSplit s) const override { return sizes_[static_cast<int>(s)]; }
-  Batch batch(SeqSplit split, const std::vector<int64_t>& rows) const override {
+  const TaskInfo& info() const override { return info_; }
+  int64_t size(Part s) const override { return sizes_[static_cast<int>(s)]; }
+  Batch batch(Part split, const std::vector<int64_t>& rows) const override {
     const auto B = static_cast<int64_t>(rows.size()), n = spec_.n;
     auto tokens = torch::empty({B, n}, torch::kInt64), y = torch::empty({B, n}, torch::kInt64);
     auto* tp = tokens.data_ptr<int64_t>();
@@ -262,7 +253,7 @@ class SyntheticTask final : public SeqTask {
   SyntheticSpec spec_;
   uint64_t seed_ = 0;
   std::vector<int64_t> sizes_;
-  SeqTaskInfo info_;
+  TaskInfo info_;
 };
 
 // Shuffled split of `count` items by seed; val/test caps of 0 keep the whole share.
@@ -281,7 +272,7 @@ std::vector<std::vector<int64_t>> shuffled_split(int64_t count, double val_fract
   return parts;
 }
 
-class WordnetTask final : public SeqTask {
+class WordnetTask final : public Task {
  public:
   explicit WordnetTask(const TaskSpec& c) {
     info_ = seq_task_info(c);
@@ -308,9 +299,9 @@ class WordnetTask final : public SeqTask {
     if (parts_[0].empty() || parts_[2].empty())
       throw ConfigError("task wordnet: the split leaves no training or test examples (val_fraction/test_fraction)");
   }
-  const SeqTaskInfo& info() const override { return info_; }
-  int64_t size(SeqSplit s) const override { return static_cast<int64_t>(parts_[static_cast<int>(s)].size()); }
-  Batch batch(SeqSplit split, const std::vector<int64_t>& rows) const override {
+  const TaskInfo& info() const override { return info_; }
+  int64_t size(Part s) const override { return static_cast<int64_t>(parts_[static_cast<int>(s)].size()); }
+  Batch batch(Part split, const std::vector<int64_t>& rows) const override {
     const auto& part = parts_[static_cast<int>(split)];
     const auto B = static_cast<int64_t>(rows.size());
     size_t len = 1;
@@ -342,7 +333,7 @@ class WordnetTask final : public SeqTask {
   }
 
  private:
-  SeqTaskInfo info_;
+  TaskInfo info_;
   std::string dir_;
   std::vector<std::vector<int64_t>> tokens_;
   std::vector<int64_t> labels_;
@@ -354,7 +345,7 @@ std::string lm_path(const TaskSpec& c) {
   return c.data.empty() ? (fs::path(c.data_dir) / "janeausten.txt").string() : c.data;
 }
 
-class CharLmTask final : public SeqTask {
+class CharLmTask final : public Task {
  public:
   explicit CharLmTask(const TaskSpec& c) {
     info_ = seq_task_info(c);
@@ -377,9 +368,9 @@ class CharLmTask final : public SeqTask {
     }
     if (sizes_[0] < 1) throw ConfigError("task janeausten: train_examples must be >= 1");
   }
-  const SeqTaskInfo& info() const override { return info_; }
-  int64_t size(SeqSplit s) const override { return sizes_[static_cast<int>(s)]; }
-  Batch batch(SeqSplit split, const std::vector<int64_t>& rows) const override {
+  const TaskInfo& info() const override { return info_; }
+  int64_t size(Part s) const override { return sizes_[static_cast<int>(s)]; }
+  Batch batch(Part split, const std::vector<int64_t>& rows) const override {
     const auto B = static_cast<int64_t>(rows.size()), n = info_.n;
     const auto [lo, hi] = bounds_[static_cast<int>(split)];
     auto tokens = torch::empty({B, n}, torch::kInt64), y = torch::empty({B, n}, torch::kInt64);
@@ -387,7 +378,7 @@ class CharLmTask final : public SeqTask {
     auto* yp = y.data_ptr<int64_t>();
     for (int64_t b = 0; b < B; ++b) {
       int64_t start;
-      if (split == SeqSplit::Train) {
+      if (split == Part::Train) {
         std::mt19937_64 rng(example_seed(seed_, split, rows[b]));
         start = lo + uniform(rng, hi - lo - n);
       } else {
@@ -412,7 +403,7 @@ class CharLmTask final : public SeqTask {
   }
 
  private:
-  SeqTaskInfo info_;
+  TaskInfo info_;
   std::string path_, text_;
   std::vector<std::pair<int64_t, int64_t>> bounds_;
   int64_t sizes_[3] = {0, 0, 0};
@@ -450,8 +441,8 @@ bool is_seq_task(const std::string& name) {
   return registry().count(name) > 0;
 }
 
-SeqTaskInfo seq_task_info(const TaskSpec& c) {
-  SeqTaskInfo i;
+TaskInfo seq_task_info(const TaskSpec& c) {
+  TaskInfo i;
   i.name = c.name;
   if (i.name == "wordnet") {
     i.head = HeadKind::SequenceClassification;
@@ -481,7 +472,7 @@ SeqTaskInfo seq_task_info(const TaskSpec& c) {
   return i;
 }
 
-std::unique_ptr<SeqTask> make_seq_task(const TaskSpec& config) {
+std::unique_ptr<Task> make_seq_task(const TaskSpec& config) {
   ensure_builtin();
   const std::string& name = config.name;
   auto it = registry().find(name);

@@ -240,11 +240,14 @@ TabularData encode_tabular(const TabularSource& src, const std::vector<int64_t>&
   return d;
 }
 
-torch::Tensor one_hot_design(const TabularData& data) {
-  std::vector<torch::Tensor> parts{data.num.to(torch::kFloat64)};
-  for (size_t j = 0; j < data.cardinalities.size(); ++j)
-    parts.push_back(torch::one_hot(data.cat.select(1, static_cast<int64_t>(j)), data.cardinalities[j]).to(torch::kFloat64));
+torch::Tensor one_hot_design(const torch::Tensor& num, const torch::Tensor& cat,
+                             const std::vector<int64_t>& cardinalities) {
+  std::vector<torch::Tensor> parts{num.to(torch::kFloat64)};
+  for (size_t j = 0; j < cardinalities.size(); ++j)
+    parts.push_back(torch::one_hot(cat.select(1, static_cast<int64_t>(j)), cardinalities[j]).to(torch::kFloat64));
   return torch::cat(parts, 1);
 }
+
+torch::Tensor one_hot_design(const TabularData& data) { return one_hot_design(data.num, data.cat, data.cardinalities); }
 
 }  // namespace cerebra

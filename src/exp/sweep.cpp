@@ -12,6 +12,7 @@
 #include "cerebra/exp/experiments.h"
 #include "cerebra/core/io.h"
 #include "cerebra/train/spec.h"
+#include "cerebra/train/run.h"
 #include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;

@@ -1,30 +1,30 @@
-// One run of the tabular task end to end, and its re-evaluation from the run directory.
+// The run pipeline (include/cerebra/train/run.h): one train_run, load_run and eval_run for every task and model.
+// The loop is train_model (train.h); the compute penalty and realised FLOPs come from ComputeObjective, the rest of
+// the recipe (sampler, pruning, QAT) from the hooks in recipe.h.
+#include "cerebra/train/run.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <numeric>
-#include <chrono>
 
 #include <fmt/core.h>
 
-#include "cerebra/models/baselines.h"
-#include "cerebra/core/io.h"
-#include "cerebra/train/compute_objective.h"
 #include "cerebra/core/config.h"
 #include "cerebra/core/flop_counter.h"
-#include "cerebra/models/pruning.h"
-#include "cerebra/models/cerebra_layer.h"
-#include "cerebra/models/quant.h"
+#include "cerebra/core/io.h"
 #include "cerebra/core/runtime.h"
-#include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/tabular.h"
+#include "cerebra/models/baselines.h"
+#include "cerebra/models/cerebra_layer.h"
+#include "cerebra/models/pruning.h"
+#include "cerebra/models/quant.h"
+#include "cerebra/train/compute_objective.h"
 #include "cerebra/train/recipe.h"
-#include "cerebra/train/seq_run.h"
-#include "cerebra/train/spec.h"
 #include "cerebra/train/train.h"
 
 namespace fs = std::filesystem;
@@ -33,169 +33,327 @@ namespace cerebra {
 
 namespace {
 
-struct Prepared {
-  TabularSource source;
-  Split split;
-  TabularData data;
+// ---- models
+
+// Fixed sinusoidal positions (Vaswani et al.): no parameters, so every mixer gets the same positional signal.
+torch::Tensor sinusoidal_positions(int64_t n, int64_t d) {
+  auto pos = torch::arange(n, torch::kFloat32).unsqueeze(1);                         // (n, 1)
+  auto i = torch::arange(0, d, 2, torch::kFloat32);                                  // (ceil(d/2),)
+  auto angle = pos * torch::exp(i * (-std::log(10000.0) / static_cast<double>(d)));  // (n, ceil(d/2))
+  auto pe = torch::zeros({n, d});
+  pe.slice(1, 0, d, 2).copy_(torch::sin(angle));
+  pe.slice(1, 1, d, 2).copy_(torch::cos(angle).slice(1, 0, d / 2));
+  return pe;
+}
+
+// A token task's model: embedding + positions + Backbone(mixer) + head.
+class SeqModel final : public Model {
+ public:
+  SeqModel(const TaskInfo& info, const BackboneOptions& bo) : info_(info), d_(bo.mixer_options.d_model) {
+    embed_ = register_module("embed", torch::nn::Embedding(info.vocab, d_));
+    backbone_ = register_module("backbone", Backbone(bo));
+    head_ = register_module("head", torch::nn::Linear(d_, info.n_classes));
+  }
+
+  // -> (B, n, n_classes) for token-level heads, (B, n_classes) for sequence classification.
+  torch::Tensor forward(const Batch& b) override {
+    TORCH_CHECK(b.tokens.defined() && b.tokens.dim() == 2, "sequence model: tokens must be (B, n)");
+    const int64_t n = b.tokens.size(1);
+    if (pe_.size(0) < n) pe_ = sinusoidal_positions(std::max(n, info_.n), d_);
+    auto x = embed_->forward(b.tokens) + pe_.slice(0, 0, n);
+    // An all-real batch goes without a mask (every mixer's fast path).
+    torch::Tensor mask = b.mask.defined() && !b.mask.all().item<bool>() ? b.mask : torch::Tensor();
+    auto h = backbone_->forward(x, mask);
+    if (info_.head == HeadKind::SequenceClassification) {
+      torch::Tensor pooled;
+      if (mask.defined()) {
+        auto m = mask.unsqueeze(-1).to(h.scalar_type());
+        pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0);
+      } else {
+        pooled = h.mean(1);
+      }
+      return cerebra::linear(head_, pooled);
+    }
+    return cerebra::linear(head_, h);
+  }
+
+  double flops_per_example() const override {
+    const double head = 2.0 * static_cast<double>(d_ * info_.n_classes);
+    const double n = static_cast<double>(info_.n);
+    return backbone_->flops(info_.n) + (info_.head == HeadKind::SequenceClassification ? head : head * n);
+  }
+  std::vector<std::shared_ptr<SequenceMixer>> mixers() const override { return backbone_->mixers(); }
+  int64_t tokens_per_example() const override { return info_.n; }
+  BackboneImpl* backbone() override { return backbone_.get(); }
+
+ private:
+  TaskInfo info_;
+  int64_t d_;
+  torch::Tensor pe_ = torch::zeros({0, 0});
+  torch::nn::Embedding embed_{nullptr};
+  Backbone backbone_{nullptr};
+  torch::nn::Linear head_{nullptr};
 };
 
-Prepared prepare(const TaskSpec& task) {
-  Prepared p;
-  p.source = open_tabular(resolve_table(task), task.max_rows);
-  p.split = make_split(static_cast<int64_t>(p.source.rows.size()), task.val_fraction, task.test_fraction, task.seed);
-  p.data = encode_tabular(p.source, p.split.train);
-  return p;
+// A model fitted in closed form or by boosting on the whole training part rather than trained by gradients (ols,
+// xgboost). It reads the one-hot design of a tabular batch.
+class Estimator : public Model {
+ public:
+  explicit Estimator(std::vector<int64_t> cardinalities) : cardinalities_(std::move(cardinalities)) {}
+  // Fits on the training batch (early stopping, where the method has it, on the validation batch); returns what the
+  // summary reports of the fit.
+  virtual nlohmann::json fit(const Batch& train, const Batch& val) = 0;
+  virtual void save_to(const std::string& path) const = 0;
+  virtual void load_from(const std::string& path, int threads) = 0;
+
+ protected:
+  torch::Tensor design(const Batch& b) const { return one_hot_design(b.num, b.cat, cardinalities_); }
+  int64_t width(const InputSchema& s) const {
+    return s.n_numeric + std::accumulate(s.cardinalities.begin(), s.cardinalities.end(), int64_t{0});
+  }
+
+ private:
+  std::vector<int64_t> cardinalities_;
+};
+
+class OlsModel final : public Estimator {
+ public:
+  explicit OlsModel(const InputSchema& s) : Estimator(s.cardinalities), width_(width(s)) {}
+  torch::Tensor forward(const Batch& b) override {
+    return ols_predict(design(b), beta_).to(torch::kFloat32).reshape({-1, 1});
+  }
+  double flops_per_example() const override { return 2.0 * static_cast<double>(width_); }  // one dot product
+  nlohmann::json fit(const Batch& train, const Batch&) override {
+    beta_ = fit_ols(design(train), train.y);
+    return nlohmann::json::object();
+  }
+  void save_to(const std::string& path) const override { torch::save(beta_, path); }
+  void load_from(const std::string& path, int) override { torch::load(beta_, path); }
+  int64_t parameters() const { return beta_.defined() ? beta_.numel() : 0; }
+
+ private:
+  int64_t width_;
+  torch::Tensor beta_;
+};
+
+class XgbModel final : public Estimator {
+ public:
+  XgbModel(const InputSchema& s, XgbParams params) : Estimator(s.cardinalities), params_(params) {}
+  torch::Tensor forward(const Batch& b) override { return xgb_.predict(design(b)).reshape({-1, 1}); }
+  double flops_per_example() const override { return std::nan(""); }  // trees: no matmul-class work
+  nlohmann::json fit(const Batch& train, const Batch& val) override {
+    xgb_.fit(design(train), train.y, design(val), val.y, params_);
+    return {{"rounds_run", xgb_.rounds_run()}, {"best_rounds", xgb_.best_rounds()}};
+  }
+  void save_to(const std::string& path) const override { xgb_.save(path); }
+  void load_from(const std::string& path, int threads) override { xgb_.load(path, threads); }
+
+ private:
+  XgbParams params_;
+  XgbRegressor xgb_;
+};
+
+int64_t param_count(const Model& m) {
+  if (const auto* ols = dynamic_cast<const OlsModel*>(&m)) return ols->parameters();
+  return m.parameter_count();
 }
 
-torch::Tensor rows_tensor(const std::vector<int64_t>& rows) { return torch::tensor(rows, torch::kInt64); }
+// ---- rows: the trainer sees opaque ids, (part << 40) | index within the part
 
-Batch tabular_batch(const TabularData& d, const std::vector<int64_t>& rows) {
-  auto idx = rows_tensor(rows);
-  Batch b;
-  b.num = d.num.index_select(0, idx);
-  b.cat = d.cat.index_select(0, idx);
-  b.y = d.y.index_select(0, idx);
-  return b;
+constexpr int kPartShift = 40;
+std::vector<int64_t> part_rows(Part p, int64_t count) {
+  std::vector<int64_t> r(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) r[i] = (static_cast<int64_t>(p) << kPartShift) | i;
+  return r;
+}
+Batch batch_of(const Task& task, const std::vector<int64_t>& rows) {
+  const auto part = static_cast<Part>(rows.front() >> kPartShift);
+  std::vector<int64_t> idx(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) idx[i] = rows[i] & ((int64_t{1} << kPartShift) - 1);
+  return task.batch(part, idx);
+}
+std::vector<int64_t> first_rows(const Task& task, Part part, int64_t count) {
+  std::vector<int64_t> rows(static_cast<size_t>(std::min(count, task.size(part))));
+  std::iota(rows.begin(), rows.end(), 0);
+  return rows;
 }
 
-InputSchema schema_of(const TabularData& d) {
-  InputSchema s;
-  s.n_numeric = static_cast<int64_t>(d.numeric_names.size());
-  s.cardinalities = d.cardinalities;
-  s.n_outputs = 1;
-  return s;
-}
-
-// Regression metrics of predictions in standardised units for `rows`.
-nlohmann::json regression_metrics(const TabularData& d, const torch::Tensor& pred_std, const std::vector<int64_t>& rows,
-                                  const std::string& prefix) {
-  auto idx = rows_tensor(rows);
-  auto pt = d.to_transformed(pred_std.reshape({-1}));
-  auto yt = d.to_transformed(d.y.index_select(0, idx));
-  auto pr = d.to_raw(pred_std.reshape({-1}));
-  auto yr = d.y_raw.index_select(0, idx);
-  const double rmse = (pt - yt).pow(2).mean().sqrt().item<double>();
-  const double var = (yt - yt.mean()).pow(2).mean().item<double>();
-  return {{prefix + "_rmse", rmse},
-          {prefix + "_r2", 1.0 - rmse * rmse / var},
-          {prefix + "_rmse_raw", (pr - yr).pow(2).mean().sqrt().item<double>()},
-          {prefix + "_mae_raw", (pr - yr).abs().mean().item<double>()}};
-}
-
-std::vector<int64_t> first_rows(const std::vector<int64_t>& rows, size_t k) {
-  return std::vector<int64_t>(rows.begin(), rows.begin() + std::min(rows.size(), k));
-}
-
-double median(std::vector<double> v) {
+double median_of(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  size_t m = v.size() / 2;
+  const size_t m = v.size() / 2;
   return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
 
-void write_text(const fs::path& path, const std::string& text) { write_text_file(path, text); }
-nlohmann::json read_json(const fs::path& path) { return read_json_file(path); }
-
-std::vector<int64_t> json_rows(const nlohmann::json& j, const char* key, const fs::path& path) {
-  if (!j.contains(key) || !j[key].is_array()) throw std::runtime_error(path.string() + ": missing array '" + key + "'");
-  return j[key].get<std::vector<int64_t>>();
-}
-
-// The trained model of any kind, able to predict standardised targets for rows of the data.
-struct Fitted {
-  std::string kind;
-  std::shared_ptr<Model> net;
-  torch::Tensor ols_beta;
-  std::unique_ptr<XgbRegressor> xgb;
-  torch::Tensor design;  // one-hot design matrix for ols / xgboost
-
-  torch::Tensor predict_rows(const TabularData& d, const std::vector<int64_t>& rows, int64_t batch) {
-    if (net) return cerebra::predict(*net, rows, batch, [&](const std::vector<int64_t>& r) { return tabular_batch(d, r); })
-        .reshape({-1});
-    auto X = design.index_select(0, rows_tensor(rows));
-    return kind == "ols" ? ols_predict(X, ols_beta).to(torch::kFloat32) : xgb->predict(X);
-  }
-};
-
-const char* checkpoint_name(const std::string& kind) {
-  return kind == "xgboost" ? "model.xgb.json" : "model.pt";
-}
+nlohmann::json number_or_null(double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); }
 
 }  // namespace
 
+// ---- models
+
+std::vector<std::string> seq_model_names() {
+  std::vector<std::string> names{"transformer"};
+  for (const auto& m : mixer_names())
+    if (m != "attention") names.push_back(m);
+  return names;
+}
+
+std::string checkpoint_name(const std::string& model) { return model == "xgboost" ? "model.xgb.json" : "model.pt"; }
+
+std::shared_ptr<Model> make_model(const ModelSpec& spec, const TaskInfo& info) {
+  const std::string& name = spec.name;
+  if (info.head == HeadKind::Regression) {
+    if (name == "ols") return std::make_shared<OlsModel>(info.schema);
+    if (name == "xgboost") return std::make_shared<XgbModel>(info.schema, spec.xgb);
+    return make_tabular_model(spec, info.schema);
+  }
+  const auto mixers = mixer_names();
+  if (std::find(mixers.begin(), mixers.end(), mixer_for_model(name)) == mixers.end()) {
+    std::string known;
+    for (const auto& n : seq_model_names()) known += (known.empty() ? "" : ", ") + n;
+    throw ConfigError("model '" + name + "' cannot run the sequence task " + info.name + "; available: " + known);
+  }
+  BackboneOptions bo = spec.backbone;
+  bo.mixer_options.causal = info.needs_causal;
+  if (info.needs_causal) {
+    bool causal = false;
+    std::string why;
+    try {
+      causal = make_mixer(bo.mixer, bo.mixer_options)->is_causal();
+    } catch (const std::exception& e) {
+      why = e.what();
+      why = why.substr(0, why.find('\n'));
+    }
+    if (!causal)
+      throw ConfigError(fmt::format("model '{}' has no causal form{}; task {} is a causal language model and needs a "
+                                    "mixer whose output at position i depends only on positions <= i "
+                                    "(e.g. transformer, lstm, cnn, mamba)",
+                                    name, why.empty() ? "" : " (" + why + ")", info.name));
+  }
+  return std::make_shared<SeqModel>(info, bo);
+}
+
+double estimate_train_bytes(const RunSpec& spec, const TaskInfo& info, int64_t params) {
+  const BackboneOptions& bo = spec.model.backbone;
+  const std::string& mixer = bo.mixer;
+  const double B = static_cast<double>(spec.trainer.batch_size), Be = static_cast<double>(spec.trainer.eval_batch_size);
+  const double n = static_cast<double>(info.n), d = static_cast<double>(bo.mixer_options.d_model);
+  const double L = static_cast<double>(bo.n_layers), h = static_cast<double>(bo.mixer_options.n_heads);
+  const double ffn = static_cast<double>(bo.ffn_mult);
+  // Floats kept per token and layer for backward, by mixer (inputs, projections, gates, states), rough.
+  double per_token = mixer == "attention" ? 8 : mixer == "lstm" ? 16 : mixer == "mamba" ? 40 : mixer == "cnn" ? 10 : 16;
+  per_token = (per_token + 4 + 2 * ffn) * d;
+  double train = L * B * n * per_token * 4.0;
+  double scores_train = 0, scores_eval = 0;
+  if (mixer == "attention") {  // the naive kernel's materialised scores (an upper bound when the tiled one runs)
+    scores_train = L * B * h * n * n * 4.0 * 3.0;  // scores, probabilities and their gradient
+    scores_eval = Be * h * n * n * 4.0 * 2.0;
+  } else if (mixer == "cerebra") {
+    const double k = std::min(n, static_cast<double>(bo.mixer_options.own_as<CerebraOptions>().topk));
+    scores_train = L * B * h * k * n * 4.0 * 3.0;
+    scores_eval = Be * h * k * n * 4.0 * 2.0;
+  }
+  const double logits = (info.head == HeadKind::SequenceClassification ? 1.0 : n) * info.n_classes * 4.0;
+  train += scores_train + B * logits * 3.0;
+  const double eval = Be * n * per_token * 4.0 / L + scores_eval + Be * logits;
+  return std::max(train, eval) + static_cast<double>(params) * 4.0 * 4.0;
+}
+
+// ---- evaluation
+
+torch::Tensor predict_part(Model& model, const Task& task, Part part, const std::vector<int64_t>& rows,
+                           int64_t batch_size) {
+  return predict(model, rows, batch_size, [&](const std::vector<int64_t>& r) { return task.batch(part, r); });
+}
+
+nlohmann::json evaluate(Model& model, const Task& task, Part part, int64_t batch_size, const std::string& prefix) {
+  torch::NoGradGuard g;
+  const bool was_training = model.is_training();
+  model.eval();
+  auto sink = task.metrics(part);
+  const int64_t N = task.size(part);
+  for (int64_t lo = 0; lo < N; lo += batch_size) {
+    std::vector<int64_t> rows(static_cast<size_t>(std::min(batch_size, N - lo)));
+    std::iota(rows.begin(), rows.end(), lo);
+    Batch b = task.batch(part, rows);
+    sink->add(model.forward(b), b);
+  }
+  model.train(was_training);
+  return sink->result(prefix);
+}
+
+// ---- training
+
 nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const RunOptions& options) {
-  if (is_seq_task(spec.task.name)) return seq_train_run(spec, out_dir, options);
-  const Config& config = spec.config;
   const int threads = apply_runtime(spec.runtime);
-  const std::string kind = spec.model.name;
-  Prepared p = prepare(spec.task);
-  const TabularData& d = p.data;
+  const std::string& kind = spec.model.name;
+  auto task = make_task(spec.task);
+  const TaskInfo& info = task->info();
   fs::create_directories(out_dir);
   const fs::path out(out_dir);
-  write_text(out / "config.yaml", config.to_yaml());
-  write_text(out / "split.json", split_to_json(p.split).dump() + "\n");
-  if (!options.quiet)
-    std::cerr << fmt::format("[{}] {} rows ({} train, {} val, {} test), {} numeric + {} categorical features, "
-                             "threads={}\n",
-                             kind, p.source.rows.size(), p.split.train.size(), p.split.val.size(), p.split.test.size(),
-                             d.numeric_names.size(), d.categorical_names.size(), threads);
-  if (p.source.dropped_rows > 0 && !options.quiet)
-    std::cerr << fmt::format("[{}] warning: {} rows without a target were skipped\n", kind, p.source.dropped_rows);
+  write_text_file(out / "config.yaml", spec.config.to_yaml());
+  task->save(out_dir);
 
   reset_peak_tensor_bytes();
   reset_peak_rss();
   torch::manual_seed(static_cast<int64_t>(spec.trainer.seed));
+  ModelSpec model_spec = spec.model;
+  model_spec.xgb.threads = threads;
+  auto net = make_model(model_spec, info);
+  auto* estimator = dynamic_cast<Estimator*>(net.get());
 
-  Fitted fit;
-  fit.kind = kind;
-  std::unique_ptr<ComputeObjective> compute;
-  std::vector<double> epoch_seconds;
-  double examples_per_second = 0;
-  nlohmann::json training;
-  double analytic = std::nan("");
-  int64_t params = 0;
-  auto t0 = std::chrono::steady_clock::now();
-  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-
-  if (kind == "ols" || kind == "xgboost") {
-    fit.design = one_hot_design(d);
-    auto tr = rows_tensor(p.split.train);
-    auto Xtr = fit.design.index_select(0, tr);
-    auto ytr = d.y.index_select(0, tr);
-    if (kind == "ols") {
-      fit.ols_beta = fit_ols(Xtr, ytr);
-      params = fit.ols_beta.numel();
-      analytic = 2.0 * static_cast<double>(fit.design.size(1));  // one dot product per example
+  TrainerOptions to = spec.trainer;
+  to.quiet = options.quiet;
+  to.metrics_path = (out / "metrics.jsonl").string();
+  int64_t n_train = task->size(Part::Train);
+  if (spec.trainer.steps > 0 && !estimator) {  // a step budget: steps * batch_size examples (the pool cycled if smaller)
+    const int64_t per_epoch = (n_train + to.batch_size - 1) / to.batch_size;
+    if (spec.trainer.steps <= per_epoch) {
+      n_train = std::min(n_train, spec.trainer.steps * to.batch_size);
+      to.epochs = 1;
     } else {
-      XgbParams xp = spec.model.xgb;
-      xp.threads = threads;
-      auto va = rows_tensor(p.split.val);
-      fit.xgb = std::make_unique<XgbRegressor>();
-      fit.xgb->fit(Xtr, ytr, fit.design.index_select(0, va), d.y.index_select(0, va), xp);
-      training = {{"rounds_run", fit.xgb->rounds_run()}, {"best_rounds", fit.xgb->best_rounds()}};
+      to.epochs = (spec.trainer.steps + per_epoch - 1) / per_epoch;
     }
-    epoch_seconds.push_back(elapsed());
-    examples_per_second = static_cast<double>(p.split.train.size()) / std::max(epoch_seconds[0], 1e-9);
+    to.warmup_epochs = std::min(to.warmup_epochs, 0.1 * static_cast<double>(to.epochs));
+  }
+  if (!options.quiet)
+    std::cerr << fmt::format("[{}] {}, {} params{}, threads={}\n", kind, task->log_line(), param_count(*net),
+                             estimator ? "" : fmt::format(", {} training examples, {} epoch(s)", n_train, to.epochs),
+                             threads);
+
+  std::unique_ptr<ComputeObjective> compute;
+  std::unique_ptr<Pruner> pruner;
+  TrainResult tr;
+  nlohmann::json training;
+  // One no-grad forward of up to 64 examples of a part (what the realised-FLOP figures and the counter measure).
+  auto probe = [&](Part part) {
+    const auto rows = first_rows(*task, part, std::min<int64_t>(64, spec.trainer.eval_batch_size));
+    predict_part(*net, *task, part, rows, static_cast<int64_t>(rows.size()));
+    return static_cast<int64_t>(rows.size());
+  };
+
+  if (estimator) {
+    const auto t0 = std::chrono::steady_clock::now();
+    training = estimator->fit(task->batch(Part::Train, first_rows(*task, Part::Train, n_train)),
+                              task->batch(Part::Val, first_rows(*task, Part::Val, task->size(Part::Val))));
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    tr.epoch_seconds = {s};
+    tr.examples_per_second = static_cast<double>(n_train) / std::max(s, 1e-9);
+    // One line per fit, so metrics.jsonl exists for every model.
+    write_text_file(out / "metrics.jsonl", nlohmann::json{{"epoch", 1}, {"epoch_seconds", s}}.dump() + "\n");
   } else {
-    fit.net = make_tabular_model(spec.model, schema_of(d));
-    params = fit.net->parameter_count();
-    analytic = fit.net->flops_per_example();
-    TrainerOptions to = spec.trainer;
-    to.quiet = options.quiet;
-    to.metrics_path = (out / "metrics.jsonl").string();
     TrainerHooks hooks;
-    hooks.make_batch = [&](const std::vector<int64_t>& r) { return tabular_batch(d, r); };
-    hooks.loss = [](const torch::Tensor& pred, const Batch& b) { return torch::mse_loss(pred.reshape({-1}), b.y); };
-    hooks.describe_val = [&](double vl) { return nlohmann::json{{"val_rmse", std::sqrt(vl) * d.y_std}}; };
-    hooks.per_example_loss = [](const torch::Tensor& pred, const Batch& b) {
-      return (pred.reshape({-1}) - b.y).pow(2);
-    };
+    hooks.make_batch = [&](const std::vector<int64_t>& r) { return batch_of(*task, r); };
+    hooks.loss = [&](const torch::Tensor& pred, const Batch& b) { return task->loss(pred, b); };
+    hooks.per_example_loss = [&](const torch::Tensor& pred, const Batch& b) { return task->per_example_loss(pred, b); };
+    hooks.describe_val = [&](double vl) { return task->describe_val(vl); };
     const ComputeSchedule& schedule = spec.compute;
-    compute = std::make_unique<ComputeObjective>(*fit.net, schedule);
+    compute = std::make_unique<ComputeObjective>(*net, schedule);
     if (compute->active()) {
-      const int64_t n_tokens = fit.net->tokens_per_example();
       const auto* cerebra = std::any_cast<CerebraOptions>(&spec.model.backbone.mixer_options.own);
-      if (cerebra && cerebra->mode == RoutingMode::kTopK && cerebra->topk >= n_tokens && !options.quiet)
+      const int64_t n_tokens = net->tokens_per_example();
+      if (!info.is_sequence() && cerebra && cerebra->mode == RoutingMode::kTopK && cerebra->topk >= n_tokens &&
+          !options.quiet)
         std::cerr << fmt::format("[{}] note: topk {} >= the {} tokens of an example ({} features + CLS): every token "
                                  "takes the full path; routing cannot save compute on this task at this k\n",
                                  kind, cerebra->topk, n_tokens, n_tokens - 1);
@@ -203,10 +361,8 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
       hooks.objective = [&](const torch::Tensor& loss, const Batch& b) { return compute->objective(loss, b.size()); };
       hooks.epoch_report = [&]() {
         nlohmann::json r = compute->epoch_summary();
-        auto rows = first_rows(p.split.val, 512);
-        if (!rows.empty()) {
-          fit.predict_rows(d, rows, static_cast<int64_t>(rows.size()));
-          const auto B = static_cast<int64_t>(rows.size());
+        const int64_t B = probe(Part::Val);
+        if (B > 0) {
           r["val_realised_flops_per_example"] = compute->realised_per_example(B);
           r["val_expected_flops_per_example"] = compute->expected_per_example(B);
           r["val_relative_flops"] = compute->realised_per_example(B) / compute->dense_flops_per_example();
@@ -214,80 +370,69 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
         }
         return r;
       };
-      hooks.first_selectable_epoch =
-          std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, spec.trainer.epochs);
+      hooks.first_selectable_epoch = std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, to.epochs);
     }
-    // Ĉ of an example relative to the dense model: every example of a tabular task has the same tokens, so the
-    // estimate is the model's current cost per example, the same for all rows (γ then has no effect).
+    // Ĉ relative to the dense model: the model's cost per example, the same for every example (padding is not
+    // executed work that the sampler could save, so shorter texts are not charged less).
     hooks.example_cost = [&](const std::vector<int64_t>& r) {
-      const double dense_f = compute ? compute->dense_flops_per_example() : fit.net->flops_per_example();
-      return std::vector<double>(r.size(), fit.net->flops_per_example() / dense_f);
+      return std::vector<double>(r.size(), net->flops_per_example() / compute->dense_flops_per_example());
     };
-    std::unique_ptr<Pruner> pruner = attach_pruning(hooks, *fit.net, spec.prune, spec.trainer.epochs, [&] {
-      if (compute) compute->refresh_static_flops();
-    });
-    attach_qat(hooks, *fit.net, spec.quant);  // QAT from qat_start_epoch (no-op unless qat: true)
-    TrainResult tr = train_model(*fit.net, p.split.train, p.split.val, to, hooks);
-    epoch_seconds = tr.epoch_seconds;
-    examples_per_second = tr.examples_per_second;
-    training = {{"epochs_run", tr.epochs_run}, {"best_epoch", tr.best_epoch}, {"best_val_loss", tr.best_val_loss}};
-    if (pruner) {
-      training["pruning"] = pruner->report();
-      params = fit.net->parameter_count();  // of the pruned model
-      analytic = fit.net->flops_per_example();
+    pruner = attach_pruning(hooks, *net, spec.prune, to.epochs, [&] { compute->refresh_static_flops(); });
+    attach_qat(hooks, *net, spec.quant);  // QAT from qat_start_epoch (no-op unless qat: true)
+    tr = train_model(*net, part_rows(Part::Train, n_train), part_rows(Part::Val, task->size(Part::Val)), to, hooks);
+    training = {{"epochs_run", tr.epochs_run}, {"best_epoch", tr.best_epoch}, {"best_val_loss", tr.best_val_loss},
+                {"train_examples", n_train},
+                {"steps", tr.epochs_run * ((n_train + to.batch_size - 1) / to.batch_size)}};
+    if (pruner) training["pruning"] = pruner->report();
+  }
+  const int64_t params = param_count(*net);  // of the pruned model, for a pruned run
+  const double analytic = net->flops_per_example();
+
+  // Measured FLOPs: the matmul-class ops of one forward over test examples; realised/expected from the mixers.
+  double measured = std::nan(""), realised = analytic, expected = analytic, dense = analytic;
+  if (!std::isnan(analytic)) {
+    FlopCounter counter;
+    const int64_t B = probe(Part::Test);
+    measured = counter.total() / static_cast<double>(std::max<int64_t>(B, 1));
+    if (compute) {
+      realised = compute->realised_per_example(B);
+      expected = compute->expected_per_example(B);
+      dense = compute->dense_flops_per_example();
     }
   }
-  if (kind == "ols" || kind == "xgboost") {
-    // One line per fit, so metrics.jsonl exists for every model.
-    write_text(out / "metrics.jsonl", nlohmann::json{{"epoch", 1}, {"epoch_seconds", epoch_seconds[0]}}.dump() + "\n");
-  }
-
-  // Measured FLOPs: the matmul-class ops that ran while predicting a batch of test rows.
-  nlohmann::json measured = nullptr, realised = nullptr, expected = nullptr, dense = nullptr;
-  if (kind != "xgboost") {
-    auto rows = first_rows(p.split.test, 256);
-    const auto B = static_cast<int64_t>(rows.size());
-    {
-      FlopCounter counter;
-      fit.predict_rows(d, rows, B);
-      measured = counter.total() / static_cast<double>(B);
-    }
-    realised = compute ? compute->realised_per_example(B) : analytic;
-    expected = compute ? compute->expected_per_example(B) : analytic;
-    dense = compute ? compute->dense_flops_per_example() : analytic;
-  }
-
   const int64_t eval_batch = spec.trainer.eval_batch_size;
-  nlohmann::json metrics = regression_metrics(d, fit.predict_rows(d, p.split.test, eval_batch), p.split.test, "test");
-  metrics.update(regression_metrics(d, fit.predict_rows(d, p.split.val, eval_batch), p.split.val, "val"));
+  nlohmann::json metrics = evaluate(*net, *task, Part::Test, eval_batch, "test");
+  metrics.update(evaluate(*net, *task, Part::Val, eval_batch, "val"));
 
   const fs::path ckpt = out / checkpoint_name(kind);
-  if (fit.net) {
-    save_model(*fit.net, ckpt.string());
-    if (training.contains("pruning"))  // a pruned run: its shapes go beside the checkpoint
-      save_prune_state(*fit.net, *make_tabular_model(spec.model, schema_of(d)), (out / kPruneStateFile).string());
+  if (estimator) {
+    estimator->save_to(ckpt.string());
+  } else {
+    save_model(*net, ckpt.string());
+    if (pruner)  // a pruned run: its shapes go beside the checkpoint
+      save_prune_state(*net, *make_model(spec.model, info), (out / kPruneStateFile).string());
   }
-  if (kind == "ols") torch::save(fit.ols_beta, ckpt.string());
-  if (fit.xgb) fit.xgb->save(ckpt.string());
 
+  nlohmann::json flops = {{"analytic_forward_per_example", number_or_null(analytic)},
+                          {"measured_forward_per_example", number_or_null(measured)},
+                          {"realised_per_example", number_or_null(realised)},
+                          {"expected_per_example", number_or_null(expected)},
+                          {"dense_transformer_per_example", number_or_null(dense)},
+                          {"convention", "2 per multiply-add of matmul-class ops (mm, addmm, bmm, mv, convolution, "
+                                         "kernels)"}};
+  const double train_total = std::accumulate(tr.epoch_seconds.begin(), tr.epoch_seconds.end(), 0.0);
+  nlohmann::json time = {{"epoch_seconds_median", median_of(tr.epoch_seconds)}, {"epochs", tr.epoch_seconds.size()},
+                         {"train_seconds_total", train_total}, {"examples_per_second", tr.examples_per_second}};
   nlohmann::json summary = {
-      {"task", p.source.spec.name},
+      {"task", info.name},
       {"model", kind},
       {"params", params},
       {"metrics", metrics},
-      {"target", {{"column", p.source.spec.target}, {"transform", d.transform}, {"mean", d.y_mean}, {"std", d.y_std}}},
-      {"data", {{"path", p.source.spec.path}, {"fnv1a64", fmt::format("{:016x}", p.source.checksum)},
-                {"rows", p.source.rows.size()}, {"train", p.split.train.size()}, {"val", p.split.val.size()},
-                {"test", p.split.test.size()}}},
-      {"flops", {{"analytic_forward_per_example", std::isnan(analytic) ? nlohmann::json(nullptr) : nlohmann::json(analytic)},
-                 {"measured_forward_per_example", measured},
-                 {"realised_per_example", realised},
-                 {"expected_per_example", expected},
-                 {"dense_transformer_per_example", dense},
-                 {"convention", "2 per multiply-add of matmul-class ops (mm, addmm, bmm, mv, convolution, kernels)"}}},
-      {"time", {{"epoch_seconds_median", median(epoch_seconds)}, {"epochs", epoch_seconds.size()},
-                {"train_seconds_total", std::accumulate(epoch_seconds.begin(), epoch_seconds.end(), 0.0)},
-                {"examples_per_second", examples_per_second}}},
+      {"primary_metric", info.metric},
+      {"higher_is_better", info.higher_is_better},
+      {"data", task->describe()},
+      {"flops", flops},
+      {"time", time},
       {"memory", {{"peak_tensor_bytes", peak_tensor_bytes()}, {"peak_rss_bytes", peak_rss_bytes()}}},
       {"training", training},
       {"threads", threads},
@@ -296,71 +441,85 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
       {"torch_version", torch_version()},
       {"checkpoint", checkpoint_name(kind)},
   };
-  if (fit.net && spec.quant.qat) summary["quant"] = quant_summary(*fit.net, spec.quant);
+  if (info.is_sequence()) {  // per token, and the shape of the token task
+    const double n = static_cast<double>(info.n);
+    summary["d_model"] = spec.model.backbone.mixer_options.d_model;
+    summary["task_info"] = {{"head", head_kind_name(info.head)}, {"n", info.n}, {"vocab", info.vocab},
+                            {"n_classes", info.n_classes}, {"causal", info.needs_causal}};
+    summary["flops"].update({{"analytic_forward_per_token", analytic / n},
+                             {"measured_forward_per_token", measured / n},
+                             {"realised_per_token", realised / n},
+                             {"expected_per_token", expected / n},
+                             {"tokens_per_example", info.n}});
+    summary["flops"]["convention"] = flops["convention"].get<std::string>() +
+                                     "; per token = per example / n (n = max_len for variable-length text; measured "
+                                     "runs on test batches padded to their longest example)";
+    summary["time"]["tokens_per_second"] = tr.examples_per_second * n;
+  }
+  summary.update(task->summary_fields());
+  if (spec.quant.qat) summary["quant"] = quant_summary(*net, spec.quant);
   // Written last and atomically (rename): a summary.json that exists is complete, so a sweep can trust it.
   write_text_file_atomic(out / "summary.json", summary.dump(2) + "\n");
   return summary;
 }
 
-nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options) {
+// ---- loading and evaluation
+
+std::shared_ptr<Model> load_run_model(const RunSpec& spec, const TaskInfo& info, const std::string& run_dir) {
+  const fs::path ckpt = fs::path(run_dir) / checkpoint_name(spec.model.name);
+  if (!fs::exists(ckpt)) throw std::runtime_error("checkpoint " + ckpt.string() + " not found");
+  auto model = make_model(spec.model, info);
+  if (auto* estimator = dynamic_cast<Estimator*>(model.get())) {
+    estimator->load_from(ckpt.string(), spec.runtime.threads);
+  } else {
+    load_prune_state(*model, run_dir);
+    quant_before_load(*model, spec.quant);
+    load_model(*model, ckpt.string());
+    model->eval();
+    quant_after_load(*model, spec.quant, run_dir);  // QAT runs: fake quantisation; int8 exports: int8 Linear layers
+  }
+  model->eval();
+  return model;
+}
+
+RunSpec read_run_spec(const std::string& run_dir, int threads) {
   const fs::path dir(run_dir);
   if (!fs::is_directory(dir)) throw std::runtime_error("run directory '" + run_dir + "' not found");
   Config config;
   config.load_yaml_file((dir / "config.yaml").string());
-  const RunSpec spec = parse_run_spec(config, /*training=*/false);
-  if (is_seq_task(spec.task.name)) return seq_eval_run(spec, run_dir, options);
-  const int threads = apply_runtime(spec.runtime);
-  const std::string kind = spec.model.name;
+  if (threads >= 0) config.set("threads", std::to_string(threads), "command line");
+  return parse_run_spec(config, /*training=*/false);
+}
 
-  const nlohmann::json split_json = read_json(dir / "split.json");
-  Split split{json_rows(split_json, "train", dir / "split.json"), json_rows(split_json, "val", dir / "split.json"),
-              json_rows(split_json, "test", dir / "split.json")};
-  TabularSource source = open_tabular(resolve_table(spec.task), spec.task.max_rows);
-  nlohmann::json summary;
-  if (fs::exists(dir / "summary.json")) {
-    summary = read_json(dir / "summary.json");
-    const std::string want = summary["data"]["fnv1a64"].get<std::string>();
-    const std::string have = fmt::format("{:016x}", source.checksum);
-    if (want != have)
-      std::cerr << fmt::format("warning: {} has changed since the run (checksum {} != {}): metrics will differ\n",
-                               source.spec.path, have, want);
-  }
-  for (const auto* part : {&split.train, &split.val, &split.test})
-    for (auto r : *part)
-      if (r < 0 || r >= static_cast<int64_t>(source.rows.size()))
-        throw std::runtime_error((dir / "split.json").string() + ": row " + std::to_string(r) + " is outside the " +
-                                 std::to_string(source.rows.size()) + " rows of " + source.spec.path);
-  TabularData d = encode_tabular(source, split.train);
+LoadedRun load_run(const std::string& run_dir, int threads) { return load_run(read_run_spec(run_dir, threads), run_dir); }
 
-  Fitted fit;
-  fit.kind = kind;
-  const fs::path ckpt = dir / checkpoint_name(kind);
-  if (!fs::exists(ckpt)) throw std::runtime_error("checkpoint " + ckpt.string() + " not found");
-  if (kind == "ols" || kind == "xgboost") {
-    fit.design = one_hot_design(d);
-    if (kind == "ols") {
-      torch::load(fit.ols_beta, ckpt.string());
-    } else {
-      fit.xgb = std::make_unique<XgbRegressor>();
-      fit.xgb->load(ckpt.string(), threads);
+LoadedRun load_run(RunSpec spec, const std::string& run_dir) {
+  LoadedRun run;
+  run.spec = std::move(spec);
+  run.threads = apply_runtime(run.spec.runtime);
+  run.spec.runtime.threads = run.threads;
+  run.task = make_task(run.spec.task, run_dir);
+  run.model = load_run_model(run.spec, run.task->info(), run_dir);
+  return run;
+}
+
+nlohmann::json eval_run(const std::string& run_dir, const RunOptions&) {
+  LoadedRun run = load_run(run_dir);
+  const RunSpec& spec = run.spec;
+  nlohmann::json metrics = evaluate(*run.model, *run.task, Part::Test, spec.trainer.eval_batch_size, "test");
+  nlohmann::json result = {{"run", run_dir}, {"task", run.task->info().name}, {"model", spec.model.name},
+                           {"metrics", metrics}, {"threads", run.threads}};
+  if (!spec.model.is_estimator() && (spec.quant.qat || spec.quant.int8))
+    result["quant"] = quant_summary(*run.model, spec.quant);
+  const fs::path summary_path = fs::path(run_dir) / "summary.json";
+  if (fs::exists(summary_path)) {
+    const nlohmann::json summary = read_json_file(summary_path);
+    if (summary.contains("metrics")) {
+      bool identical = true;
+      for (auto& [k, v] : metrics.items())
+        if (summary["metrics"].contains(k) && summary["metrics"][k].get<double>() != v.get<double>()) identical = false;
+      result["matches_summary"] = identical;
     }
-  } else {
-    fit.net = make_tabular_model(spec.model, schema_of(d));
-    load_prune_state(*fit.net, run_dir);
-    quant_before_load(*fit.net, spec.quant);
-    load_model(*fit.net, ckpt.string());
-    fit.net->eval();
-    quant_after_load(*fit.net, spec.quant, run_dir);  // QAT runs: fake quantisation; int8 exports: int8 Linear layers
-  }
-  nlohmann::json metrics =
-      regression_metrics(d, fit.predict_rows(d, split.test, spec.trainer.eval_batch_size), split.test, "test");
-  nlohmann::json result = {{"run", run_dir}, {"model", kind}, {"metrics", metrics}, {"threads", threads}};
-  if (fit.net && (spec.quant.qat || spec.quant.int8)) result["quant"] = quant_summary(*fit.net, spec.quant);
-  if (summary.contains("metrics")) {
-    bool identical = true;
-    for (auto& [k, v] : metrics.items())
-      if (summary["metrics"].contains(k) && summary["metrics"][k].get<double>() != v.get<double>()) identical = false;
-    result["matches_summary"] = identical;
   }
   return result;
 }

@@ -19,6 +19,6 @@ struct SeqBenchOptions {
 int bench_seq_tasks(const Config& base, const std::vector<std::string>& models, const std::string& out_dir,
                     const SeqBenchOptions& options);
 // The d_model (a multiple of 2·n_heads, at most 2048) whose model has the parameter count closest to `budget`.
-int64_t match_d_model(const Config& config, const SeqTaskInfo& info, int64_t budget);
+int64_t match_d_model(const Config& config, const TaskInfo& info, int64_t budget);
 
 }  // namespace cerebra

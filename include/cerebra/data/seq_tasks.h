@@ -1,6 +1,6 @@
 // Sequence tasks (SPEC §6): synthetic long-sequence tasks (copy, selective_copy, mqar, masked_recall), short-text
 // classification (WordNet glosses -> lexicographer category) and character-level language modelling (Jane Austen),
-// behind one interface, with a registry by name and a sequence model that any registered mixer can power.
+// behind the Task interface (data/task.h), with a registry by name and a sequence model that any registered mixer can power.
 //
 // Token layout of the synthetic tasks (token ids; data tokens are 4 .. vocab_size-1):
 //   0 PAD, 1 NOISE (filler), 2 SEP (start of the answer region), 3 BLANK (a slot whose answer is to be predicted)
@@ -34,63 +34,32 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cerebra/data/task.h"
 #include "cerebra/data/task_spec.h"
-#include "cerebra/models/models.h"
 
 namespace cerebra {
 
 
-enum class HeadKind {
-  TokenClassification,     // predict at answer positions (y: (B, n), -100 elsewhere), output (B, n, n_classes)
-  SequenceClassification,  // one label per sequence (y: (B,)), masked mean pooling, output (B, n_classes)
-  CausalLM,                // predict the next token at every position (y: (B, n)), output (B, n, n_classes)
-};
-std::string head_kind_name(HeadKind k);
-
-enum class SeqSplit { Train = 0, Val = 1, Test = 2 };
-
-struct SeqTaskInfo {
-  std::string name;
-  HeadKind head = HeadKind::TokenClassification;
-  int64_t vocab = 0;      // input token ids are in [0, vocab)
-  int64_t n = 0;          // tokens per example (the longest, for variable-length tasks)
-  int64_t n_classes = 0;  // outputs per prediction
-  bool needs_causal = false;
-  std::string metric;     // the primary test metric, e.g. "test_accuracy"
-  bool higher_is_better = true;
-};
-
-class SeqTask {
- public:
-  virtual ~SeqTask() = default;
-  virtual const SeqTaskInfo& info() const = 0;
-  virtual int64_t size(SeqSplit split) const = 0;
-  // A padded batch of the given examples of a split: tokens (B, n_b) int64, mask (B, n_b) bool, y as the head needs.
-  virtual Batch batch(SeqSplit split, const std::vector<int64_t>& rows) const = 0;
-  // Provenance and sizes for summary.json.
-  virtual nlohmann::json describe() const = 0;
-};
-
 // ---- registry
-using SeqTaskFactory = std::function<std::unique_ptr<SeqTask>(const TaskSpec&)>;
+using SeqTaskFactory = std::function<std::unique_ptr<Task>(const TaskSpec&)>;
 void register_seq_task(const std::string& name, SeqTaskFactory factory);
 std::vector<std::string> seq_task_names();
 bool is_seq_task(const std::string& name);
-std::unique_ptr<SeqTask> make_seq_task(const TaskSpec& spec);  // by spec.name
+std::unique_ptr<Task> make_seq_task(const TaskSpec& spec);  // by spec.name
 // What a task's model needs (vocab, n, head), from the spec alone, without loading data.
-SeqTaskInfo seq_task_info(const TaskSpec& spec);
+TaskInfo seq_task_info(const TaskSpec& spec);
 
 // ---- synthetic generators (exposed for tests; SyntheticSpec in task_spec.h)
 struct SeqExample {
   std::vector<int64_t> tokens;   // n
   std::vector<int64_t> targets;  // n, -100 = not an answer position
 };
-constexpr int64_t kPad = 0, kNoise = 1, kSep = 2, kBlank = 3, kFirstData = 4, kIgnore = -100;
+constexpr int64_t kPad = 0, kNoise = 1, kSep = 2, kBlank = 3, kFirstData = 4;  // kIgnore: data/task.h
 // Throws ConfigError when the spec cannot hold the task (e.g. 2·pairs + queries > n).
 void validate_synthetic(const std::string& task, const SyntheticSpec& spec);
 SeqExample make_synthetic_example(const std::string& task, const SyntheticSpec& spec, uint64_t seed);
 // The seed of example `index` of a split.
-uint64_t example_seed(uint64_t seed, SeqSplit split, int64_t index);
+uint64_t example_seed(uint64_t seed, Part split, int64_t index);
 
 // ---- loaders (exposed for tests); errors name file:line and the reason
 struct TextExample {

@@ -64,7 +64,7 @@ namespace cerebra {
 namespace stream {
 
 constexpr int64_t kPad = 0, kNoise = 1, kSep = 2, kBlank = 3, kFirstData = 4, kIgnore = -100;
-// Split ids for stream_key (the values of SeqSplit).
+// Split ids for stream_key (the values of Part).
 constexpr int kTrain = 0, kVal = 1, kTest = 2;
 
 // SplitMix64's output function applied to x + golden gamma: a bijective 64-bit mixer.

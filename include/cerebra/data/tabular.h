@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -65,7 +66,14 @@ struct TabularData {
 TabularData encode_tabular(const TabularSource& source, const std::vector<int64_t>& train);
 
 // Dense design matrix for linear models and trees: (N, one_hot_width) float64 numerics then one-hot categories.
+torch::Tensor one_hot_design(const torch::Tensor& num, const torch::Tensor& cat,
+                             const std::vector<int64_t>& cardinalities);
 torch::Tensor one_hot_design(const TabularData& data);
+
+class Task;
+// The data set of `spec` as a regression Task (include/cerebra/data/task.h); `run_dir` non-empty: restores the
+// split.json written there by an earlier run and warns when the file's checksum changed since.
+std::unique_ptr<Task> make_tabular_task(const TaskSpec& spec, const std::string& run_dir);
 
 uint64_t fnv1a64_file(const std::string& path);
 

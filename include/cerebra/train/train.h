@@ -1,4 +1,4 @@
-// Training and evaluation of one run: data, split, model, trainer, measurements, and the run directory.
+// The generic trainer every run uses (the run pipeline itself: include/cerebra/train/run.h).
 #pragma once
 
 #include <functional>
@@ -12,19 +12,6 @@
 #include "cerebra/train/sampler.h"
 
 namespace cerebra {
-
-struct RunSpec;
-
-struct RunOptions {
-  bool quiet = false;  // no progress display and no per-run log lines
-};
-
-// Trains the configured model and writes `out_dir`: config.yaml, split.json, metrics.jsonl, the checkpoint
-// and summary.json. Returns the summary.
-nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const RunOptions& options);
-
-// Reloads a run directory's config, split and checkpoint and recomputes its test metrics.
-nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options);
 
 // ---- the generic trainer (AdamW, warm-up + decay, early stopping on validation loss, best weights kept)
 

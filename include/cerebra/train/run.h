@@ -1,0 +1,66 @@
+// The run pipeline, one for every task (include/cerebra/data/task.h) and model: build the model a task needs,
+// train it and write the run directory, reload a run directory, and re-evaluate it. `cerebra train`, `eval`,
+// `export`, `bench`, `sweep` and `reproduce` all go through these functions.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cerebra/data/task.h"
+#include "cerebra/models/models.h"
+#include "cerebra/train/spec.h"
+
+namespace cerebra {
+
+struct RunOptions {
+  bool quiet = false;  // no progress display and no per-run log lines
+};
+
+// The model of `spec` for a task: a regression task builds the tabular models (mlp, ols, xgboost, or a mixer over
+// feature tokens); a token task builds token embedding + sinusoidal positions + Backbone(mixer) + head, causal
+// when the task needs it (a mixer without a causal form is refused with a ConfigError).
+std::shared_ptr<Model> make_model(const ModelSpec& spec, const TaskInfo& info);
+// Model names a sequence task can build: "transformer" (= attention) and every other registered mixer.
+std::vector<std::string> seq_model_names();
+// The checkpoint file of a model kind in its run directory: model.pt, or model.xgb.json for xgboost.
+std::string checkpoint_name(const std::string& model);
+
+// Trains the configured model and writes `out_dir`: config.yaml, the task's split (tabular: split.json),
+// metrics.jsonl, the checkpoint (with pruned.json for a pruned run) and summary.json (written last, atomically).
+// Returns the summary.
+nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const RunOptions& options);
+
+// A run directory loaded back: its spec (from config.yaml), its task with the run's split, and its model with the
+// pruned shapes, quantisation (QAT: fake quantisation; int8 exports: int8 Linear layers) and checkpoint, in eval mode.
+struct LoadedRun {
+  RunSpec spec;
+  std::unique_ptr<Task> task;
+  std::shared_ptr<Model> model;
+  int threads = 1;  // as applied to this process
+};
+// The spec of a run directory (its config.yaml); `threads` >= 0 overrides the run's own setting.
+RunSpec read_run_spec(const std::string& run_dir, int threads = -1);
+LoadedRun load_run(RunSpec spec, const std::string& run_dir);
+LoadedRun load_run(const std::string& run_dir, int threads = -1);
+// Only the model of a run whose spec and task are loaded (e.g. a second copy to compare against).
+std::shared_ptr<Model> load_run_model(const RunSpec& spec, const TaskInfo& info, const std::string& run_dir);
+
+// Reloads a run directory and recomputes its test metrics; "matches_summary" says whether they equal summary.json's.
+nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options);
+
+// Metrics of `model` over a whole part of the task, batch by batch, keys prefixed (e.g. "test_accuracy").
+nlohmann::json evaluate(Model& model, const Task& task, Part part, int64_t batch_size, const std::string& prefix);
+
+// Predictions for the given rows of a part, concatenated along the batch dimension, in eval mode without gradients.
+torch::Tensor predict_part(Model& model, const Task& task, Part part, const std::vector<int64_t>& rows,
+                           int64_t batch_size);
+
+// Rough peak training memory of a model on a sequence task (bytes): activations kept for backward, dense attention
+// scores, output logits, parameters and optimizer state.
+double estimate_train_bytes(const RunSpec& spec, const TaskInfo& info, int64_t params);
+
+}  // namespace cerebra
