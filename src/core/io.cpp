@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <nlohmann/json.hpp>
 
 namespace cerebra {
 

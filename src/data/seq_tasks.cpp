@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/core/config.h"
 #include "cerebra/data/seq_tasks.h"

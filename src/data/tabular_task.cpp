@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/core/io.h"
 #include "cerebra/data/tabular.h"

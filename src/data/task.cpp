@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/tabular.h"
@@ -44,6 +45,8 @@ torch::Tensor Task::per_example_loss(const torch::Tensor& pred, const Batch& b) 
     }
   }
 }
+
+nlohmann::json Task::summary_fields() const { return nlohmann::json::object(); }
 
 std::string Task::log_line() const {
   const TaskInfo& i = info();

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/models/mixer.h"
 #include "cerebra/ops/attention.h"

@@ -2,7 +2,9 @@
 // reconstruction loss. Padding never contributes to a slot.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "cerebra/models/cerebra_layer.h"
 #include "cerebra/models/quant.h"
@@ -46,36 +48,79 @@ CompressedMemory CerebraCompressorImpl::forward(const torch::Tensor& x, const to
     src = dwconv->forward(src.transpose(1, 2)).transpose(1, 2) * maskf.unsqueeze(-1);
   }
 
+  // Each sequence gets the slots of its own length, m_b = memory_slots(len_b), so that its memory does not depend on
+  // the other sequences of the batch or on the padded length; the batch holds m = memory_slots(n) >= m_b slots and
+  // a sequence's slots beyond its own m_b are masked out.
+  const auto lengths = mask.sum(1).to(torch::kLong).cpu();  // (B)
+  std::vector<int64_t> m_b(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) m_b[b] = std::min(m, opts.memory_slots(std::max<int64_t>(1, lengths[b].item<int64_t>())));
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
+
   CompressedMemory mem;
-  torch::Tensor pooled;  // (B, m, d)
-  torch::Tensor attn;    // (B, h, m, n) pooling weights (attnpool/hybrid)
-  const int64_t P = (n + m - 1) / m;  // conv: tokens per segment
+  torch::Tensor pooled;   // (B, m, d)
+  torch::Tensor attn;     // (B, h, m, n) pooling weights (attnpool/hybrid)
+  torch::Tensor segment;  // (B, n) conv: the slot each position pools into
   if (opts.compressor == CompressorKind::kConv) {
-    // Masked mean over m contiguous segments of P tokens; the tail is zero-padded to m·P.
-    const int64_t L = m * P;
-    auto s = torch::constant_pad_nd(src, {0, 0, 0, L - n});                        // (B, L, d)
-    auto cnt = torch::constant_pad_nd(maskf, {0, L - n}).view({B, m, P}).sum(-1);  // (B, m)
-    pooled = s.view({B, m, P, d}).sum(2) / cnt.clamp_min(1.0).unsqueeze(-1);
+    // Masked mean over m_b contiguous segments of P_b = ceil(len_b / m_b) tokens.
+    std::vector<int64_t> per(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t len = std::max<int64_t>(1, lengths[b].item<int64_t>());
+      per[b] = (len + m_b[b] - 1) / m_b[b];
+    }
+    auto P = torch::tensor(per, long_opts).unsqueeze(1);                                  // (B, 1)
+    auto last = torch::tensor(m_b, long_opts).unsqueeze(1) - 1;                           // (B, 1)
+    segment = torch::minimum(torch::div(torch::arange(n, long_opts).unsqueeze(0), P, "floor"), last);  // (B, n)
+    auto flat = (segment + torch::arange(B, long_opts).unsqueeze(1) * m).reshape({B * n});  // into (B·m)
+    pooled = torch::zeros({B * m, d}, src.options()).index_add(0, flat, src.reshape({B * n, d})).view({B, m, d});
+    auto cnt = torch::zeros({B * m}, maskf.options()).index_add(0, flat, maskf.reshape({B * n})).view({B, m});
+    pooled = pooled / cnt.clamp_min(1.0).unsqueeze(-1);
     mem.slot_mask = cnt > 0;
   } else {
-    // m learned queries attend (h heads, keys = values = src) over the real tokens.
+    // m_b learned queries attend (h heads, keys = values = src) over the real tokens; sequences with the same m_b
+    // are pooled together.
     const int64_t bank = queries.size(0);
-    torch::Tensor qb;  // (m, d)
-    if (m <= bank) {
-      qb = queries.narrow(0, 0, m);
-    } else {
-      qb = F::interpolate(queries.t().unsqueeze(0),
-                          F::InterpolateFuncOptions().size(std::vector<int64_t>{m}).mode(torch::kLinear).align_corners(true))
-               .squeeze(0)
-               .t();
+    auto kv_all = src.view({B, n, h, e}).permute({0, 2, 1, 3});  // (B, h, n, e)
+    pooled = torch::zeros({B, m, d}, src.options());
+    attn = torch::zeros({B, h, m, n}, src.options());
+    auto slot_real = torch::zeros({B, m}, maskf.options());
+    std::vector<int64_t> groups(m_b);
+    std::sort(groups.begin(), groups.end());
+    groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+    for (const int64_t mg : groups) {
+      std::vector<int64_t> members;
+      for (int64_t b = 0; b < B; ++b)
+        if (m_b[b] == mg) members.push_back(b);
+      auto idx = torch::tensor(members, long_opts);
+      const auto Bg = static_cast<int64_t>(members.size());
+      torch::Tensor qb;  // (mg, d)
+      if (mg <= bank) {
+        qb = queries.narrow(0, 0, mg);
+      } else {
+        qb = F::interpolate(queries.t().unsqueeze(0), F::InterpolateFuncOptions()
+                                                          .size(std::vector<int64_t>{mg})
+                                                          .mode(torch::kLinear)
+                                                          .align_corners(true))
+                 .squeeze(0)
+                 .t();
+      }
+      auto q = qb.reshape({mg, h, e}).permute({1, 0, 2}) * (1.0 / std::sqrt(static_cast<double>(e)));  // (h, mg, e)
+      auto kv = Bg == B ? kv_all : kv_all.index_select(0, idx);                                        // (Bg, h, n, e)
+      auto mask_g = Bg == B ? mask : mask.index_select(0, idx);
+      auto scores = torch::matmul(q, kv.transpose(-2, -1));                                            // (Bg, h, mg, n)
+      scores = scores.masked_fill(mask_g.logical_not().view({Bg, 1, 1, n}), masked_value(scores));
+      auto a = torch::softmax(scores, -1);
+      auto pg = torch::matmul(a, kv).permute({0, 2, 1, 3}).reshape({Bg, mg, d});  // (Bg, mg, d)
+      if (Bg == B && mg == m) {
+        pooled = pg;
+        attn = a;
+      } else {
+        pooled = pooled.index_copy(0, idx, torch::constant_pad_nd(pg, {0, 0, 0, m - mg}));
+        attn = attn.index_copy(0, idx, torch::constant_pad_nd(a, {0, 0, 0, m - mg}));
+      }
+      auto real = (mask_g.sum(1) > 0).to(maskf.scalar_type()).unsqueeze(1).expand({Bg, mg});
+      slot_real.index_copy_(0, idx, torch::constant_pad_nd(real, {0, m - mg}));
     }
-    auto q = qb.reshape({m, h, e}).permute({1, 0, 2}) * (1.0 / std::sqrt(static_cast<double>(e)));  // (h, m, e)
-    auto kv = src.view({B, n, h, e}).permute({0, 2, 1, 3});                                          // (B, h, n, e)
-    auto scores = torch::matmul(q, kv.transpose(-2, -1));                                            // (B, h, m, n)
-    scores = scores.masked_fill(mask.logical_not().view({B, 1, 1, n}), masked_value(scores));
-    attn = torch::softmax(scores, -1);
-    pooled = torch::matmul(attn, kv).permute({0, 2, 1, 3}).reshape({B, m, d});  // (B, m, d)
-    mem.slot_mask = (mask.sum(1) > 0).unsqueeze(1).expand({B, m});
+    mem.slot_mask = slot_real > 0;
   }
   mem.slots = cerebra::linear(proj, pooled);  // (B, m, d_c)
 
@@ -88,7 +133,7 @@ CompressedMemory CerebraCompressorImpl::forward(const torch::Tensor& x, const to
       a = a / a.sum(1, /*keepdim=*/true).clamp_min(1e-12);
       recon = torch::bmm(a.transpose(1, 2).contiguous(), up_s);  // (B, n, d)
     } else {
-      recon = up_s.repeat_interleave(P, 1).narrow(1, 0, n);
+      recon = up_s.gather(1, segment.unsqueeze(-1).expand({B, n, up_s.size(2)}));
     }
     auto err = (recon - x.detach()).pow(2).sum(-1) / static_cast<double>(d);  // (B, n)
     mem.rec_loss = (err * maskf).sum() / maskf.sum().clamp_min(1.0);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <string>
 #include <vector>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/models/mixer.h"
 #include "cerebra/models/pruning.h"

@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/models/mixer.h"
 #include "cerebra/ops/selective_scan.h"

@@ -1,8 +1,12 @@
 #include "cerebra/models/mixer.h"
 
+#include <nlohmann/json.hpp>
+
 #include <stdexcept>
 
 namespace cerebra {
+
+nlohmann::json SequenceMixer::own_options() const { return nlohmann::json::object(); }
 
 namespace {
 std::map<std::string, MixerDef>& registry() {

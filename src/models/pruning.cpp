@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <numeric>
 #include <tuple>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/core/config.h"
 #include "cerebra/core/io.h"

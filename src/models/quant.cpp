@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/models/models.h"
 

@@ -1,6 +1,7 @@
 #include "cerebra/train/recipe.h"
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 namespace cerebra {
 

@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/core/config.h"
 #include "cerebra/core/flop_counter.h"

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/core/config.h"
 

@@ -9,6 +9,7 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/train/train.h"
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 #include <torch/types.h>
 
 #include "cerebra/core/batch.h"
@@ -64,7 +64,7 @@ class Task {
   // One line for the run's log; default: "task mqar (token_classification): n=64, vocab=256, 20000 train / ...".
   virtual std::string log_line() const;
   // Task-specific summary.json keys (e.g. the regression target's transform and scale).
-  virtual nlohmann::json summary_fields() const { return nlohmann::json::object(); }
+  virtual nlohmann::json summary_fields() const;  // default: {}
   // Writes what a re-evaluation needs beside config.yaml into the run directory (e.g. split.json).
   virtual void save(const std::string& run_dir) const {}
 

@@ -71,6 +71,7 @@
 #include <map>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>

@@ -20,7 +20,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 #include <torch/nn/module.h>
 
 #include "cerebra/core/config.h"
@@ -63,7 +63,7 @@ class SequenceMixer : public torch::nn::Module {
   // Whether the output at position i depends only on inputs at positions <= i.
   virtual bool is_causal() const = 0;
   // The mixer's own options as {key: value} (the keys of its registration), as built.
-  virtual nlohmann::json own_options() const { return nlohmann::json::object(); }
+  virtual nlohmann::json own_options() const;  // default: {}
   // An auxiliary loss the mixer wants added to the objective (undefined when none).
   virtual torch::Tensor aux_loss() { return {}; }
 
