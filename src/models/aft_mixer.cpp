@@ -1,0 +1,128 @@
+// Attention Free Transformer (Zhai et al. 2021) as a SequenceMixer ("aft"): AFT-simple and AFT-local.
+//
+//   Q, K, V = projections of x (d channels each)
+//   y_i = σ(Q_i) ⊙ Σ_j exp(K_j + w_ij) ⊙ V_j / Σ_j exp(K_j + w_ij)      (element-wise over the d channels)
+//   simple: w = 0 (non-causal: one softmax over the sequence per channel; causal: cumulative sums over j <= i)
+//   local:  w_ij = b_h[i - j] for |i - j| < s and 0 beyond, a learned bias per head h (channels split into n_heads
+//           groups) and per relative offset (i - j in (-s, s); causal: [0, s)), initialised to 0. Computed as the
+//           simple sums plus a local correction Σ_{|i-j|<s} (exp(b_h[i-j]) - 1)·(...)_j, a depthwise convolution
+//           of window 2s - 1 (causal: s) over exp(K) ⊙ V and exp(K): O(n·s·d), no (n, n) tensor.
+//   (The paper's AFT-local keeps a learned (max_len x max_len) bias masked to the window; this mixer shares it
+//   per relative offset, as the paper's AFT-conv does, so it needs no maximum length.)
+//
+// Own options (AftOptions): aft_variant simple | local (simple); window s for local (the key `window`, shared with
+// longformer and cerebra; default 8).
+// exp(K) is stabilised by the channel's max over the sequence's real keys (detached; it cancels in the ratio. In
+// the causal form a later key can change earlier outputs only in their last bits.)
+// Padding mask: padded keys get weight 0; padded query rows are computed and not read.
+//
+// flops(n) (forward, per sequence): 8·n·d² (projections); local adds the convolution, 2·n·2d·(2s - 1)
+// (causal: 2·n·2d·s).
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "cerebra/models/mixer.h"
+#include "cerebra/models/quant.h"
+
+namespace cerebra {
+
+namespace {
+
+using torch::Tensor;
+
+struct AftOptions {
+  std::string variant = "simple";  // simple | local
+  int64_t window = 8;
+};
+
+class AftMixer final : public SequenceMixer {
+ public:
+  AftMixer(const MixerOptions& o, const AftOptions& own)
+      : d_(o.d_model), h_(o.n_heads), causal_(o.causal), local_(own.variant == "local"), own_(own) {
+    TORCH_CHECK(own.variant == "simple" || own.variant == "local", "aft: aft_variant must be simple or local, got '",
+                own.variant, "'");
+    TORCH_CHECK(h_ > 0 && d_ % h_ == 0, "aft: d_model (", d_, ") must be divisible by n_heads (", h_, ")");
+    qkv_ = register_module("qkv", torch::nn::Linear(d_, 3 * d_));
+    out_ = register_module("out", torch::nn::Linear(d_, d_));
+    if (local_) {
+      TORCH_CHECK(own.window >= 1, "aft: window must be >= 1 for aft_variant local, got ", own.window);
+      taps_ = causal_ ? own.window : 2 * own.window - 1;
+      bias_ = register_parameter("pos_bias", torch::zeros({h_, taps_}));  // offset o = i - j at index o + (s - 1)
+    }                                                                      // (causal: at index o)
+  }
+
+  // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
+  Tensor forward(const Tensor& x, const Tensor& mask) override {
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "aft: x must be (B, n, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), n = x.size(1);
+    const auto qkv = cerebra::linear(qkv_, x);  // (B, n, 3d)
+    const Tensor q = qkv.narrow(2, 0, d_), k = qkv.narrow(2, d_, d_), v = qkv.narrow(2, 2 * d_, d_);
+    Tensor m;  // (B, n, 1) bool
+    if (mask.defined()) {
+      TORCH_CHECK(mask.sizes() == torch::IntArrayRef({B, n}) && mask.scalar_type() == torch::kBool,
+                  "aft: mask must be bool (B, n) = (", B, ", ", n, "), got ", mask.scalar_type(), " ", mask.sizes());
+      m = mask.view({B, n, 1});
+    }
+    Tensor kd = k.detach();
+    if (m.defined()) kd = kd.masked_fill(m.logical_not(), -std::numeric_limits<double>::infinity());
+    Tensor stab = std::get<0>(kd.max(1, /*keepdim=*/true));  // (B, 1, d)
+    stab = stab.masked_fill(torch::isinf(stab), 0.0);
+    Tensor e = torch::exp(k - stab);
+    if (m.defined()) e = e * m.to(e.scalar_type());
+    const Tensor ev = e * v;
+    Tensor num, den;  // (B, n, d)
+    if (causal_) {
+      num = ev.cumsum(1);
+      den = e.cumsum(1);
+    } else {
+      num = ev.sum(1, /*keepdim=*/true).expand({B, n, d_});
+      den = e.sum(1, /*keepdim=*/true).expand({B, n, d_});
+    }
+    if (local_ && n > 0) {
+      // Depthwise correction over [ev | e] (B, 2d, n): out[i] = Σ_t W[t] in[i + t - (s - 1)], W = (exp(b) - 1)
+      // reversed (tap t holds offset o = i - j = s - 1 - t; non-causal offsets run to -(s - 1) on the right).
+      const int64_t s = own_.window;
+      const Tensor taps = (torch::exp(bias_) - 1.0).flip({1});                                    // (h, taps)
+      const Tensor w = taps.repeat_interleave(d_ / h_, 0).repeat({2, 1}).unsqueeze(1);            // (2d, 1, taps)
+      const Tensor in = torch::cat({ev, e}, 2).transpose(1, 2);                                   // (B, 2d, n)
+      const Tensor padded = causal_ ? torch::constant_pad_nd(in, {s - 1, 0}) : torch::constant_pad_nd(in, {s - 1, s - 1});
+      const Tensor corr = torch::conv1d(padded, w.to(in.scalar_type()), c10::optional<Tensor>(), torch::IntArrayRef{1},
+                                          torch::IntArrayRef{0}, torch::IntArrayRef{1}, 2 * d_).transpose(1, 2);
+      num = num + corr.narrow(2, 0, d_);
+      den = den + corr.narrow(2, d_, d_);
+    }
+    const Tensor ratio = num / den.clamp_min(std::numeric_limits<float>::min());  // rows with no key: 0
+    return cerebra::linear(out_, torch::sigmoid(q) * ratio);
+  }
+
+  double flops(int64_t n) const override {
+    const double N = static_cast<double>(n), d = static_cast<double>(d_);
+    const double projections = 2.0 * N * d * 3.0 * d + 2.0 * N * d * d;
+    return projections + (local_ ? 2.0 * N * 2.0 * d * static_cast<double>(taps_) : 0.0);
+  }
+  bool is_causal() const override { return causal_; }
+  nlohmann::json own_options() const override { return {{"aft_variant", own_.variant}, {"window", own_.window}}; }
+
+ private:
+  int64_t d_, h_, taps_ = 0;
+  bool causal_, local_;
+  AftOptions own_;
+  torch::nn::Linear qkv_{nullptr}, out_{nullptr};
+  Tensor bias_;
+};
+
+MixerRegistration reg(define_mixer<AftOptions>(
+    "aft",
+    {{"aft_variant", ValueType::String, "simple",
+      "aft: simple (one weighted average over the sequence) or local (plus a learned per-head bias within the window)",
+      {"simple", "local"}, ""},
+     {"window", ValueType::Int, "8",
+      "longformer: window w (non-causal: w/2 keys each side; causal: w keys to the left); aft: local window s",
+      {}, ""}},
+    [](const Config& c) { return AftOptions{c.get_string("aft_variant"), c.get_int("window")}; },
+    [](const MixerOptions& o, const AftOptions& own) { return std::make_shared<AftMixer>(o, own); }));
+
+}  // namespace
+}  // namespace cerebra
