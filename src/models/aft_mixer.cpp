@@ -20,6 +20,8 @@
 // (causal: 2·n·2d·s).
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <limits>
 
@@ -69,8 +71,11 @@ class AftMixer final : public SequenceMixer {
     if (m.defined()) kd = kd.masked_fill(m.logical_not(), -std::numeric_limits<double>::infinity());
     Tensor stab = std::get<0>(kd.max(1, /*keepdim=*/true));  // (B, 1, d)
     stab = stab.masked_fill(torch::isinf(stab), 0.0);
-    Tensor e = torch::exp(k - stab);
-    if (m.defined()) e = e * m.to(e.scalar_type());
+    // Padded keys are set to -inf before the exponential, so that their weight is exactly 0 and no inf * 0 arises
+    // in the forward or the backward pass, whatever the padded inputs hold.
+    Tensor logit = k - stab;
+    if (m.defined()) logit = logit.masked_fill(m.logical_not(), -std::numeric_limits<double>::infinity());
+    Tensor e = torch::exp(logit);
     const Tensor ev = e * v;
     Tensor num, den;  // (B, n, d)
     if (causal_) {

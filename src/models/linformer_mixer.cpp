@@ -13,6 +13,8 @@
 // flops(n) (forward, per sequence): 8·n·d² (projections) + 4·k·n·d (E K and F V) + 4·n·k·d (scores and values).
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <stdexcept>
 

@@ -30,6 +30,8 @@
 // (the global rows). Padded or masked tiles the kernel skips at run time are counted as flops(n) does not know them.
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>

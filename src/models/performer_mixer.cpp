@@ -22,6 +22,8 @@
 // h·(2·n'·c·m + 2·n'·c·(dh + 1) + 4·n'·m·(dh + 1)).
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
