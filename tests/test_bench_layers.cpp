@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cerebra/cli/bench_layers.h"
+#include "cerebra/cli/command.h"
 
 namespace {
 
@@ -21,14 +22,14 @@ namespace fs = std::filesystem;
 int run_command(std::vector<std::string> args) {
   CLI::App app("cerebra");
   auto* bench = app.add_subcommand("bench", "Benchmarks");
-  std::function<int()> run;
-  auto* layers = cerebra::add_bench_layers_command(bench, &run);
+  cerebra::Commands commands;
+  auto* layers = cerebra::add_bench_layers_command(bench, commands);
   args.insert(args.begin(), {"cerebra", "bench", "layers"});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   app.parse(static_cast<int>(argv.size()), argv.data());
   EXPECT_TRUE(layers->parsed());
-  return run();
+  return (*commands.parsed())();
 }
 
 std::vector<std::string> read_lines(const fs::path& p) {

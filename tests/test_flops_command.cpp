@@ -1,3 +1,4 @@
+#include "cerebra/cli/command.h"
 #include "cerebra/cli/flops_command.h"
 
 #include <gtest/gtest.h>
@@ -25,8 +26,8 @@ using nlohmann::json;
 json run_flops(std::vector<std::string> args) {
   const fs::path path = fs::temp_directory_path() / ("cerebra_flops_test_" + std::to_string(::getpid()) + ".json");
   CLI::App app{"test"};
-  std::function<int()> run;
-  auto* sub = cerebra::add_flops_command(&app, &run);
+  cerebra::Commands commands;
+  auto* sub = cerebra::add_flops_command(&app, commands);
   EXPECT_NE(sub, nullptr);
   std::vector<std::string> argv = {"flops"};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -35,8 +36,9 @@ json run_flops(std::vector<std::string> args) {
   std::reverse(argv.begin(), argv.end());  // CLI11 takes the vector form in reverse order
   app.parse(argv);
   EXPECT_TRUE(sub->parsed());
-  EXPECT_TRUE(static_cast<bool>(run));
-  EXPECT_EQ(run(), 0);
+  const auto* run = commands.parsed();
+  EXPECT_NE(run, nullptr);
+  EXPECT_EQ((*run)(), 0);
   std::ifstream f(path);
   json j = json::parse(f);
   fs::remove(path);

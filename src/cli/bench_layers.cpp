@@ -1,6 +1,7 @@
 // `cerebra bench layers`: one sequence-mixer layer per implementation and length, forward + backward.
 // See include/cerebra/bench_layers.h for the measured quantities.
 #include "cerebra/cli/bench_layers.h"
+#include "cerebra/cli/command.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -330,7 +331,7 @@ int run_bench_layers(const BenchLayersArgs& a) {
 
 }  // namespace
 
-CLI::App* add_bench_layers_command(CLI::App* bench, std::function<int()>* run) {
+CLI::App* add_bench_layers_command(CLI::App* bench, Commands& commands) {
   auto args = std::make_shared<BenchLayersArgs>();
   auto* cmd = bench->add_subcommand(
       "layers",
@@ -362,7 +363,7 @@ CLI::App* add_bench_layers_command(CLI::App* bench, std::function<int()>* run) {
       ->capture_default_str();
   cmd->add_option("--gemm-n", args->gemm_n, "Matrix size of the GEMM peak measurement")->capture_default_str();
   cmd->add_option("--out", args->out, "Output directory for results.csv and results.json")->capture_default_str();
-  *run = [args] { return run_bench_layers(*args); };
+  commands.add(cmd, [args] { return run_bench_layers(*args); });
   return cmd;
 }
 

@@ -1,6 +1,7 @@
 // `cerebra sweep`, `cerebra reproduce table1`, `cerebra report`, `cerebra plot`. See
 // include/cerebra/experiment_commands.h.
 #include "cerebra/cli/experiment_commands.h"
+#include "cerebra/cli/command.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -127,7 +128,7 @@ int run_reproduce_command(ReproduceArgs& a, const std::string& source_dir) {
 
 }  // namespace
 
-ExperimentCommands add_experiment_commands(CLI::App* app, const std::string& source_dir) {
+void add_experiment_commands(CLI::App* app, const std::string& source_dir, Commands& commands) {
   // sweep
   auto sa = std::make_shared<SweepArgs>();
   auto* sweep = app->add_subcommand(
@@ -191,34 +192,28 @@ ExperimentCommands add_experiment_commands(CLI::App* app, const std::string& sou
   plot->add_option("dir", pl->dir, "Sweep or bench layers directory")->required();
   plot->add_option("--metric", pl->metric, "Sweep metric (name or name:max/min; default: the sweep's)");
 
-  ExperimentCommands c;
-  c.selected = [=] { return sweep->parsed() || table1->parsed() || report->parsed() || plot->parsed(); };
-  c.run = [=]() -> int {
-    if (sweep->parsed()) return run_sweep_command(sweep, *sa, source_dir);
-    if (table1->parsed()) return run_reproduce_command(*ra, source_dir);
-    if (report->parsed()) {
-      exp::write_report(rep->dir, !rep->no_plots);
-      std::cout << "wrote " << (fs::path(rep->dir) / "report.md").string() << "\n";
-      return 0;
-    }
-    if (plot->parsed()) {
-      std::string err;
-      if (fs::exists(fs::path(pl->dir) / "sweep.json"))
-        err = exp::write_sweep_outputs(exp::load_sweep(pl->dir, pl->metric), true);
-      else if (fs::exists(fs::path(pl->dir) / "results.json") &&
-               nlohmann::json::parse(std::ifstream(fs::path(pl->dir) / "results.json"), nullptr, false).is_array())
-        exp::write_report(pl->dir, true);  // bench tasks: the report draws its frontier plot
-      else if (fs::exists(fs::path(pl->dir) / "results.json"))
-        err = exp::write_scaling_outputs(pl->dir, true);
-      else
-        throw std::runtime_error("plot: " + pl->dir + " holds neither sweep.json nor a bench layers results.json");
-      if (!err.empty()) throw std::runtime_error(err);
-      std::cout << "wrote " << (fs::path(pl->dir) / "plots").string() << "/*.png and *.svg\n";
-      return 0;
-    }
-    return 1;
-  };
-  return c;
+  commands.add(sweep, [=] { return run_sweep_command(sweep, *sa, source_dir); });
+  commands.add(table1, [=] { return run_reproduce_command(*ra, source_dir); });
+  commands.add(report, [=] {
+    exp::write_report(rep->dir, !rep->no_plots);
+    std::cout << "wrote " << (fs::path(rep->dir) / "report.md").string() << "\n";
+    return 0;
+  });
+  commands.add(plot, [=] {
+    std::string err;
+    if (fs::exists(fs::path(pl->dir) / "sweep.json"))
+      err = exp::write_sweep_outputs(exp::load_sweep(pl->dir, pl->metric), true);
+    else if (fs::exists(fs::path(pl->dir) / "results.json") &&
+             nlohmann::json::parse(std::ifstream(fs::path(pl->dir) / "results.json"), nullptr, false).is_array())
+      exp::write_report(pl->dir, true);  // bench tasks: the report draws its frontier plot
+    else if (fs::exists(fs::path(pl->dir) / "results.json"))
+      err = exp::write_scaling_outputs(pl->dir, true);
+    else
+      throw std::runtime_error("plot: " + pl->dir + " holds neither sweep.json nor a bench layers results.json");
+    if (!err.empty()) throw std::runtime_error(err);
+    std::cout << "wrote " << (fs::path(pl->dir) / "plots").string() << "/*.png and *.svg\n";
+    return 0;
+  });
 }
 
 }  // namespace cerebra

@@ -1,5 +1,6 @@
 // `cerebra export --int8`: see include/cerebra/export_command.h.
 #include "cerebra/cli/export_command.h"
+#include "cerebra/cli/command.h"
 #include "cerebra/core/io.h"
 
 #include <torch/torch.h>
@@ -222,7 +223,7 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   return report;
 }
 
-CLI::App* add_export_command(CLI::App* app, std::function<int()>* run) {
+CLI::App* add_export_command(CLI::App* app, Commands& commands) {
   auto args = std::make_shared<Int8ExportOptions>();
   auto int8 = std::make_shared<bool>(false);
   auto* sub = app->add_subcommand(
@@ -287,15 +288,7 @@ CLI::App* add_export_command(CLI::App* app, std::function<int()>* run) {
     std::cout << t;
     return 0;
   };
-  if (run) {
-    *run = action;
-    sub->callback([args]() {});
-  } else {
-    sub->callback([action]() {
-      const int rc = action();
-      if (rc != 0) throw CLI::RuntimeError(rc);
-    });
-  }
+  commands.add(sub, action);
   return sub;
 }
 

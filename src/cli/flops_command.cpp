@@ -1,6 +1,7 @@
 // `cerebra flops`: the documents' complexity formulas against the project's analytic FLOPs, with a claims check.
 // See include/cerebra/flops_command.h.
 #include "cerebra/cli/flops_command.h"
+#include "cerebra/cli/command.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -521,7 +522,7 @@ int run_flops(const FlopsArgs& a) {
 
 }  // namespace
 
-CLI::App* add_flops_command(CLI::App* app, std::function<int()>* run) {
+CLI::App* add_flops_command(CLI::App* app, Commands& commands) {
   auto args = std::make_shared<FlopsArgs>();
   auto* sub = app->add_subcommand(
       "flops", "Analytic FLOPs and activation memory of one layer per architecture against the design documents' "
@@ -542,15 +543,7 @@ CLI::App* add_flops_command(CLI::App* app, std::function<int()>* run) {
                 "Also print the documents' worked examples (n=10,000 d=512; n=1024 d=512 k=5; n=1000 d=64 k=50)")
       ->capture_default_str();
   sub->add_option("--json", args->json_path, "Write the report as JSON to this file");
-  if (run) {
-    *run = [args]() { return run_flops(*args); };
-    sub->callback([args]() {});  // keeps the bound options alive as long as the app
-  } else {
-    sub->callback([args]() {
-      const int rc = run_flops(*args);
-      if (rc != 0) throw CLI::RuntimeError(rc);
-    });
-  }
+  commands.add(sub, [args]() { return run_flops(*args); });
   return sub;
 }
 

@@ -7,8 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <sstream>
 
 #include "cerebra/cli/bench_layers.h"
+#include "cerebra/cli/command.h"
 #include "cerebra/cli/cli_config.h"
 #include "cerebra/core/config.h"
 #include "cerebra/cli/experiment_commands.h"
@@ -105,6 +108,126 @@ int bench_tasks(const Config& base, const std::vector<std::string>& models, cons
   return 0;
 }
 
+// The one-line result of `cerebra train`.
+void print_train_summary(const nlohmann::json& s, const std::string& out) {
+  if (s.contains("task_info")) {  // sequence tasks
+    const std::string pm = s["primary_metric"].get<std::string>();
+    std::cout << fmt::format("{} on {}: {} {:.4f}; {} params; {:.4g} realised FLOPs/token (measured {:.4g}); "
+                             "{:.1f} s training; peak tensor {} MiB; threads={}\nwrote {}\n",
+                             s["model"].get<std::string>(), s["task"].get<std::string>(), pm,
+                             s["metrics"][pm].get<double>(), s["params"].get<int64_t>(),
+                             s["flops"]["realised_per_token"].get<double>(),
+                             s["flops"]["measured_forward_per_token"].get<double>(),
+                             s["time"]["train_seconds_total"].get<double>(), mib(s["memory"]["peak_tensor_bytes"]),
+                             s["threads"].get<int>(), out);
+    return;
+  }
+  std::cout << fmt::format("{} on {}: test RMSE {:.4f} ({} scale), RMSE(raw) {:.2f}; {} params; "
+                           "{:.4g} FLOPs/example (measured {}); median epoch {:.2f} s; peak tensor {} MiB; "
+                           "threads={}\nwrote {}\n",
+                           s["model"].get<std::string>(), s["task"].get<std::string>(),
+                           s["metrics"]["test_rmse"].get<double>(), s["target"]["transform"].get<std::string>(),
+                           s["metrics"]["test_rmse_raw"].get<double>(), s["params"].get<int64_t>(),
+                           s["flops"]["analytic_forward_per_example"].is_number()
+                               ? s["flops"]["analytic_forward_per_example"].get<double>()
+                               : 0.0,
+                           fmt_num(s["flops"]["measured_forward_per_example"]),
+                           s["time"]["epoch_seconds_median"].get<double>(), mib(s["memory"]["peak_tensor_bytes"]),
+                           s["threads"].get<int>(), out);
+}
+
+// ---- the subcommands of main itself (the others register in their own files the same way)
+
+void add_train_command(CLI::App* app, Commands& commands) {
+  struct Args {
+    ConfigArgs config;
+    std::string out;
+    bool quiet = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* train = app->add_subcommand("train", "Train one model: `cerebra train --config FILE [--key value ...]`");
+  train->add_option("--out", a->out, "Run directory (default: runs/<task>-<model>-s<seed>)");
+  train->add_flag("--quiet,-q", a->quiet, "No progress display");
+  add_config_options(train, a->config);
+  commands.add(train, [train, a] {
+    const RunSpec spec = parse_run_spec(build_config(train, a->config));
+    ensure_data(spec.task, CEREBRA_SOURCE_DIR);
+    print_header(spec);
+    const std::string out = a->out.empty() ? spec.default_run_dir() : a->out;
+    print_train_summary(train_run(spec, out, RunOptions{a->quiet}), out);
+    return 0;
+  });
+}
+
+void add_eval_command(CLI::App* app, Commands& commands) {
+  auto dir = std::make_shared<std::string>();
+  auto* eval = app->add_subcommand("eval", "Reload a run's checkpoint and recompute its test metrics");
+  eval->add_option("--run", *dir, "Run directory written by `cerebra train`")->required();
+  commands.add(eval, [dir] {
+    nlohmann::json r = eval_run(*dir, RunOptions{});
+    std::cout << r.dump(2) << "\n";
+    if (r.contains("matches_summary"))
+      std::cerr << (r["matches_summary"].get<bool>() ? "test metrics reproduce summary.json exactly\n"
+                                                     : "warning: test metrics differ from summary.json\n");
+    return 0;
+  });
+}
+
+void add_data_command(CLI::App* app, Commands& commands) {
+  struct Args {
+    std::string out = "data";
+    bool force = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* data = app->add_subcommand("data", "Export the data sets (CPS1988, stackoverflow, Jane Austen) from Debian's "
+                                           "R packages into CSV, with provenance");
+  data->add_option("--out", a->out, "Output directory")->capture_default_str();
+  data->add_flag("--force", a->force, "Export again even if the files are present and unchanged");
+  commands.add(data, [a] { return run_data_export(a->out, a->force, CEREBRA_SOURCE_DIR); });
+}
+
+void add_bench_tasks_command(CLI::App* bench, Commands& commands) {
+  struct Args {
+    ConfigArgs config;
+    std::string models = "ols,xgboost,mlp,lstm,transformer", out;
+    bool quiet = false;
+    SeqBenchOptions seq;
+  };
+  auto a = std::make_shared<Args>();
+  auto* tasks = bench->add_subcommand("tasks", "Train several models on one task and print a comparison table "
+                                               "(metric, parameters, FLOPs, time, memory); writes CSV, JSON and text");
+  tasks->add_option("--models", a->models, "Comma-separated models (sequence tasks: default "
+                                           "transformer,mamba,lstm,cnn,cerebra)")->capture_default_str();
+  tasks->add_option("--out", a->out, "Output directory (default: runs/bench-<task>)");
+  tasks->add_flag("--quiet,-q", a->quiet, "No progress display");
+  tasks->add_option("--n", a->seq.n, "Sequence tasks: sequence length (seq_len; max_len for wordnet)");
+  tasks->add_option("--budget-params", a->seq.budget_params,
+                    "Sequence tasks: choose d_model per model so its parameters are closest to this budget");
+  tasks->add_option("--mem-limit-gib", a->seq.mem_limit_gib,
+                    "Sequence tasks: skip models whose estimated training memory exceeds this")->capture_default_str();
+  add_config_options(tasks, a->config);
+  commands.add(tasks, [tasks, a] {
+    Config config = build_config(tasks, a->config);
+    const RunSpec spec = parse_run_spec(config);
+    ensure_data(spec.task, CEREBRA_SOURCE_DIR);
+    print_header(spec);
+    const std::string out = a->out.empty() ? "runs/bench-" + spec.task.name : a->out;
+    std::string list = a->models;
+    if (is_seq_task(spec.task.name) && tasks->get_option("--models")->count() == 0)
+      list = "transformer,mamba,lstm,cnn,cerebra";
+    std::vector<std::string> models;
+    std::stringstream ss(list);
+    for (std::string m; std::getline(ss, m, ',');)
+      if (!m.empty()) models.push_back(m);
+    if (is_seq_task(spec.task.name)) {
+      SeqBenchOptions seq = a->seq;
+      seq.quiet = a->quiet;
+      return bench_seq_tasks(config, models, out, seq);
+    }
+    return bench_tasks(config, models, out, a->quiet);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -115,52 +238,17 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
 
-  // train
-  auto* train = app.add_subcommand("train", "Train one model: `cerebra train --config FILE [--key value ...]`");
-  ConfigArgs train_args;
-  std::string train_out;
-  bool quiet = false;
-  train->add_option("--out", train_out, "Run directory (default: runs/<task>-<model>-s<seed>)");
-  train->add_flag("--quiet,-q", quiet, "No progress display");
-  add_config_options(train, train_args);
-
-  // eval
-  auto* eval = app.add_subcommand("eval", "Reload a run's checkpoint and recompute its test metrics");
-  std::string eval_run_dir;
-  eval->add_option("--run", eval_run_dir, "Run directory written by `cerebra train`")->required();
-
-  // data
-  auto* data = app.add_subcommand("data", "Export the data sets (CPS1988, stackoverflow, Jane Austen) from Debian's "
-                                          "R packages into CSV, with provenance");
-  std::string data_out = "data";
-  bool data_force = false;
-  data->add_option("--out", data_out, "Output directory")->capture_default_str();
-  data->add_flag("--force", data_force, "Export again even if the files are present and unchanged");
-
-  // bench
+  Commands commands;
+  add_train_command(&app, commands);
+  add_eval_command(&app, commands);
+  add_data_command(&app, commands);
   auto* bench = app.add_subcommand("bench", "Benchmarks and comparisons");
   bench->require_subcommand(1);
-  auto* tasks = bench->add_subcommand("tasks", "Train several models on one task and print a comparison table "
-                                               "(metric, parameters, FLOPs, time, memory); writes CSV, JSON and text");
-  ConfigArgs bench_args;
-  std::string bench_models = "ols,xgboost,mlp,lstm,transformer", bench_out;
-  bool bench_quiet = false;
-  tasks->add_option("--models", bench_models, "Comma-separated models")->capture_default_str();
-  tasks->add_option("--out", bench_out, "Output directory (default: runs/bench-<task>)");
-  tasks->add_flag("--quiet,-q", bench_quiet, "No progress display");
-  SeqBenchOptions seq_bench;
-  tasks->add_option("--n", seq_bench.n, "Sequence tasks: sequence length (seq_len; max_len for wordnet)");
-  tasks->add_option("--budget-params", seq_bench.budget_params,
-                    "Sequence tasks: choose d_model per model so its parameters are closest to this budget");
-  tasks->add_option("--mem-limit-gib", seq_bench.mem_limit_gib,
-                    "Sequence tasks: skip models whose estimated training memory exceeds this")->capture_default_str();
-  add_config_options(tasks, bench_args);
-
-  std::function<int()> run_layers, run_flops, run_int8_export;
-  auto* layers = add_bench_layers_command(bench, &run_layers);
-  auto* flops = add_flops_command(&app, &run_flops);
-  ExperimentCommands experiments = add_experiment_commands(&app, CEREBRA_SOURCE_DIR);
-  auto* int8_export = add_export_command(&app, &run_int8_export);
+  add_bench_tasks_command(bench, commands);
+  add_bench_layers_command(bench, commands);
+  add_flops_command(&app, commands);
+  add_experiment_commands(&app, CEREBRA_SOURCE_DIR, commands);
+  add_export_command(&app, commands);
 
   try {
     app.parse(argc, argv);
@@ -169,72 +257,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (*train) {
-      const RunSpec spec = parse_run_spec(build_config(train, train_args));
-      ensure_data(spec.task, CEREBRA_SOURCE_DIR);
-      print_header(spec);
-      if (train_out.empty()) train_out = spec.default_run_dir();
-      nlohmann::json s = train_run(spec, train_out, RunOptions{quiet});
-      if (s.contains("task_info")) {  // sequence tasks
-        const std::string pm = s["primary_metric"].get<std::string>();
-        std::cout << fmt::format("{} on {}: {} {:.4f}; {} params; {:.4g} realised FLOPs/token (measured {:.4g}); "
-                                 "{:.1f} s training; peak tensor {} MiB; threads={}\nwrote {}\n",
-                                 s["model"].get<std::string>(), s["task"].get<std::string>(), pm,
-                                 s["metrics"][pm].get<double>(), s["params"].get<int64_t>(),
-                                 s["flops"]["realised_per_token"].get<double>(),
-                                 s["flops"]["measured_forward_per_token"].get<double>(),
-                                 s["time"]["train_seconds_total"].get<double>(), mib(s["memory"]["peak_tensor_bytes"]),
-                                 s["threads"].get<int>(), train_out);
-        return 0;
-      }
-      std::cout << fmt::format("{} on {}: test RMSE {:.4f} ({} scale), RMSE(raw) {:.2f}; {} params; "
-                               "{:.4g} FLOPs/example (measured {}); median epoch {:.2f} s; peak tensor {} MiB; "
-                               "threads={}\nwrote {}\n",
-                               s["model"].get<std::string>(), s["task"].get<std::string>(),
-                               s["metrics"]["test_rmse"].get<double>(), s["target"]["transform"].get<std::string>(),
-                               s["metrics"]["test_rmse_raw"].get<double>(), s["params"].get<int64_t>(),
-                               s["flops"]["analytic_forward_per_example"].is_number()
-                                   ? s["flops"]["analytic_forward_per_example"].get<double>()
-                                   : 0.0,
-                               fmt_num(s["flops"]["measured_forward_per_example"]),
-                               s["time"]["epoch_seconds_median"].get<double>(), mib(s["memory"]["peak_tensor_bytes"]),
-                               s["threads"].get<int>(), train_out);
-      return 0;
-    }
-    if (*eval) {
-      nlohmann::json r = eval_run(eval_run_dir, RunOptions{});
-      std::cout << r.dump(2) << "\n";
-      if (r.contains("matches_summary"))
-        std::cerr << (r["matches_summary"].get<bool>() ? "test metrics reproduce summary.json exactly\n"
-                                                       : "warning: test metrics differ from summary.json\n");
-      return 0;
-    }
-    if (*data) return run_data_export(data_out, data_force, CEREBRA_SOURCE_DIR);
-    if (layers->parsed()) return run_layers();
-    if (flops->parsed()) return run_flops();
-    if (experiments.selected()) return experiments.run();
-    if (int8_export->parsed()) return run_int8_export();
-    if (*tasks) {
-      Config config = build_config(tasks, bench_args);
-      const RunSpec spec = parse_run_spec(config);
-      ensure_data(spec.task, CEREBRA_SOURCE_DIR);
-      print_header(spec);
-      if (bench_out.empty()) bench_out = "runs/bench-" + spec.task.name;
-      if (is_seq_task(spec.task.name)) {
-        if (tasks->get_option("--models")->count() == 0) bench_models = "transformer,mamba,lstm,cnn,cerebra";
-        seq_bench.quiet = bench_quiet;
-        std::vector<std::string> seq_models;
-        std::stringstream ms(bench_models);
-        for (std::string m; std::getline(ms, m, ',');)
-          if (!m.empty()) seq_models.push_back(m);
-        return bench_seq_tasks(config, seq_models, bench_out, seq_bench);
-      }
-      std::vector<std::string> models;
-      std::stringstream ss(bench_models);
-      for (std::string m; std::getline(ss, m, ',');)
-        if (!m.empty()) models.push_back(m);
-      return bench_tasks(config, models, bench_out, bench_quiet);
-    }
+    if (const auto* action = commands.parsed()) return (*action)();
   } catch (const ConfigError& e) {
     std::cerr << "config error: " << e.what() << "\n";
     return 2;

@@ -16,7 +16,9 @@ class App;
 
 namespace cerebra {
 
-// Adds the `layers` subcommand under `bench`; after parsing, if the subcommand was given, main calls *run.
-CLI::App* add_bench_layers_command(CLI::App* bench, std::function<int()>* run);
+class Commands;
+
+// Adds the `layers` subcommand under `bench` (include/cerebra/cli/command.h).
+CLI::App* add_bench_layers_command(CLI::App* bench, Commands& commands);
 
 }  // namespace cerebra

@@ -15,13 +15,10 @@ class App;
 
 namespace cerebra {
 
-struct ExperimentCommands {
-  std::function<bool()> selected;  // true after parsing when one of the commands was given
-  std::function<int()> run;        // runs it; returns the exit code (errors are thrown)
-};
+class Commands;
 
-// Adds sweep, reproduce, report and plot to `app`. `source_dir` locates configs/table1/rows.yaml when neither
-// $CEREBRA_HOME nor the working directory has it.
-ExperimentCommands add_experiment_commands(CLI::App* app, const std::string& source_dir);
+// Adds sweep, reproduce, report and plot to `app` (include/cerebra/cli/command.h). `source_dir` locates
+// configs/table1/rows.yaml when neither $CEREBRA_HOME nor the working directory has it.
+void add_experiment_commands(CLI::App* app, const std::string& source_dir, Commands& commands);
 
 }  // namespace cerebra

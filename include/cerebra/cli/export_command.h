@@ -31,6 +31,8 @@ class App;
 
 namespace cerebra {
 
+class Commands;
+
 struct Int8ExportOptions {
   std::string run_dir;
   std::string out_dir;                  // empty = run_dir + "-int8"
@@ -46,7 +48,7 @@ struct Int8ExportOptions {
 // Exports and measures; returns the "int8" report (also written into DIR2/summary.json).
 nlohmann::json export_int8(const Int8ExportOptions& options);
 
-// Adds the `export` subcommand (see flops_command.h for the `run` convention).
-CLI::App* add_export_command(CLI::App* app, std::function<int()>* run);
+// Adds the `export` subcommand (include/cerebra/cli/command.h).
+CLI::App* add_export_command(CLI::App* app, Commands& commands);
 
 }  // namespace cerebra

@@ -25,9 +25,9 @@ class App;
 
 namespace cerebra {
 
-// Adds the `flops` subcommand to `app`. When `run` is given it receives the action, which the caller invokes after
-// parsing when the subcommand was selected (returns the exit code); otherwise the subcommand's parse callback runs
-// the action itself.
-CLI::App* add_flops_command(CLI::App* app, std::function<int()>* run);
+class Commands;
+
+// Adds the `flops` subcommand to `app` (include/cerebra/cli/command.h).
+CLI::App* add_flops_command(CLI::App* app, Commands& commands);
 
 }  // namespace cerebra
