@@ -3,6 +3,7 @@
 // kernel vs reference WKV, Mamba-2's chunk size).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/core/config.h"
 #include "cerebra/core/flop_counter.h"

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "cerebra/core/config.h"
 #include "cerebra/core/flop_counter.h"

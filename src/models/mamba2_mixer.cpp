@@ -15,6 +15,8 @@
 // is. Causal by construction (left-padded conv, forward recurrence).
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 
 #include "cerebra/models/mixer.h"

@@ -16,6 +16,8 @@
 // reaches a real one. Causal by construction (shift from the past, forward recurrence).
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 
 #include "cerebra/models/mixer.h"

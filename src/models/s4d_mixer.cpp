@@ -10,6 +10,8 @@
 // construction (the convolution only looks back).
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 
 #include "cerebra/models/mixer.h"
