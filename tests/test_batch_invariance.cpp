@@ -66,6 +66,9 @@ std::vector<Case> every_mixer() {
   std::vector<Case> out;
   for (const auto& m : mixer_names())
     for (bool c : {false, true}) out.push_back({m, c, {}, m + (c ? "_causal" : "")});
+  for (const char* unrouted : {"compressed", "skip"})
+    out.push_back({"cerebra", false, {{"router_mode", "adaptive"}, {"unrouted", unrouted}, {"window", "16"}},
+                   std::string("cerebra_adaptive_") + unrouted});
   for (const char* router : {"soft", "topk", "threshold"})
     for (const char* comp : {"conv", "attnpool", "hybrid"})
       out.push_back({"cerebra", false, {{"router_mode", router}, {"compressor", comp}, {"window", "16"},

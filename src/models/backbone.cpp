@@ -28,13 +28,34 @@ BackboneImpl::BackboneImpl(const BackboneOptions& options) : options_(options) {
   }
   final_norm_ = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
   drop_ = register_module("drop", torch::nn::Dropout(options.dropout));
+  for (int64_t l = 0; l < options.n_layers; ++l) tell_feedforward_flops(l);
+}
+
+// The mixer of layer l learns what its block's feed-forward costs per token (for a mixer that routes it).
+void BackboneImpl::tell_feedforward_flops(int64_t l) {
+  const double d = static_cast<double>(options_.mixer_options.d_model);
+  mixers_.at(static_cast<size_t>(l))->set_feedforward_flops(4.0 * d * static_cast<double>(ffn_units(l)));
 }
 
 torch::Tensor BackboneImpl::forward(torch::Tensor x, const torch::Tensor& mask) {
   for (size_t l = 0; l < mixers_.size(); ++l) {
     x = x + drop_->forward(mixers_[l]->forward(norm1_[l]->forward(x), mask));
-    if (options_.ffn_mult > 0)
-      x = x + drop_->forward(cerebra::linear(ffn_out_[l], torch::gelu(cerebra::linear(ffn_in_[l], norm2_[l]->forward(x)))));
+    if (options_.ffn_mult <= 0) continue;
+    auto ffn = [&](const torch::Tensor& h) {
+      return cerebra::linear(ffn_out_[l], torch::gelu(cerebra::linear(ffn_in_[l], norm2_[l]->forward(h))));
+    };
+    const torch::Tensor tokens = mixers_[l]->feedforward_tokens();
+    if (!tokens.defined()) {
+      x = x + drop_->forward(ffn(x));
+      continue;
+    }
+    // The mixer routed: the feed-forward runs on its selected tokens only (packed), scaled by their factor.
+    auto idx = tokens.nonzero();
+    if (idx.size(0) == 0) continue;
+    auto bi = idx.select(1, 0), ii = idx.select(1, 1);
+    auto xs = x.index({bi, ii});
+    auto f = drop_->forward(ffn(xs)) * mixers_[l]->feedforward_scale().index({bi, ii}).unsqueeze(-1);
+    x = x.index_put({bi, ii}, xs + f);
   }
   return final_norm_->forward(x);
 }
@@ -44,7 +65,8 @@ double BackboneImpl::flops(int64_t n) const {
   double f = 0;
   for (const auto& m : mixers_) f += m->flops(n);
   for (int64_t l = 0; l < n_layers(); ++l)  // in and out; ffn_units(l) = ffn_mult·d until pruned
-    f += 2.0 * (2.0 * n * d * static_cast<double>(ffn_units(l)));
+    if (!mixers_[static_cast<size_t>(l)]->owns_feedforward())  // else counted by the mixer that routes it
+      f += 2.0 * (2.0 * n * d * static_cast<double>(ffn_units(l)));
   return f;
 }
 
@@ -73,6 +95,7 @@ void BackboneImpl::prune_ffn(int64_t l, const std::vector<int64_t>& keep) {
   auto idx = index_tensor(keep);
   ffn_in_.at(i) = torch::nn::Linear(replace_module("ffn_in" + s, select_linear(ffn_in_[i], idx, {})));
   ffn_out_.at(i) = torch::nn::Linear(replace_module("ffn_out" + s, select_linear(ffn_out_[i], {}, idx)));
+  tell_feedforward_flops(l);
 }
 
 void BackboneImpl::mask_ffn(int64_t l, const std::vector<int64_t>& keep) {

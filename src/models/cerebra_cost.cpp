@@ -23,7 +23,8 @@ RoutingMode parse_routing_mode(const std::string& name) {
   if (name == "soft") return RoutingMode::kSoft;
   if (name == "topk") return RoutingMode::kTopK;
   if (name == "threshold") return RoutingMode::kThreshold;
-  TORCH_CHECK(false, "cerebra: routing mode must be soft, topk or threshold, got '", name, "'");
+  if (name == "adaptive") return RoutingMode::kAdaptive;
+  TORCH_CHECK(false, "cerebra: routing mode must be soft, topk, threshold or adaptive, got '", name, "'");
 }
 
 CompressorKind parse_compressor_kind(const std::string& name) {
@@ -38,6 +39,7 @@ std::string to_string(RoutingMode mode) {
     case RoutingMode::kSoft: return "soft";
     case RoutingMode::kTopK: return "topk";
     case RoutingMode::kThreshold: return "threshold";
+    case RoutingMode::kAdaptive: return "adaptive";
   }
   return "?";
 }
@@ -79,6 +81,8 @@ CerebraOptions CerebraOptions::from_config(const Config& c) {
   o.conv_kernel = c.get_int("conv_kernel");
   o.pool_queries = c.get_int("pool_queries");
   o.full_heads = c.get_int("full_heads");
+  const std::string unrouted = c.get_string("unrouted");
+  o.unrouted = unrouted == "skip" ? Unrouted::kSkip : Unrouted::kCompressed;
   return o;
 }
 
@@ -87,14 +91,19 @@ nlohmann::json CerebraOptions::describe() const {
           {"compressor", to_string(compressor)}, {"compression_ratio", compression_ratio},
           {"width_scale", width_scale}, {"memory_max", memory_max}, {"window", window}, {"rec_weight", rec_weight},
           {"cerebra_reference", use_reference}, {"conv_kernel", conv_kernel}, {"pool_queries", pool_queries},
-          {"full_heads", full_heads}};
+          {"full_heads", full_heads}, {"unrouted", unrouted == Unrouted::kSkip ? "skip" : "compressed"}};
 }
 
 std::vector<KeySpec> CerebraOptions::keys() {
   using VT = ValueType;
   return {
-      {"router_mode", VT::String, "topk", "cerebra: which tokens take the full path", {"soft", "topk", "threshold"},
-       ""},
+      {"router_mode", VT::String, "topk", "cerebra: which tokens take the full path: soft (both paths, mixed by the "
+       "gate), topk (k per sequence), threshold (gate >= 0.5, at most k_max), adaptive (gate >= 0.5, as many as the "
+       "gates decide; the routed tokens of the whole batch run packed, without padding)",
+       {"soft", "topk", "threshold", "adaptive"}, ""},
+      {"unrouted", VT::String, "compressed", "cerebra: what a token the router does not select gets: the compressed "
+       "path, or nothing (skip: Mixture-of-Depths, it skips the block's attention and feed-forward and keeps its "
+       "residual; hard router modes)", {"compressed", "skip"}, ""},
       {"topk", VT::Int, "16", "cerebra: tokens per sequence on the full path in topk mode (0 = compression only; "
        "capped by the sequence length)", {}, ""},
       {"k_max", VT::Int, "64", "cerebra: cap on routed tokens per sequence in threshold mode", {}, ""},
@@ -129,6 +138,8 @@ void CerebraOptions::validate() const {
   TORCH_CHECK(conv_kernel >= 1 && conv_kernel % 2 == 1, "cerebra: conv_kernel must be odd and >= 1, got ",
               conv_kernel);
   TORCH_CHECK(pool_queries >= 1, "cerebra: pool_queries must be >= 1, got ", pool_queries);
+  TORCH_CHECK(!(unrouted == Unrouted::kSkip && mode == RoutingMode::kSoft),
+              "cerebra: unrouted = skip needs a hard router_mode (topk, threshold or adaptive), not soft");
   TORCH_CHECK(full_heads >= 0 && full_heads <= n_heads, "cerebra: full_heads must be in [0, n_heads], got ", full_heads);
 }
 
@@ -182,7 +193,9 @@ CerebraCost cerebra_cost(const CerebraOptions& o, int64_t n) {
   c.compressor = 2.0 * m * d * dc + (conv ? 2.0 * N * d * kappa : 0.0) + (pool ? 4.0 * m * N * d : 0.0);
   c.full_shared = 4.0 * N * d * df;
   c.comp_shared = 4.0 * N * d * dc + 4.0 * m * dc * dc + 4.0 * Np * span * dc;
-  c.out_proj = 2.0 * N * d * d;
+  c.out_row = 2.0 * d * d;
+  c.out_proj = N * c.out_row;
+  c.ffn_row = o.owns_feedforward() ? o.ffn_token_flops : 0.0;
   c.reconstruction = 2.0 * m * dc * d + (pool ? 2.0 * N * m * d : 0.0);
   return c;
 }
@@ -194,8 +207,18 @@ double dense_attention_flops(int64_t n, int64_t d_model) {
 
 double cerebra_flops(const CerebraOptions& o, int64_t n, bool dense) {
   const CerebraCost c = cerebra_cost(o, n);
-  if (dense) return o.full_width() == o.d_model ? dense_attention_flops(n, o.d_model) : c.executed(n, 0);
+  const double block_ffn = static_cast<double>(n) * c.ffn_row;  // the block's feed-forward, when the layer owns it
+  if (dense)
+    return (o.full_width() == o.d_model ? dense_attention_flops(n, o.d_model) : c.executed(n, 0)) + block_ffn;
+  if (o.unrouted == Unrouted::kSkip) {
+    switch (o.mode) {
+      case RoutingMode::kTopK: return c.executed_skip(std::min(o.topk, n));
+      case RoutingMode::kThreshold: return c.executed_skip(std::min(o.k_max, n));
+      default: return c.executed_skip(n);  // adaptive: every token routed, the upper bound
+    }
+  }
   switch (o.mode) {
+    case RoutingMode::kAdaptive: return c.executed(n, n);  // both paths for every row: the upper bound
     case RoutingMode::kSoft: return c.executed(n, n);
     case RoutingMode::kTopK: {
       const int64_t k = std::min(o.topk, n);

@@ -188,6 +188,7 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
     // Warm-up: plain multi-head attention, router and compressor off.
     routing_ = Routing{};
     auto y = cerebra::linear(out_proj, opts_.use_reference ? full_path_ref(x, mask, {}) : full_path(x, mask, {}));
+    ffn_tokens_ = ffn_scale_ = torch::Tensor();  // the feed-forward runs on every token
     realised_ = static_cast<double>(B) * cerebra_flops(opts_, n, /*dense=*/true);
     expected_ = torch::tensor(realised_, torch::TensorOptions().dtype(torch::kDouble).device(x.device()));
     const double valid = mask.sum().item<double>();
@@ -197,7 +198,9 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
 
   routing_ = router->forward(x, mask, opts_, is_training() && opts_.gumbel);
   const Routing& r = routing_;
-  const int64_t full_rows = r.full_rows, comp_rows = n - r.comp_start;
+  const bool skip = opts_.unrouted == Unrouted::kSkip;
+  const bool packed = opts_.mode == RoutingMode::kAdaptive;
+  const int64_t full_rows = r.full_rows, comp_rows = skip ? 0 : n - r.comp_start;
   const bool want_rec = is_training() && opts_.rec_weight > 0;
   CompressedMemory mem;
   if (comp_rows > 0) {
@@ -210,6 +213,12 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
   auto comp_fn = [&](const torch::Tensor& rows) {
     return opts_.use_reference ? comp_path_ref(x, mask, rows, mem) : comp_path(x, mask, rows, mem);
   };
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
+  // Rank order back to sequence order: position order[b, j] holds row j.
+  auto to_positions = [&](const torch::Tensor& y_perm) {
+    auto inv = torch::empty_like(r.order).scatter_(1, r.order, torch::arange(n, long_opts).unsqueeze(0).expand({B, n}));
+    return gather_rows(y_perm, inv);
+  };
 
   torch::Tensor y;  // (B, n, d) before the output projection
   if (opts_.mode == RoutingMode::kSoft) {
@@ -218,11 +227,12 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
   } else {
     // Rows in rank order: [0, full_rows) run the full path, [comp_start, n) the compressed path; where both ran
     // (threshold, unequal counts in a batch) use_full picks. Straight-through gate factors carry the gradient.
+    // adaptive: the full path runs packed over the selected tokens of the whole batch instead.
     auto g = r.gates.gather(1, r.order);  // (B, n) in rank order
     auto g_st = (g - g.detach()).unsqueeze(-1);
     auto zeros = [&](int64_t rows) { return torch::zeros({B, rows, d}, x.options()); };
     torch::Tensor full_perm = zeros(n), comp_perm = zeros(n);
-    if (full_rows > 0) {
+    if (!packed && full_rows > 0) {
       auto yf = full_fn(r.order.narrow(1, 0, full_rows)) * (1.0 + g_st.narrow(1, 0, full_rows));
       full_perm = full_rows < n ? torch::cat({yf, zeros(n - full_rows)}, 1) : yf;
     }
@@ -230,28 +240,99 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
       auto yc = comp_fn(r.order.narrow(1, r.comp_start, comp_rows)) * (1.0 - g_st.narrow(1, r.comp_start, comp_rows));
       comp_perm = r.comp_start > 0 ? torch::cat({zeros(r.comp_start), yc}, 1) : yc;
     }
-    auto y_perm = torch::where(r.use_full.unsqueeze(-1), full_perm, comp_perm);
-    // Back to sequence order: position order[b, j] holds row j.
-    const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
-    auto inv = torch::empty_like(r.order).scatter_(1, r.order, torch::arange(n, long_opts).unsqueeze(0).expand({B, n}));
-    y = gather_rows(y_perm, inv);
+    if (packed) {
+      y = full_path_packed(x, mask, r);
+      if (comp_rows > 0) y = torch::where(r.selected.unsqueeze(-1), y, to_positions(comp_perm));
+    } else {
+      y = to_positions(torch::where(r.use_full.unsqueeze(-1), full_perm, comp_perm));
+    }
   }
-  y = cerebra::linear(out_proj, y);
-  record(mask, n, full_rows, comp_rows, comp_rows > 0, want_rec && comp_rows > 0);
+
+  // Realised cost: the rows each sequence ran (padded rows of a rectangular block included).
+  const CerebraCost c = cerebra_cost(opts_, n);
+  const auto sel_counts = r.selected.sum(1).to(torch::kLong).cpu();
+  const auto* sel_b = sel_counts.data_ptr<int64_t>();
+  double realised = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip) {
+      realised += packed ? c.executed_skip(sel_b[b])
+                         : c.router + (full_rows > 0 ? c.full_shared + static_cast<double>(full_rows) * c.per_full : 0.0) +
+                               static_cast<double>(sel_b[b]) * (c.out_row + c.ffn_row);
+    } else if (packed) {
+      realised += c.executed(0, comp_rows, want_rec && comp_rows > 0) +
+                  (sel_b[b] > 0 ? c.full_shared + static_cast<double>(sel_b[b]) * c.per_full : 0.0);
+    } else {
+      realised += c.executed(full_rows, comp_rows, want_rec && comp_rows > 0);
+    }
+  }
+
+  if (skip) {
+    // Mixture-of-Depths: only the selected tokens get an output (and, in the backbone, the feed-forward).
+    auto idx = r.selected.nonzero();
+    auto bi = idx.select(1, 0), ii = idx.select(1, 1);
+    auto out = torch::zeros({B, n, d}, x.options());
+    if (idx.size(0) > 0) out = out.index_put({bi, ii}, cerebra::linear(out_proj, y.index({bi, ii})));
+    ffn_tokens_ = r.selected;
+    ffn_scale_ = 1.0 + r.gates - r.gates.detach();
+    y = out;
+  } else {
+    y = cerebra::linear(out_proj, y);
+  }
+  record(mask, n, realised, comp_rows > 0, want_rec && comp_rows > 0);
   return y;
 }
 
+// Adaptive routing: the selected tokens of the whole batch, packed (no padding rows), attend over their own
+// sequence's keys; one GEMM for their queries, keys/values only for sequences with a selected token, and one small
+// attention product per such sequence. -> (B, n, d) in sequence order, zero at the other positions.
+torch::Tensor CerebraLayer::full_path_packed(const torch::Tensor& x, const torch::Tensor& key_mask, const Routing& r) {
+  const int64_t B = x.size(0), n = x.size(1), d = opts_.d_model, h = opts_.full_head_count(), e = d / opts_.n_heads;
+  auto out = torch::zeros({B, n, d}, x.options());
+  auto idx = r.selected.nonzero();  // (R, 2) [b, i], sequence by sequence
+  const int64_t R = idx.size(0);
+  if (R == 0) return out;
+  auto bi = idx.select(1, 0), ii = idx.select(1, 1);
+  auto q = cerebra::linear(q_proj, x.index({bi, ii})).view({R, h, e}) * (1.0 / std::sqrt(static_cast<double>(e)));
+  const auto counts = r.selected.sum(1).to(torch::kLong).cpu();
+  const auto* cnt = counts.data_ptr<int64_t>();
+  std::vector<int64_t> seqs;
+  for (int64_t b = 0; b < B; ++b)
+    if (cnt[b] > 0) seqs.push_back(b);
+  auto seq_idx = torch::tensor(seqs, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+  auto kv = cerebra::linear(kv_proj, x.index_select(0, seq_idx)).chunk(2, -1);
+  auto k = split_heads(kv[0], h), v = split_heads(kv[1], h);  // (S, h, n, e)
+  std::vector<torch::Tensor> parts;
+  int64_t off = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const int64_t b = seqs[s], rb = cnt[b];
+    auto qs = q.narrow(0, off, rb).permute({1, 0, 2});  // (h, rb, e)
+    auto p = masked_softmax(torch::matmul(qs, k[s].transpose(-2, -1)), key_mask[b].view({1, 1, n}));  // (h, rb, n)
+    parts.push_back(torch::matmul(p, v[s]).permute({1, 0, 2}).reshape({rb, h * e}));
+    off += rb;
+  }
+  auto y = torch::cat(parts, 0);  // (R, D_f)
+  if (full_cols_.defined()) y = torch::zeros({R, d}, y.options()).index_copy(1, full_cols_, y);  // pruned heads: 0
+  auto g = r.gates.index({bi, ii}).unsqueeze(-1);
+  return out.index_put({bi, ii}, y * (1.0 + g - g.detach()));
+}
+
 // Realised and expected cost and the statistics of the forward that just ran.
-void CerebraLayer::record(const torch::Tensor& mask, int64_t n, int64_t full_rows, int64_t comp_rows,
-                          bool compressor_ran, bool with_reconstruction) {
+void CerebraLayer::record(const torch::Tensor& mask, int64_t n, double realised, bool compressor_ran,
+                          bool with_reconstruction) {
   const int64_t B = mask.size(0);
   const CerebraCost c = cerebra_cost(opts_, n);
-  realised_ = static_cast<double>(B) * c.executed(full_rows, comp_rows, with_reconstruction);
+  realised_ = realised;
 
   const auto maskd = mask.to(torch::kDouble);
   auto g = routing_.gates.to(torch::kDouble);
-  double overhead = c.overhead() + (with_reconstruction ? c.reconstruction : 0.0);
-  expected_ = ((g * (c.per_full - c.per_comp) + c.per_comp) * maskd).sum() + static_cast<double>(B) * overhead;
+  if (opts_.unrouted == Unrouted::kSkip) {
+    // A selected token costs its full-path row, its output row and its feed-forward; the others nothing.
+    expected_ = (g * (c.per_full + c.out_row + c.ffn_row) * maskd).sum() +
+                static_cast<double>(B) * (c.router + c.full_shared);
+  } else {
+    double overhead = c.overhead() + (with_reconstruction ? c.reconstruction : 0.0);
+    expected_ = ((g * (c.per_full - c.per_comp) + c.per_comp) * maskd).sum() + static_cast<double>(B) * overhead;
+  }
 
   const double valid = maskd.sum().item<double>();
   stats_ = {{"gate_mean", valid > 0 ? (g.detach() * maskd).sum().item<double>() / valid : 0.0},

@@ -53,9 +53,10 @@ Routing CerebraRouterImpl::forward(const torch::Tensor& x, const torch::Tensor& 
     r.comp_start = r.full_rows;
     r.use_full = (rank_pos < r.full_rows).expand({B, n});
   } else {
-    // g ≥ 0.5 among real tokens is a prefix of the ranking (σ is monotone); keep at most k_max of it.
+    // g ≥ 0.5 among real tokens is a prefix of the ranking (σ is monotone); threshold keeps at most k_max of it,
+    // adaptive all of it.
     auto above = (r.gates >= 0.5).logical_and(mask).sum(1);
-    r.count = torch::clamp_max(above, o.k_max);
+    r.count = o.mode == RoutingMode::kAdaptive ? above : torch::clamp_max(above, o.k_max);
     r.full_rows = B > 0 ? r.count.max().item<int64_t>() : 0;
     r.comp_start = B > 0 ? r.count.min().item<int64_t>() : 0;
     r.use_full = rank_pos < r.count.unsqueeze(1);

@@ -33,8 +33,9 @@ ComputeBreakdown compute_breakdown(const Model& model) {
   double mixers = 0, dense = 0;
   for (const auto& m : model.mixers()) {
     mixers += m->flops(n);
-    if (auto layer = std::dynamic_pointer_cast<CerebraLayer>(m))
-      dense += dense_attention_flops(n, layer->options().d_model);
+    if (auto layer = std::dynamic_pointer_cast<CerebraLayer>(m))  // its block's feed-forward, when it routes it
+      dense += dense_attention_flops(n, layer->options().d_model) +
+               (layer->owns_feedforward() ? static_cast<double>(n) * layer->options().ffn_token_flops : 0.0);
     else
       dense += m->flops(n);
   }

@@ -81,10 +81,13 @@
 
 namespace cerebra {
 
-enum class RoutingMode { kSoft = 0, kTopK = 1, kThreshold = 2 };
+enum class RoutingMode { kSoft = 0, kTopK = 1, kThreshold = 2, kAdaptive = 3 };
+// What a token the router does not select gets: the compressed path, or nothing (Mixture-of-Depths: it skips the
+// block, attention and feed-forward, and keeps its residual).
+enum class Unrouted { kCompressed = 0, kSkip = 1 };
 enum class CompressorKind { kConv = 0, kAttnPool = 1, kHybrid = 2 };
 
-RoutingMode parse_routing_mode(const std::string& name);        // "soft" | "topk" | "threshold"
+RoutingMode parse_routing_mode(const std::string& name);        // "soft" | "topk" | "threshold" | "adaptive"
 CompressorKind parse_compressor_kind(const std::string& name);  // "conv" | "attnpool" | "hybrid"
 std::string to_string(RoutingMode mode);
 std::string to_string(CompressorKind kind);
@@ -112,6 +115,11 @@ struct CerebraOptions {
   // computes queries, keys and values only for those heads (width D_f = full_heads·d/n_heads instead of d) and its
   // output fills only their columns before the output projection.
   int64_t full_heads = 0;
+  Unrouted unrouted = Unrouted::kCompressed;  // hard modes only
+  // FLOPs per token of the block's feed-forward (set by the backbone); with unrouted = skip the layer runs it only for
+  // its selected tokens and counts it in flops / realised / expected.
+  double ffn_token_flops = 0;
+  bool owns_feedforward() const { return unrouted == Unrouted::kSkip && ffn_token_flops > 0; }
 
   // The registered options (MixerOptions::own, defaults when empty) with d_model and n_heads from the common
   // options; `causal` must be false. dropout is not used. Validated.
@@ -143,7 +151,9 @@ struct CerebraCost {
   double compressor = 0;
   double full_shared = 0;     // full-path keys/values of all n tokens
   double comp_shared = 0;     // window keys/values of all n tokens, memory keys/values, window block GEMMs
-  double out_proj = 0;
+  double out_proj = 0;        // all n rows (unrouted = compressed)
+  double out_row = 0;         // one row of the output projection
+  double ffn_row = 0;         // one token's feed-forward when the layer owns its block's (unrouted = skip)
   double reconstruction = 0;  // training-only ℓ_rec
 
   // Shared costs of a forward in which both paths run (what the expected cost adds to the per-token terms).
@@ -151,6 +161,11 @@ struct CerebraCost {
   // Cost of a forward that computes `full_rows` full-path rows and `comp_rows` compressed rows (shared parts of a
   // path are skipped when it has no rows), plus the reconstruction when `with_reconstruction`.
   double executed(int64_t full_rows, int64_t comp_rows, bool with_reconstruction = false) const;
+  // unrouted = skip: `rows` selected tokens run the full path, the output projection and the feed-forward (the
+  // keys/values of all n tokens once when rows > 0); the others nothing.
+  double executed_skip(int64_t rows) const {
+    return router + (rows > 0 ? full_shared : 0.0) + static_cast<double>(rows) * (per_full + out_row + ffn_row);
+  }
 };
 
 CerebraCost cerebra_cost(const CerebraOptions& o, int64_t n);
@@ -222,6 +237,10 @@ class CerebraLayer : public SequenceMixer {
   nlohmann::json own_options() const override { return opts_.describe(); }
   void set_temperature(double tau) override;
   void set_dense(bool dense) override { dense_ = dense; }
+  void set_feedforward_flops(double per_token) override { opts_.ffn_token_flops = per_token; }
+  bool owns_feedforward() const override { return opts_.owns_feedforward(); }
+  torch::Tensor feedforward_tokens() const override { return opts_.owns_feedforward() ? ffn_tokens_ : torch::Tensor(); }
+  torch::Tensor feedforward_scale() const override { return opts_.owns_feedforward() ? ffn_scale_ : torch::Tensor(); }
 
   // One source of truth for `cerebra flops` and reports (see the formulas above).
   static double full_token_flops(const CerebraOptions& o, int64_t n) { return cerebra_cost(o, n).per_full; }
@@ -263,13 +282,14 @@ class CerebraLayer : public SequenceMixer {
                           const CompressedMemory& mem);
   torch::Tensor comp_path_ref(const torch::Tensor& x, const torch::Tensor& key_mask, const torch::Tensor& rows,
                               const CompressedMemory& mem);
-  void record(const torch::Tensor& mask, int64_t n, int64_t full_rows, int64_t comp_rows, bool compressor_ran,
-              bool with_reconstruction);
+  torch::Tensor full_path_packed(const torch::Tensor& x, const torch::Tensor& key_mask, const Routing& r);
+  void record(const torch::Tensor& mask, int64_t n, double realised, bool compressor_ran, bool with_reconstruction);
 
   CerebraOptions opts_;
   bool dense_ = false;
   Routing routing_;
   torch::Tensor expected_, rec_loss_;
+  torch::Tensor ffn_tokens_, ffn_scale_;  // unrouted = skip: (B, n) the tokens whose feed-forward runs, their factor
   double realised_ = -1.0;
   std::map<std::string, double> stats_;
   torch::Tensor full_cols_;  // buffer "full_cols" once heads are pruned: columns of d the full path writes

@@ -79,6 +79,16 @@ class SequenceMixer : public torch::nn::Module {
   virtual void set_temperature(double tau) {}
   virtual void set_dense(bool dense) {}
 
+  // ---- Mixture-of-Depths: a mixer that decides which tokens its block's feed-forward runs on ----
+  // The backbone gives the mixer the FLOPs per token of its block's feed-forward (0 = none). A mixer whose
+  // owns_feedforward() is true counts that work in flops / realised / expected, and after each forward tells the
+  // backbone the tokens the feed-forward runs on, (B, n) bool, and their output factor, (B, n) float (undefined:
+  // every token, factor 1).
+  virtual void set_feedforward_flops(double per_token) {}
+  virtual bool owns_feedforward() const { return false; }
+  virtual torch::Tensor feedforward_tokens() const { return {}; }
+  virtual torch::Tensor feedforward_scale() const { return {}; }
+
   // ---- structured pruning (cerebra/pruning.h); mixers without prunable structures keep these defaults ----
   virtual std::vector<PrunableGroup> prunable_groups(int64_t n) const { return {}; }
   // (units) Σ g·w over each unit's parameters from their .grad(): the first-order Taylor estimate of the change in

@@ -64,6 +64,7 @@ class BackboneImpl : public torch::nn::Module {
   void mask_ffn(int64_t l, const std::vector<int64_t>& keep);
 
  private:
+  void tell_feedforward_flops(int64_t l);
   BackboneOptions options_;
   std::vector<std::shared_ptr<SequenceMixer>> mixers_;
   std::vector<torch::nn::LayerNorm> norm1_, norm2_;

@@ -1,0 +1,117 @@
+// Adaptive routing (each sequence routes what its gates decide, packed across the batch) and Mixture-of-Depths
+// skipping (unrouted = skip: an unselected token runs neither the full attention nor the feed-forward).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "cerebra/core/flop_counter.h"
+#include "cerebra/models/cerebra_layer.h"
+#include "cerebra/models/models.h"
+
+namespace cerebra {
+namespace {
+
+CerebraOptions small(RoutingMode mode, Unrouted unrouted) {
+  CerebraOptions o;
+  o.d_model = 16;
+  o.n_heads = 2;
+  o.mode = mode;
+  o.unrouted = unrouted;
+  o.k_max = 1000;
+  o.window = 4;
+  o.memory_max = 4;
+  o.gumbel = false;
+  return o;
+}
+
+// A padded batch of 3 sequences of lengths 20, 13, 7.
+std::pair<torch::Tensor, torch::Tensor> batch() {
+  torch::manual_seed(3);
+  auto x = torch::randn({3, 20, 16});
+  auto mask = torch::ones({3, 20}, torch::kBool);
+  mask[1].slice(0, 13).fill_(false);
+  mask[2].slice(0, 7).fill_(false);
+  return {x, mask};
+}
+
+TEST(CerebraAdaptive, PackedFullPathEqualsThresholdWithoutCap) {
+  auto [x, mask] = batch();
+  torch::manual_seed(11);
+  CerebraLayer adaptive(small(RoutingMode::kAdaptive, Unrouted::kCompressed));
+  torch::manual_seed(11);
+  CerebraLayer threshold(small(RoutingMode::kThreshold, Unrouted::kCompressed));
+  adaptive.eval();
+  threshold.eval();
+  torch::NoGradGuard g;
+  auto ya = adaptive.forward(x, mask), yt = threshold.forward(x, mask);
+  auto real = mask.unsqueeze(-1);
+  EXPECT_TRUE(torch::allclose(ya.masked_fill(real.logical_not(), 0), yt.masked_fill(real.logical_not(), 0), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::equal(adaptive.last_selected(), threshold.last_selected()));
+  // Packed: no padding rows on the full path, so never more work than the rectangular blocks.
+  EXPECT_LE(adaptive.realised_flops(), threshold.realised_flops());
+  const auto counts = adaptive.last_selected().sum(1);
+  EXPECT_GT(counts.max().item<int64_t>(), counts.min().item<int64_t>()) << "the test needs unequal routed counts";
+}
+
+TEST(CerebraAdaptive, SkippedTokensGetNothingAndRunNoFeedForward) {
+  auto [x, mask] = batch();
+  for (double bias : {-10.0, 0.0, 10.0}) {  // nothing, about half, everything routed
+    torch::manual_seed(5);
+    BackboneOptions bo;
+    bo.mixer = "cerebra";
+    bo.mixer_options.d_model = 16;
+    bo.mixer_options.n_heads = 2;
+    bo.mixer_options.own = small(RoutingMode::kAdaptive, Unrouted::kSkip);
+    bo.n_layers = 1;
+    bo.ffn_mult = 2;
+    Backbone net(bo);
+    net->eval();
+    auto layer = std::dynamic_pointer_cast<CerebraLayer>(net->mixers()[0]);
+    ASSERT_TRUE(layer && layer->owns_feedforward());
+    torch::NoGradGuard g;
+    layer->router->score->bias.fill_(bias);
+    double measured = 0;
+    {
+      FlopCounter counter;
+      net->forward(x, mask);
+      measured = counter.total();
+    }
+    // Everything that ran is the layer's (router, routed rows, their output rows and feed-forward).
+    EXPECT_NEAR(measured, layer->realised_flops(), 1e-9 * measured + 1e-6) << "bias " << bias;
+    const int64_t routed = layer->last_selected().sum().item<int64_t>();
+    const double router = 3.0 * 2.0 * 20 * 16;
+    if (bias < 0) EXPECT_EQ(measured, router) << "no token routed: only the router runs";
+    if (bias > 0) EXPECT_EQ(routed, mask.sum().item<int64_t>()) << "every real token routed";
+    // An unselected token's mixer output is exactly zero (it keeps its residual).
+    auto y = layer->forward(x, mask);
+    auto unselected = layer->last_selected().logical_not().logical_and(mask);
+    EXPECT_EQ(y.index({unselected}).abs().sum().item<double>(), 0.0);
+  }
+}
+
+TEST(CerebraAdaptive, GradientsReachTheRouter) {
+  auto [x, mask] = batch();
+  for (Unrouted u : {Unrouted::kCompressed, Unrouted::kSkip}) {
+    torch::manual_seed(7);
+    CerebraLayer layer(small(RoutingMode::kAdaptive, u));
+    layer.train();
+    auto y = layer.forward(x, mask);
+    (y.pow(2) * mask.unsqueeze(-1)).sum().backward();
+    auto g = layer.router->score->weight.grad();
+    ASSERT_TRUE(g.defined());
+    EXPECT_TRUE(g.isfinite().all().item<bool>());
+    EXPECT_GT(g.abs().sum().item<double>(), 0.0) << (u == Unrouted::kSkip ? "skip" : "compressed");
+  }
+}
+
+TEST(CerebraAdaptive, SkipNeedsAHardRouterMode) {
+  CerebraOptions o = small(RoutingMode::kSoft, Unrouted::kSkip);
+  try {
+    CerebraLayer layer(o);
+    FAIL() << "soft routing with unrouted = skip must be refused";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unrouted = skip"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace cerebra
