@@ -194,6 +194,8 @@ CerebraCost cerebra_cost(const CerebraOptions& o, int64_t n) {
   c.full_shared = 4.0 * N * d * df;
   c.comp_shared = 4.0 * N * d * dc + 4.0 * m * dc * dc + 4.0 * Np * span * dc;
   c.out_row = 2.0 * d * d;
+  c.mod_row = 6.0 * d * df;
+  c.full_width = df;
   c.out_proj = N * c.out_row;
   c.ffn_row = o.owns_feedforward() ? o.ffn_token_flops : 0.0;
   c.reconstruction = 2.0 * m * dc * d + (pool ? 2.0 * N * m * d : 0.0);
@@ -214,7 +216,7 @@ double cerebra_flops(const CerebraOptions& o, int64_t n, bool dense) {
     switch (o.mode) {
       case RoutingMode::kTopK: return c.executed_skip(std::min(o.topk, n));
       case RoutingMode::kThreshold: return c.executed_skip(std::min(o.k_max, n));
-      default: return c.executed_skip(n);  // adaptive: every token routed, the upper bound
+      default: return c.executed_mod(n);  // adaptive: every token routed, the upper bound
     }
   }
   switch (o.mode) {

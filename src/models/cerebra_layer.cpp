@@ -255,7 +255,7 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
   double realised = 0;
   for (int64_t b = 0; b < B; ++b) {
     if (skip) {
-      realised += packed ? c.executed_skip(sel_b[b])
+      realised += packed ? c.executed_mod(sel_b[b])
                          : c.router + (full_rows > 0 ? c.full_shared + static_cast<double>(full_rows) * c.per_full : 0.0) +
                                static_cast<double>(sel_b[b]) * (c.out_row + c.ffn_row);
     } else if (packed) {
@@ -283,8 +283,9 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
 }
 
 // Adaptive routing: the selected tokens of the whole batch, packed (no padding rows), attend over their own
-// sequence's keys; one GEMM for their queries, keys/values only for sequences with a selected token, and one small
-// attention product per such sequence. -> (B, n, d) in sequence order, zero at the other positions.
+// sequence's keys (with unrouted = skip, as in Mixture-of-Depths, over the selected tokens of their sequence only);
+// one GEMM for their queries, keys/values only for sequences with a selected token (skip: only for the selected
+// tokens), and one small attention product per such sequence. -> (B, n, d) in sequence order, zero elsewhere.
 torch::Tensor CerebraLayer::full_path_packed(const torch::Tensor& x, const torch::Tensor& key_mask, const Routing& r) {
   const int64_t B = x.size(0), n = x.size(1), d = opts_.d_model, h = opts_.full_head_count(), e = d / opts_.n_heads;
   auto out = torch::zeros({B, n, d}, x.options());
@@ -298,17 +299,31 @@ torch::Tensor CerebraLayer::full_path_packed(const torch::Tensor& x, const torch
   std::vector<int64_t> seqs;
   for (int64_t b = 0; b < B; ++b)
     if (cnt[b] > 0) seqs.push_back(b);
-  auto seq_idx = torch::tensor(seqs, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
-  auto kv = cerebra::linear(kv_proj, x.index_select(0, seq_idx)).chunk(2, -1);
-  auto k = split_heads(kv[0], h), v = split_heads(kv[1], h);  // (S, h, n, e)
   std::vector<torch::Tensor> parts;
-  int64_t off = 0;
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    const int64_t b = seqs[s], rb = cnt[b];
-    auto qs = q.narrow(0, off, rb).permute({1, 0, 2});  // (h, rb, e)
-    auto p = masked_softmax(torch::matmul(qs, k[s].transpose(-2, -1)), key_mask[b].view({1, 1, n}));  // (h, rb, n)
-    parts.push_back(torch::matmul(p, v[s]).permute({1, 0, 2}).reshape({rb, h * e}));
-    off += rb;
+  if (opts_.unrouted == Unrouted::kSkip) {
+    auto kv = cerebra::linear(kv_proj, x.index({bi, ii})).view({R, 2, h, e});  // the selected tokens' keys and values
+    int64_t off = 0;
+    for (const int64_t b : seqs) {
+      const int64_t rb = cnt[b];
+      auto qs = q.narrow(0, off, rb).permute({1, 0, 2});                           // (h, rb, e)
+      auto ks = kv.narrow(0, off, rb).select(1, 0).permute({1, 0, 2});             // (h, rb, e)
+      auto vs = kv.narrow(0, off, rb).select(1, 1).permute({1, 0, 2});
+      auto p = torch::softmax(torch::matmul(qs, ks.transpose(-2, -1)), -1);       // (h, rb, rb)
+      parts.push_back(torch::matmul(p, vs).permute({1, 0, 2}).reshape({rb, h * e}));
+      off += rb;
+    }
+  } else {
+    auto seq_idx = torch::tensor(seqs, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+    auto kv = cerebra::linear(kv_proj, x.index_select(0, seq_idx)).chunk(2, -1);
+    auto k = split_heads(kv[0], h), v = split_heads(kv[1], h);  // (S, h, n, e)
+    int64_t off = 0;
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      const int64_t b = seqs[s], rb = cnt[b];
+      auto qs = q.narrow(0, off, rb).permute({1, 0, 2});  // (h, rb, e)
+      auto p = masked_softmax(torch::matmul(qs, k[s].transpose(-2, -1)), key_mask[b].view({1, 1, n}));  // (h, rb, n)
+      parts.push_back(torch::matmul(p, v[s]).permute({1, 0, 2}).reshape({rb, h * e}));
+      off += rb;
+    }
   }
   auto y = torch::cat(parts, 0);  // (R, D_f)
   if (full_cols_.defined()) y = torch::zeros({R, d}, y.options()).index_copy(1, full_cols_, y);  // pruned heads: 0
@@ -325,7 +340,13 @@ void CerebraLayer::record(const torch::Tensor& mask, int64_t n, double realised,
 
   const auto maskd = mask.to(torch::kDouble);
   auto g = routing_.gates.to(torch::kDouble);
-  if (opts_.unrouted == Unrouted::kSkip) {
+  if (opts_.unrouted == Unrouted::kSkip && opts_.mode == RoutingMode::kAdaptive) {
+    // Mixture-of-Depths: a selected token costs its projections, output row and feed-forward, and its attention
+    // products with the other selected tokens of its sequence (their count held fixed); the others nothing.
+    auto rows = routing_.count.to(torch::kDouble).unsqueeze(1);  // (B, 1)
+    expected_ = (g * (c.mod_row + c.out_row + c.ffn_row + 4.0 * rows * c.full_width) * maskd).sum() +
+                static_cast<double>(B) * c.router;
+  } else if (opts_.unrouted == Unrouted::kSkip) {
     // A selected token costs its full-path row, its output row and its feed-forward; the others nothing.
     expected_ = (g * (c.per_full + c.out_row + c.ffn_row) * maskd).sum() +
                 static_cast<double>(B) * (c.router + c.full_shared);

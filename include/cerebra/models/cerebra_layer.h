@@ -163,6 +163,15 @@ struct CerebraCost {
   double executed(int64_t full_rows, int64_t comp_rows, bool with_reconstruction = false) const;
   // unrouted = skip: `rows` selected tokens run the full path, the output projection and the feed-forward (the
   // keys/values of all n tokens once when rows > 0); the others nothing.
+  // adaptive with unrouted = skip (Mixture-of-Depths): the `rows` selected tokens of a sequence attend among
+  // themselves only: their queries, keys and values 6·d·D_f each, the products 4·rows·D_f each, output row and
+  // feed-forward.
+  double executed_mod(int64_t rows) const {
+    const double r = static_cast<double>(rows);
+    return router + r * (mod_row + out_row + ffn_row) + 4.0 * r * r * full_width;
+  }
+  double mod_row = 0;     // 6·d·D_f: one selected token's query, key and value projections
+  double full_width = 0;  // D_f
   double executed_skip(int64_t rows) const {
     return router + (rows > 0 ? full_shared : 0.0) + static_cast<double>(rows) * (per_full + out_row + ffn_row);
   }
