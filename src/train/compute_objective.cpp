@@ -48,6 +48,8 @@ ComputeObjective::ComputeObjective(Model& model, const ComputeSchedule& schedule
     : model_(model), schedule_(schedule), breakdown_(compute_breakdown(model)) {
   for (const auto& m : model.mixers())
     if (std::dynamic_pointer_cast<CerebraLayer>(m)) adaptive_ = true;
+  // A backbone with moe feed-forwards has a load-balancing loss for objective() to add: active for that too.
+  if (BackboneImpl* bb = model.backbone(); bb && bb->has_moe()) adaptive_ = true;
 }
 
 void ComputeObjective::begin_epoch(int64_t epoch) {
@@ -72,6 +74,13 @@ torch::Tensor ComputeObjective::objective(const torch::Tensor& task_loss, int64_
     }
     torch::Tensor e = m->expected_flops();
     if (e.defined()) expected = expected.defined() ? expected + e : e;
+  }
+  if (BackboneImpl* bb = model_.backbone()) {  // the feed-forward blocks' auxiliary loss (moe load balancing)
+    torch::Tensor aux = bb->aux_loss();
+    if (aux.defined()) {
+      j = j + aux.to(task_loss.scalar_type());
+      sum_aux_ += aux.item<double>();
+    }
   }
   if (expected.defined()) {
     // C = (fixed FLOPs + expected mixer FLOPs) per example / dense FLOPs per example; only the gates carry gradient.

@@ -4,6 +4,9 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
+#include <stdexcept>
+
 namespace cerebra {
 
 namespace {
@@ -62,8 +65,41 @@ ModelSpec parse_model(const Config& c) {
                                   b.mixer_options.n_heads));
   if (b.ffn_mult < 0) throw ConfigError(fmt::format("ffn_mult must be >= 0, got {}", b.ffn_mult));
   const auto mixers = mixer_names();
-  if (std::find(mixers.begin(), mixers.end(), b.mixer) != mixers.end())
-    b.mixer_options.own = mixer_def(b.mixer).parse(c);
+  auto registered = [&](const std::string& name) { return std::find(mixers.begin(), mixers.end(), name) != mixers.end(); };
+  if (registered(b.mixer)) b.mixer_options.own = mixer_def(b.mixer).parse(c);
+  // Hybrids: one mixer per layer, each with its own options; n_layers follows the list.
+  for (const auto& entry : c.get_list("layers")) {
+    const std::string name = mixer_for_model(entry);
+    if (!registered(name)) {
+      std::string known = "transformer";
+      for (const auto& n : mixers) known += ", " + n;
+      throw ConfigError(fmt::format("layers: unknown mixer '{}' at position {}; registered: {}", entry,
+                                    b.layers.size(), known));
+    }
+    b.layers.push_back(name);
+    if (name != b.mixer && !b.layer_own.count(name)) b.layer_own[name] = mixer_def(name).parse(c);
+  }
+  if (!b.layers.empty()) b.n_layers = static_cast<int64_t>(b.layers.size());
+  b.ffn_layers = c.get_list("ffn_layers");
+  for (const auto& k : b.ffn_layers)
+    if (k != "dense" && k != "moe")
+      throw ConfigError(fmt::format("ffn_layers: unknown feed-forward kind '{}'; expected dense or moe", k));
+  if (b.ffn_layers.size() > 1 && static_cast<int64_t>(b.ffn_layers.size()) != b.n_layers)
+    throw ConfigError(fmt::format("ffn_layers lists {} kinds for {} layers; give one per layer or one for all",
+                                  b.ffn_layers.size(), b.n_layers));
+  if (b.ffn_mult == 0 && std::find(b.ffn_layers.begin(), b.ffn_layers.end(), "moe") != b.ffn_layers.end())
+    throw ConfigError("ffn_layers asks for moe but ffn_mult is 0 (no feed-forward block)");
+  b.short_conv = c.get_int("short_conv");
+  if (b.short_conv < 0) throw ConfigError(fmt::format("short_conv must be >= 0 (0 = off), got {}", b.short_conv));
+  b.moe.experts = c.get_int("moe_experts");
+  b.moe.topk = c.get_int("moe_topk");
+  b.moe.capacity = c.get_float("moe_capacity");
+  b.moe.aux_weight = c.get_float("moe_aux_weight");
+  try {
+    b.moe.validate();
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(e.what());
+  }
   return m;
 }
 

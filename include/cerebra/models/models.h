@@ -2,13 +2,16 @@
 // mixer + feed-forward), and the registry that builds a model by name for a task.
 #pragma once
 
+#include <any>
 #include <cstdint>
+#include <map>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
@@ -17,6 +20,7 @@
 #include "cerebra/core/batch.h"
 #include "cerebra/models/baselines.h"
 #include "cerebra/models/mixer.h"
+#include "cerebra/models/moe.h"
 
 namespace cerebra {
 
@@ -37,26 +41,67 @@ class Model : public torch::nn::Module {
   int64_t parameter_count() const;
 };
 
-// ---- Sequence backbone: n_layers x [x + mixer(norm(x)); x + ffn(norm(x))], then a final norm.
+// ---- Sequence backbone: n_layers x [x + mixer(conv(norm(x))); x + ffn(norm(x))], then a final norm.
+// Per layer: the mixer (`layers`: one registered mixer per layer, e.g. Jamba's mamba with one attention in eight;
+// empty = `mixer` in every layer), an optional short causal depthwise convolution before the mixer (`short_conv`,
+// Based-style), and the feed-forward kind (`ffn_layers`: dense or moe, one entry = every layer).
 struct BackboneOptions {
   std::string mixer = "attention";
-  MixerOptions mixer_options;
-  int64_t n_layers = 2;
+  MixerOptions mixer_options;  // common options of every layer; `own` is that of `mixer`
+  int64_t n_layers = 2;        // follows `layers` when that is given
   int64_t ffn_mult = 2;  // 0 = no feed-forward block
   double dropout = 0.0;
+  // Hybrids: the mixer of each layer (empty = `mixer` everywhere). A layer whose mixer is not `mixer` takes its own
+  // options from `layer_own` (that mixer's own options struct; missing = its defaults).
+  std::vector<std::string> layers;
+  std::map<std::string, std::any> layer_own;
+  // Feed-forward kind of each layer, "dense" or "moe" (empty = dense; one entry = every layer).
+  std::vector<std::string> ffn_layers;
+  MoeOptions moe;          // the moe feed-forwards (hidden width ffn_mult · d_model per expert)
+  int64_t short_conv = 0;  // kernel of the causal depthwise convolution before every mixer (0 = none)
+
+  int64_t layer_count() const { return layers.empty() ? n_layers : static_cast<int64_t>(layers.size()); }
+  std::string layer_mixer(int64_t l) const;   // the registered mixer name of layer l ("transformer" -> "attention")
+  bool layer_moe(int64_t l) const;            // layer l's feed-forward is a mixture of experts
+  MixerOptions layer_options(int64_t l) const;  // mixer_options with layer l's own options
 };
+
+// Causal depthwise convolution over the sequence: y_i = b + Σ_{j<k} w_j ⊙ x_{i-k+1+j} (zeros before the start).
+// Padded positions (mask false) are zeroed before the convolution, so they never reach a real token.
+class ShortConvImpl : public torch::nn::Module {
+ public:
+  ShortConvImpl(int64_t d_model, int64_t kernel);
+  // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask);
+  double flops(int64_t n) const { return 2.0 * static_cast<double>(n * kernel_ * d_); }
+  torch::nn::Conv1d conv{nullptr};  // (d, 1, k), groups = d
+
+ private:
+  int64_t d_, kernel_;
+};
+TORCH_MODULE(ShortConv);
 
 class BackboneImpl : public torch::nn::Module {
  public:
   explicit BackboneImpl(const BackboneOptions& options);
   // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask);
+  // Analytic forward FLOPs of n real tokens (moe layers: no assignment dropped).
   double flops(int64_t n) const;
   const std::vector<std::shared_ptr<SequenceMixer>>& mixers() const { return mixers_; }
   int64_t n_layers() const { return static_cast<int64_t>(mixers_.size()); }
+  const BackboneOptions& options() const { return options_; }
+
+  // The auxiliary loss of the feed-forward blocks of the last forward: Σ over moe layers of aux_weight · balance
+  // loss (undefined when there is no moe layer). The compute objective adds it like the mixers' aux_loss().
+  torch::Tensor aux_loss() const;
+  bool has_moe() const;
+  // The moe feed-forward of layer l (empty holder for a dense layer).
+  MoeFeedForward moe(int64_t l) const { return moe_.at(static_cast<size_t>(l)); }
 
   // Structured pruning of the feed-forward hidden units of layer l (cerebra/pruning.h). ffn_units is 0 when the
-  // backbone has no feed-forward block.
+  // backbone has no feed-forward block and for moe layers (experts are not pruned: those layers are skipped, and
+  // ffn_taylor / prune_ffn / mask_ffn refuse them).
   int64_t ffn_units(int64_t l) const;
   double ffn_unit_flops(int64_t n) const;  // per sequence of n tokens: 2·n·d (in) + 2·n·d (out)
   torch::Tensor ffn_taylor(int64_t l) const;  // (units) Σ g·w over ffn_in row j, its bias and ffn_out column j
@@ -65,10 +110,13 @@ class BackboneImpl : public torch::nn::Module {
 
  private:
   void tell_feedforward_flops(int64_t l);
+  void check_dense_ffn(int64_t l, const char* what) const;
   BackboneOptions options_;
   std::vector<std::shared_ptr<SequenceMixer>> mixers_;
   std::vector<torch::nn::LayerNorm> norm1_, norm2_;
-  std::vector<torch::nn::Linear> ffn_in_, ffn_out_;
+  std::vector<ShortConv> conv_;                    // empty when short_conv = 0
+  std::vector<torch::nn::Linear> ffn_in_, ffn_out_;  // empty holders at moe layers
+  std::vector<MoeFeedForward> moe_;                // empty holders at dense layers
   torch::nn::LayerNorm final_norm_{nullptr};
   torch::nn::Dropout drop_{nullptr};
 };
