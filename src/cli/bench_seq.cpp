@@ -218,8 +218,8 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
                                                       : std::string("d_model from the config"),
                                   rows.empty() || !rows[0].contains("threads") ? std::string()
                                       : fmt::format(", threads={}", rows[0]["threads"].dump()));
-  table += fmt::format("{:<12} {:>8} {:>1} {:>7} {:>9} {:>10} {:>10} {:>10} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",
-                       "model", "lr", "", "d_model", "params", metric.substr(5), second.substr(5), val_metric.substr(0, 10),
+  table += fmt::format("{:<12} {:>8} {:>1} {:>7} {:>9} {:>10} {:>10} {:>12} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",
+                       "model", "lr", "", "d_model", "params", metric.substr(5), second.substr(5), val_metric,
                        "FLOPs/token", "steps", "train s", "tensor MiB", "RSS MiB", "status");
   std::ofstream csv(fs::path(out_dir) / "results.csv");
   csv << "task,n,model,lr,selected,status,d_model,params," << metric << "," << second << "," << val_metric
@@ -231,7 +231,7 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
     auto get = [&](const nlohmann::json& j, const std::string& k) { return j.is_object() && j.contains(k) ? j[k] : none; };
     const std::string status = r["status"].get<std::string>();
     const bool selected = r.value("selected", false);
-    table += fmt::format("{:<12} {:>8} {:>1} {:>7} {:>9} {:>10} {:>10} {:>10} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",
+    table += fmt::format("{:<12} {:>8} {:>1} {:>7} {:>9} {:>10} {:>10} {:>12} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",
                          r["model"].get<std::string>(), num(get(r, "lr"), "{:.3g}"), selected ? "*" : "",
                          num(get(r, "d_model"), "{:.0f}"), num(get(r, "params"), "{:.0f}"),
                          num(get(mm, metric), "{:.4f}"), num(get(mm, second), "{:.4f}"), num(get(mm, val_metric), "{:.4f}"),
