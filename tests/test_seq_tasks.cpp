@@ -25,7 +25,7 @@ using test::error_of;
 
 namespace {
 
-const std::vector<std::string> kSynthetic = {"copy", "selective_copy", "mqar", "masked_recall"};
+const std::vector<std::string> kSynthetic = {"copy", "selective_copy", "mqar", "masked_recall", "induction_heads"};
 
 SyntheticSpec small_spec() {
   SyntheticSpec s;
@@ -81,16 +81,20 @@ TEST(SeqTaskGenerators, CopyAnswersAreTheLeadingTokens) {
 
 TEST(SeqTaskGenerators, SelectiveCopyAnswersAreTheFilteredDataTokens) {
   const SyntheticSpec s = small_spec();
+  const int64_t region = s.n - s.n_data;  // Mamba's layout: the region, then one BLANK per data token
   std::set<std::vector<int64_t>> layouts;
   for (uint64_t seed = 0; seed < 30; ++seed) {
     auto e = make_synthetic_example("selective_copy", s, seed);
-    // Independent solver: keep the data tokens before SEP, in order.
+    // Independent solver: keep the data tokens of the region, in order.
     std::vector<int64_t> filtered, where;
-    for (int64_t i = 0; i < s.n && e.tokens[i] != kSep; ++i)
+    for (int64_t i = 0; i < region; ++i) {
       if (e.tokens[i] >= kFirstData) filtered.push_back(e.tokens[i]), where.push_back(i);
+      else EXPECT_EQ(e.tokens[i], kNoise);
+      EXPECT_EQ(e.targets[i], kIgnore);
+    }
     EXPECT_EQ(static_cast<int64_t>(filtered.size()), s.n_data);
     EXPECT_EQ(answers(e), filtered);
-    for (int64_t i = s.n - s.n_data; i < s.n; ++i) {
+    for (int64_t i = region; i < s.n; ++i) {
       EXPECT_EQ(e.tokens[i], kBlank);
       EXPECT_NE(e.targets[i], kIgnore);
     }
@@ -100,33 +104,64 @@ TEST(SeqTaskGenerators, SelectiveCopyAnswersAreTheFilteredDataTokens) {
 }
 
 TEST(SeqTaskGenerators, MqarAnswersAreTheDictionaryLookups) {
-  const SyntheticSpec s = small_spec();
-  const int64_t keys = (s.vocab - kFirstData) / 2;
-  for (uint64_t seed = 0; seed < 30; ++seed) {
-    auto e = make_synthetic_example("mqar", s, seed);
-    std::map<int64_t, int64_t> dict;
-    for (int64_t i = 0; i < s.n_pairs; ++i) {
-      const int64_t k = e.tokens[2 * i], v = e.tokens[2 * i + 1];
-      EXPECT_TRUE(k >= kFirstData && k < kFirstData + keys) << k;
-      EXPECT_TRUE(v >= kFirstData + keys && v < s.vocab) << v;
-      EXPECT_EQ(dict.count(k), 0u) << "keys must be distinct";
-      dict[k] = v;
-    }
-    int64_t queries = 0;
-    std::set<int64_t> asked;
-    for (int64_t p = 0; p < s.n; ++p) {
-      if (e.targets[p] == kIgnore) {
-        if (p >= 2 * s.n_pairs) EXPECT_EQ(e.tokens[p], kNoise);
-        continue;
+  for (bool random_filler : {true, false}) {
+    SCOPED_TRACE(random_filler);
+    SyntheticSpec s = small_spec();
+    s.random_non_queries = random_filler;
+    const int64_t keys = (s.vocab - kFirstData) / 2;
+    for (uint64_t seed = 0; seed < 30; ++seed) {
+      auto e = make_synthetic_example("mqar", s, seed);
+      std::map<int64_t, int64_t> dict;
+      std::set<int64_t> values;
+      for (int64_t i = 0; i < s.n_pairs; ++i) {
+        const int64_t k = e.tokens[2 * i], v = e.tokens[2 * i + 1];
+        EXPECT_TRUE(k >= kFirstData && k < kFirstData + keys) << k;
+        EXPECT_TRUE(v >= kFirstData + keys && v < s.vocab) << v;
+        EXPECT_EQ(dict.count(k), 0u) << "keys must be distinct";
+        EXPECT_TRUE(values.insert(v).second) << "values must be distinct";
+        dict[k] = v;
       }
-      ASSERT_GE(p, 2 * s.n_pairs) << "answers come after the pairs";
-      ASSERT_EQ(dict.count(e.tokens[p]), 1u) << "a query is one of the keys";
-      EXPECT_EQ(e.targets[p], dict[e.tokens[p]]);
-      asked.insert(e.tokens[p]);
-      ++queries;
+      int64_t queries = 0;
+      std::set<int64_t> asked;
+      for (int64_t p = 0; p < s.n; ++p) {
+        if (e.targets[p] == kIgnore) {
+          if (p >= 2 * s.n_pairs) {
+            if (random_filler) EXPECT_TRUE(e.tokens[p] >= kFirstData && e.tokens[p] < s.vocab) << e.tokens[p];
+            else EXPECT_EQ(e.tokens[p], kNoise);
+          }
+          continue;
+        }
+        ASSERT_GE(p, 2 * s.n_pairs) << "answers come after the pairs";
+        EXPECT_EQ((p - 2 * s.n_pairs) % 2, 0) << "queries sit at even offsets (Zoology: 2 * gap)";
+        ASSERT_EQ(dict.count(e.tokens[p]), 1u) << "a query is one of the keys";
+        EXPECT_EQ(e.targets[p], dict[e.tokens[p]]);
+        asked.insert(e.tokens[p]);
+        ++queries;
+      }
+      EXPECT_EQ(queries, s.n_queries);
+      EXPECT_EQ(static_cast<int64_t>(asked.size()), s.n_queries);
     }
-    EXPECT_EQ(queries, s.n_queries);
-    EXPECT_EQ(static_cast<int64_t>(asked.size()), s.n_queries);
+  }
+}
+
+TEST(SeqTaskGenerators, InductionHeadsAnswerIsTheTokenAfterTheTrigger) {
+  SyntheticSpec s = small_spec();
+  s.n_queries = 0;  // the default: one trigger queried
+  s.num_triggers = 2;
+  for (uint64_t seed = 0; seed < 30; ++seed) {
+    auto e = make_synthetic_example("induction_heads", s, seed);
+    const auto a = answers(e);
+    ASSERT_EQ(a.size(), 1u);
+    ASSERT_NE(e.targets[s.n - 1], kIgnore);
+    const int64_t trigger = e.tokens[s.n - 1];
+    EXPECT_EQ(trigger, kFirstData);
+    int64_t seen = 0;
+    for (int64_t p = 0; p + 1 < s.n - 1; ++p)
+      if (e.tokens[p] == trigger) {
+        EXPECT_EQ(e.tokens[p + 1], a[0]);
+        ++seen;
+      }
+    EXPECT_EQ(seen, s.num_triggers);
   }
 }
 

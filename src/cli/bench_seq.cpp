@@ -1,7 +1,9 @@
 // `cerebra bench tasks` on a sequence task: every model at a matched parameter budget, trained with the same
 // config, compared on the task metric, parameters, realised FLOPs per token, wall-clock and peak memory. Models
 // whose estimated training memory exceeds the limit, or that cannot run the task (no causal form for a causal LM),
-// are skipped with a message. Writes results.{csv,json,txt} and results.{png,svg} (gnuplot).
+// are skipped with a message. With --lr-sweep each model trains at each learning rate and its run with the best
+// validation metric is selected (results.csv lists every run, with lr and selected). Writes results.{csv,json,txt}
+// and results.{png,svg} (gnuplot; one point per model, its selected run).
 #include <torch/torch.h>
 
 #include <cmath>
@@ -10,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <numeric>
+#include <sstream>
 
 #include <fmt/core.h>
 
@@ -81,6 +84,38 @@ int64_t match_d_model(const Config& c, const TaskInfo& info, int64_t budget) {
   return best * step;
 }
 
+std::vector<double> parse_lr_sweep(const std::string& list) {
+  std::vector<double> out;
+  std::stringstream ss(list);
+  for (std::string item; std::getline(ss, item, ',');) {
+    const auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b == std::string::npos) continue;
+    item = item.substr(b, e - b + 1);
+    size_t used = 0;
+    double v = std::nan("");
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || !(v > 0) || !std::isfinite(v))
+      throw ConfigError(fmt::format("--lr-sweep: '{}' is not a learning rate > 0 (expected e.g. 1e-3,3e-3,1e-2)", item));
+    out.push_back(v);
+  }
+  if (out.empty()) throw ConfigError("--lr-sweep: no learning rates given (expected e.g. 1e-3,3e-3,1e-2)");
+  return out;
+}
+
+int64_t select_best_run(const std::vector<double>& val_metric, bool higher_is_better) {
+  int64_t best = -1;
+  for (size_t i = 0; i < val_metric.size(); ++i) {
+    const double v = val_metric[i];
+    if (std::isnan(v)) continue;
+    if (best < 0 || (higher_is_better ? v > val_metric[best] : v < val_metric[best])) best = static_cast<int64_t>(i);
+  }
+  return best;
+}
+
 int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& models, const std::string& out_dir,
                     const SeqBenchOptions& o) {
   Config base = base_in;
@@ -89,61 +124,89 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
   fs::create_directories(out_dir);
   const TaskInfo info0 = seq_task_info(parse_run_spec(base).task);
   const double limit = o.mem_limit_gib * 1024.0 * 1024.0 * 1024.0;
+  const bool sweep = !o.lrs.empty();
+  const std::vector<double> lrs = sweep ? o.lrs : std::vector<double>{parse_run_spec(base).trainer.lr};
+  // The validation counterpart of the primary test metric ("test_accuracy" -> "val_accuracy").
+  const std::string val_metric = "val_" + info0.metric.substr(5);
   std::vector<nlohmann::json> rows;
   int failures = 0;
   for (size_t i = 0; i < models.size(); ++i) {
     const std::string& m = models[i];
-    Config c = base;
-    nlohmann::json row = {{"model", m}, {"task", task}, {"n", info0.n}};
-    try {
-      c.set("model", m, "--models");
-      if (o.budget_params > 0) c.set("d_model", std::to_string(match_d_model(c, info0, o.budget_params)), "--budget-params");
-      const RunSpec spec = parse_run_spec(c);
-      int64_t params = 0;
-      {
-        torch::NoGradGuard g;
-        params = make_model(spec.model, info0)->parameter_count();  // refuses models that cannot run the task
-      }
-      const int64_t d_model = spec.model.backbone.mixer_options.d_model;
-      row["d_model"] = d_model;
-      row["params"] = params;
-      const double est = estimate_train_bytes(spec, info0, params);
-      row["estimated_bytes"] = est;
-      if (est > limit) {
+    std::vector<nlohmann::json> runs;
+    for (double lr : lrs) {
+      Config c = base;
+      nlohmann::json row = {{"model", m}, {"task", task}, {"n", info0.n}, {"lr", lr}, {"selected", false}};
+      try {
+        c.set("model", m, "--models");
+        c.set("lr", fmt::format("{}", lr), sweep ? "--lr-sweep" : "config");
+        if (o.budget_params > 0)
+          c.set("d_model", std::to_string(match_d_model(c, info0, o.budget_params)), "--budget-params");
+        const RunSpec spec = parse_run_spec(c);
+        int64_t params = 0;
+        {
+          torch::NoGradGuard g;
+          params = make_model(spec.model, info0)->parameter_count();  // refuses models that cannot run the task
+        }
+        const int64_t d_model = spec.model.backbone.mixer_options.d_model;
+        row["d_model"] = d_model;
+        row["params"] = params;
+        row["batch_size"] = spec.trainer.batch_size;
+        const double est = estimate_train_bytes(spec, info0, params);
+        row["estimated_bytes"] = est;
+        if (est > limit) {
+          row["status"] = "skipped";
+          row["reason"] = fmt::format("estimated training memory {:.1f} GiB exceeds --mem-limit-gib {:.1f}",
+                                      est / 1073741824.0, o.mem_limit_gib);
+          std::cerr << fmt::format("== {} skipped: {}\n", m, row["reason"].get<std::string>());
+          runs.push_back(row);
+          break;  // the same estimate at every learning rate
+        }
+        if (!o.quiet)
+          std::cerr << fmt::format("== {} ({} of {}){}: d_model {}, {} params, estimated memory {:.2f} GiB\n", m, i + 1,
+                                   models.size(), sweep ? fmt::format(", lr {}", lr) : std::string(), d_model, params,
+                                   est / 1073741824.0);
+        const fs::path dir = sweep ? fs::path(out_dir) / m / fmt::format("lr{}", lr) : fs::path(out_dir) / m;
+        nlohmann::json s = train_run(spec, dir.string(), RunOptions{o.quiet});
+        row["status"] = "ok";
+        row["run_dir"] = dir.string();
+        row["metrics"] = s["metrics"];
+        row["metric_name"] = s["primary_metric"];
+        row["metric"] = s["metrics"][s["primary_metric"].get<std::string>()];
+        row["val_metric"] = s["metrics"].contains(val_metric) ? s["metrics"][val_metric] : nlohmann::json();
+        row["realised_flops_per_token"] = s["flops"]["realised_per_token"];
+        row["measured_flops_per_token"] = s["flops"]["measured_forward_per_token"];
+        row["train_seconds"] = s["time"]["train_seconds_total"];
+        row["tokens_per_second"] = s["time"]["tokens_per_second"];
+        row["peak_tensor_bytes"] = s["memory"]["peak_tensor_bytes"];
+        row["peak_rss_bytes"] = s["memory"]["peak_rss_bytes"];
+        row["threads"] = s["threads"];
+        row["steps"] = s["training"]["steps"];
+        row["train_examples"] = s["training"]["train_examples"];
+      } catch (const ConfigError& e) {
         row["status"] = "skipped";
-        row["reason"] = fmt::format("estimated training memory {:.1f} GiB exceeds --mem-limit-gib {:.1f}",
-                                    est / 1073741824.0, o.mem_limit_gib);
-        std::cerr << fmt::format("== {} skipped: {}\n", m, row["reason"].get<std::string>());
-        rows.push_back(row);
-        continue;
+        row["reason"] = e.what();
+        std::cerr << fmt::format("== {} skipped: {}\n", m, e.what());
+        runs.push_back(row);
+        break;  // a config the model cannot run: the same at every learning rate
+      } catch (const std::exception& e) {
+        row["status"] = "failed";
+        row["reason"] = e.what();
+        ++failures;
+        std::cerr << fmt::format("error: model {} failed: {}\n", m, e.what());
       }
-      if (!o.quiet)
-        std::cerr << fmt::format("== {} ({} of {}): d_model {}, {} params, estimated memory {:.2f} GiB\n", m, i + 1,
-                                 models.size(), d_model, params, est / 1073741824.0);
-      nlohmann::json s = train_run(spec, (fs::path(out_dir) / m).string(), RunOptions{o.quiet});
-      row["status"] = "ok";
-      row["metrics"] = s["metrics"];
-      row["metric_name"] = s["primary_metric"];
-      row["metric"] = s["metrics"][s["primary_metric"].get<std::string>()];
-      row["realised_flops_per_token"] = s["flops"]["realised_per_token"];
-      row["measured_flops_per_token"] = s["flops"]["measured_forward_per_token"];
-      row["train_seconds"] = s["time"]["train_seconds_total"];
-      row["tokens_per_second"] = s["time"]["tokens_per_second"];
-      row["peak_tensor_bytes"] = s["memory"]["peak_tensor_bytes"];
-      row["peak_rss_bytes"] = s["memory"]["peak_rss_bytes"];
-      row["threads"] = s["threads"];
-      row["steps"] = s["training"]["steps"];
-    } catch (const ConfigError& e) {
-      row["status"] = "skipped";
-      row["reason"] = e.what();
-      std::cerr << fmt::format("== {} skipped: {}\n", m, e.what());
-    } catch (const std::exception& e) {
-      row["status"] = "failed";
-      row["reason"] = e.what();
-      ++failures;
-      std::cerr << fmt::format("error: model {} failed: {}\n", m, e.what());
+      runs.push_back(row);
     }
-    rows.push_back(row);
+    // The model's result: its best run on validation.
+    std::vector<double> val(runs.size(), std::nan(""));
+    for (size_t r = 0; r < runs.size(); ++r)
+      if (runs[r]["status"] == "ok" && runs[r].contains("val_metric") && runs[r]["val_metric"].is_number())
+        val[r] = runs[r]["val_metric"].get<double>();
+    const int64_t best = select_best_run(val, info0.higher_is_better);
+    if (best >= 0) runs[static_cast<size_t>(best)]["selected"] = true;
+    if (sweep && best >= 0 && !o.quiet)
+      std::cerr << fmt::format("== {}: lr {} selected ({} {:.4f})\n", m, runs[best]["lr"].get<double>(), val_metric,
+                               val[best]);
+    rows.insert(rows.end(), runs.begin(), runs.end());
   }
 
   const std::string metric = info0.metric;
@@ -155,22 +218,25 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
                                                       : std::string("d_model from the config"),
                                   rows.empty() || !rows[0].contains("threads") ? std::string()
                                       : fmt::format(", threads={}", rows[0]["threads"].dump()));
-  table += fmt::format("{:<12} {:>7} {:>9} {:>10} {:>10} {:>12} {:>9} {:>10} {:>10}  {}\n", "model", "d_model",
-                       "params", metric.substr(5), second.substr(5), "FLOPs/token", "train s", "tensor MiB",
-                       "RSS MiB", "status");
+  table += fmt::format("{:<12} {:>8} {:>1} {:>7} {:>9} {:>10} {:>10} {:>12} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",
+                       "model", "lr", "", "d_model", "params", metric.substr(5), second.substr(5), val_metric,
+                       "FLOPs/token", "steps", "train s", "tensor MiB", "RSS MiB", "status");
   std::ofstream csv(fs::path(out_dir) / "results.csv");
-  csv << "task,n,model,status,d_model,params," << metric << "," << second
-      << ",realised_flops_per_token,measured_flops_per_token,train_seconds,tokens_per_second,peak_tensor_bytes,"
-         "peak_rss_bytes,estimated_bytes,reason\n";
+  csv << "task,n,model,lr,selected,status,d_model,params," << metric << "," << second << "," << val_metric
+      << ",steps,batch_size,train_examples,realised_flops_per_token,measured_flops_per_token,train_seconds,"
+         "tokens_per_second,peak_tensor_bytes,peak_rss_bytes,estimated_bytes,reason\n";
   for (const auto& r : rows) {
     const nlohmann::json none;
     const auto& mm = r.contains("metrics") ? r["metrics"] : none;
     auto get = [&](const nlohmann::json& j, const std::string& k) { return j.is_object() && j.contains(k) ? j[k] : none; };
     const std::string status = r["status"].get<std::string>();
-    table += fmt::format("{:<12} {:>7} {:>9} {:>10} {:>10} {:>12} {:>9} {:>10} {:>10}  {}\n",
-                         r["model"].get<std::string>(), num(get(r, "d_model"), "{:.0f}"), num(get(r, "params"), "{:.0f}"),
-                         num(get(mm, metric), "{:.4f}"), num(get(mm, second), "{:.4f}"),
-                         num(get(r, "realised_flops_per_token"), "{:.4g}"), num(get(r, "train_seconds"), "{:.1f}"),
+    const bool selected = r.value("selected", false);
+    table += fmt::format("{:<12} {:>8} {:>1} {:>7} {:>9} {:>10} {:>10} {:>12} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",
+                         r["model"].get<std::string>(), num(get(r, "lr"), "{:.3g}"), selected ? "*" : "",
+                         num(get(r, "d_model"), "{:.0f}"), num(get(r, "params"), "{:.0f}"),
+                         num(get(mm, metric), "{:.4f}"), num(get(mm, second), "{:.4f}"), num(get(mm, val_metric), "{:.4f}"),
+                         num(get(r, "realised_flops_per_token"), "{:.4g}"), num(get(r, "steps"), "{:.0f}"),
+                         num(get(r, "train_seconds"), "{:.1f}"),
                          num(get(r, "peak_tensor_bytes").is_number()
                                  ? nlohmann::json(get(r, "peak_tensor_bytes").get<double>() / 1048576.0) : none, "{:.1f}"),
                          num(get(r, "peak_rss_bytes").is_number()
@@ -179,21 +245,28 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
     std::string reason = get(r, "reason").is_string() ? get(r, "reason").get<std::string>() : "";
     for (auto& ch : reason)
       if (ch == ',' || ch == '\n' || ch == '"') ch = ' ';
-    csv << task << "," << info0.n << "," << r["model"].get<std::string>() << "," << status << ","
-        << csv_num(get(r, "d_model")) << "," << csv_num(get(r, "params")) << "," << csv_num(get(mm, metric)) << ","
-        << csv_num(get(mm, second)) << "," << csv_num(get(r, "realised_flops_per_token")) << ","
+    csv << task << "," << info0.n << "," << r["model"].get<std::string>() << "," << csv_num(get(r, "lr")) << ","
+        << (selected ? "true" : "false") << "," << status << "," << csv_num(get(r, "d_model")) << ","
+        << csv_num(get(r, "params")) << "," << csv_num(get(mm, metric)) << "," << csv_num(get(mm, second)) << ","
+        << csv_num(get(mm, val_metric)) << "," << csv_num(get(r, "steps")) << "," << csv_num(get(r, "batch_size"))
+        << "," << csv_num(get(r, "train_examples")) << "," << csv_num(get(r, "realised_flops_per_token")) << ","
         << csv_num(get(r, "measured_flops_per_token")) << "," << csv_num(get(r, "train_seconds")) << ","
         << csv_num(get(r, "tokens_per_second")) << "," << csv_num(get(r, "peak_tensor_bytes")) << ","
         << csv_num(get(r, "peak_rss_bytes")) << "," << csv_num(get(r, "estimated_bytes")) << "," << reason << "\n";
   }
-  table += fmt::format("{} on the test split ({}); FLOPs/token = realised forward FLOPs per example / n (2 per\n"
-                       "multiply-add of matmul-class ops); peak memory per run (RSS is the process high-water mark).\n",
-                       metric.substr(5), info0.higher_is_better ? "higher is better" : "lower is better");
+  table += fmt::format("{} on the test split ({}); * = the model's run selected by {} (best of the learning rates);\n"
+                       "FLOPs/token = realised forward FLOPs per example / n (2 per multiply-add of matmul-class ops);\n"
+                       "budget = steps x batch_size examples; peak memory per run (RSS is the process high-water mark).\n",
+                       metric.substr(5), info0.higher_is_better ? "higher is better" : "lower is better", val_metric);
   std::cout << table;
   std::ofstream(fs::path(out_dir) / "results.json") << nlohmann::json(rows).dump(2) << "\n";
   std::ofstream(fs::path(out_dir) / "results.txt") << table;
-  write_plot(out_dir, task, metric, info0.n, rows);
-  std::cerr << fmt::format("wrote {}/results.{{csv,json,txt,png,svg}} and one run directory per model\n", out_dir);
+  std::vector<nlohmann::json> chosen;  // one point per model: its selected run
+  for (const auto& r : rows)
+    if (r.value("selected", false)) chosen.push_back(r);
+  write_plot(out_dir, task, metric, info0.n, chosen);
+  std::cerr << fmt::format("wrote {}/results.{{csv,json,txt,png,svg}} and one run directory per model{}\n", out_dir,
+                           sweep ? " and learning rate" : "");
   return failures > 0 ? 1 : 0;
 }
 

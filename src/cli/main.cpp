@@ -189,7 +189,7 @@ void add_data_command(CLI::App* app, Commands& commands) {
 void add_bench_tasks_command(CLI::App* bench, Commands& commands) {
   struct Args {
     ConfigArgs config;
-    std::string models = "ols,xgboost,mlp,lstm,transformer", out;
+    std::string models = "ols,xgboost,mlp,lstm,transformer", out, lr_sweep;
     bool quiet = false;
     SeqBenchOptions seq;
   };
@@ -205,6 +205,9 @@ void add_bench_tasks_command(CLI::App* bench, Commands& commands) {
                     "Sequence tasks: choose d_model per model so its parameters are closest to this budget");
   tasks->add_option("--mem-limit-gib", a->seq.mem_limit_gib,
                     "Sequence tasks: skip models whose estimated training memory exceeds this")->capture_default_str();
+  tasks->add_option("--lr-sweep", a->lr_sweep,
+                    "Sequence tasks: comma-separated learning rates (e.g. 1e-3,3e-3,1e-2); each model trains at each "
+                    "and its best run on the validation metric is selected; results.csv lists every run");
   add_config_options(tasks, a->config);
   commands.add(tasks, [tasks, a] {
     Config config = build_config(tasks, a->config);
@@ -222,8 +225,10 @@ void add_bench_tasks_command(CLI::App* bench, Commands& commands) {
     if (is_seq_task(spec.task.name)) {
       SeqBenchOptions seq = a->seq;
       seq.quiet = a->quiet;
+      if (!a->lr_sweep.empty()) seq.lrs = parse_lr_sweep(a->lr_sweep);
       return bench_seq_tasks(config, models, out, seq);
     }
+    if (!a->lr_sweep.empty()) throw ConfigError("--lr-sweep applies to sequence tasks only");
     return bench_tasks(config, models, out, a->quiet);
   });
 }

@@ -18,9 +18,10 @@ std::vector<KeySpec> build_schema() {
   return {
       // ---- task and data
       {"task", VT::String, "cps1988", "task: a named tabular data set (cps1988, stackoverflow), csv (any CSV file via "
-       "`data`), or a sequence task: copy, selective_copy, mqar, masked_recall (synthetic), wordnet (gloss -> "
-       "lexicographer category), janeausten (character LM)",
-       {"cps1988", "stackoverflow", "csv", "copy", "selective_copy", "mqar", "masked_recall", "wordnet", "janeausten"},
+       "`data`), or a sequence task: copy, selective_copy, mqar, masked_recall, induction_heads (synthetic), wordnet "
+       "(gloss -> lexicographer category), janeausten (character LM)",
+       {"cps1988", "stackoverflow", "csv", "copy", "selective_copy", "mqar", "masked_recall", "induction_heads",
+        "wordnet", "janeausten"},
        "data"},
       {"data", VT::String, "", "CSV file; empty = the task's file in data_dir", {}, "data"},
       {"data_dir", VT::String, "data", "directory holding exported data sets (see `cerebra data`)", {}, "data"},
@@ -39,10 +40,12 @@ std::vector<KeySpec> build_schema() {
        "blank)", {}, "task"},
       {"n_data_tokens", VT::Int, "16", "copy, selective_copy: tokens to reproduce", {}, "task"},
       {"n_pairs", VT::Int, "16", "mqar: key-value pairs per example", {}, "task"},
-      {"n_queries", VT::Int, "0", "mqar: queries per example (0 = n_pairs)", {}, "task"},
+      {"n_queries", VT::Int, "0", "mqar: queries per example (0 = n_pairs); induction_heads: distinct triggers "
+       "queried at the end (0 = 1)", {}, "task"},
       {"mask_fraction", VT::Float, "0.15", "masked_recall: share of the repeated tokens that are masked", {}, "task"},
-      {"train_examples", VT::Int, "20000", "synthetic tasks and janeausten: training pool (examples, generated "
-       "from the seed)", {}, "task"},
+      {"train_examples", VT::Int, "20000", "copy, masked_recall and janeausten: training pool (examples, generated "
+       "from the seed); mqar, selective_copy, induction_heads: training examples per epoch when steps = 0 (with "
+       "steps, fresh examples every step: steps x batch_size)", {}, "task"},
       {"val_examples", VT::Int, "256", "sequence tasks: validation examples (text: cap on the split, 0 = all)", {},
        "task"},
       {"test_examples", VT::Int, "1000", "sequence tasks: test examples (text: cap on the split, 0 = all)", {},

@@ -1,9 +1,10 @@
 // Sequence tasks: synthetic generators, the WordNet and character-LM loaders, the task classes and their registry.
-// See include/cerebra/seq_tasks.h for the layouts.
+// See include/cerebra/data/seq_tasks.h for the layouts.
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -17,6 +18,7 @@
 
 #include "cerebra/core/config.h"
 #include "cerebra/data/seq_tasks.h"
+#include "cerebra/data/synthetic_stream.h"
 
 namespace fs = std::filesystem;
 
@@ -51,27 +53,78 @@ uint64_t example_seed(uint64_t seed, Part split, int64_t index) {
   return splitmix64(splitmix64(seed * 4 + static_cast<uint64_t>(split)) ^ static_cast<uint64_t>(index));
 }
 
+const std::vector<std::string>& synthetic_task_names() {
+  static const std::vector<std::string> names = {"copy", "selective_copy", "mqar", "masked_recall", "induction_heads"};
+  return names;
+}
+
+bool is_stream_task(const std::string& task) {
+  return task == "mqar" || task == "selective_copy" || task == "induction_heads";
+}
+
+namespace {
+
+MqarSpec mqar_spec(const SyntheticSpec& s) {
+  MqarSpec m;
+  m.seq_len = s.n;
+  m.vocab_size = s.vocab;
+  m.num_kv_pairs = s.n_pairs;
+  m.num_queries = s.n_queries;  // 0 = every pair
+  m.power_a = s.power_a;
+  m.random_non_queries = s.random_non_queries;
+  return m;
+}
+
+SelectiveCopySpec selective_copy_spec(const SyntheticSpec& s) {
+  SelectiveCopySpec c;
+  c.seq_len = s.n;
+  c.vocab_size = s.vocab;
+  c.num_data = s.n_data;
+  return c;
+}
+
+InductionHeadsSpec induction_spec(const SyntheticSpec& s) {
+  InductionHeadsSpec h;
+  h.seq_len = s.n;
+  h.vocab_size = s.vocab;
+  h.num_triggers = s.num_triggers;
+  h.num_queries = s.n_queries > 0 ? s.n_queries : 1;
+  return h;
+}
+
+// The generators' messages in the config's words (num_kv_pairs -> n_pairs, ...).
+std::string config_words(std::string m) {
+  const std::pair<const char*, const char*> words[] = {
+      {"num_kv_pairs", "n_pairs"}, {"num_queries", "n_queries"}, {"num_data", "n_data_tokens"}};
+  for (const auto& [from, to] : words)
+    for (size_t at = m.find(from); at != std::string::npos; at = m.find(from, at + std::strlen(to)))
+      m.replace(at, std::strlen(from), to);
+  return m;
+}
+
+}  // namespace
+
 void validate_synthetic(const std::string& task, const SyntheticSpec& s) {
   auto fail = [&](const std::string& why) { throw ConfigError("task " + task + ": " + why); };
+  if (is_stream_task(task)) {
+    try {
+      if (task == "mqar") validate_mqar(mqar_spec(s));
+      else if (task == "selective_copy") validate_selective_copy(selective_copy_spec(s));
+      else validate_induction_heads(induction_spec(s));
+    } catch (const std::invalid_argument& e) {
+      throw ConfigError(config_words(e.what()));  // "mqar: n_queries must be ..."
+    }
+    return;
+  }
   const int64_t data_vocab = s.vocab - kFirstData;
   if (s.n < 4) fail(fmt::format("seq_len must be >= 4, got {}", s.n));
   if (data_vocab < 2) fail(fmt::format("vocab_size must be >= {} (4 special tokens + 2 data tokens), got {}",
                                        kFirstData + 2, s.vocab));
-  if (task == "copy" || task == "selective_copy") {
+  if (task == "copy") {
     if (s.n_data < 1) fail(fmt::format("n_data_tokens must be >= 1, got {}", s.n_data));
     if (2 * s.n_data + 1 > s.n)
       fail(fmt::format("n_data_tokens {} needs seq_len >= 2*{}+1 = {}, got {}", s.n_data, s.n_data,
                        2 * s.n_data + 1, s.n));
-  } else if (task == "mqar") {
-    const int64_t keys = data_vocab / 2;
-    if (s.n_pairs < 1) fail(fmt::format("n_pairs must be >= 1, got {}", s.n_pairs));
-    if (s.n_pairs > keys)
-      fail(fmt::format("n_pairs {} exceeds the {} distinct keys of vocab_size {} (keys are the lower half of the "
-                       "data tokens 4..{})", s.n_pairs, keys, s.vocab, s.vocab - 1));
-    if (s.n_queries < 1 || s.n_queries > s.n_pairs)
-      fail(fmt::format("n_queries must be in [1, n_pairs = {}], got {}", s.n_pairs, s.n_queries));
-    if (2 * s.n_pairs + s.n_queries > s.n)
-      fail(fmt::format("2*n_pairs + n_queries = {} exceeds seq_len {}", 2 * s.n_pairs + s.n_queries, s.n));
   } else if (task == "masked_recall") {
     if (!(s.mask_fraction > 0 && s.mask_fraction <= 1))
       fail(fmt::format("mask_fraction must be in (0, 1], got {}", s.mask_fraction));
@@ -81,42 +134,27 @@ void validate_synthetic(const std::string& task, const SyntheticSpec& s) {
 }
 
 SeqExample make_synthetic_example(const std::string& task, const SyntheticSpec& s, uint64_t seed) {
+  if (is_stream_task(task)) {
+    StreamExample x = task == "mqar"             ? make_mqar(mqar_spec(s), seed)
+                      : task == "selective_copy" ? make_selective_copy(selective_copy_spec(s), seed)
+                                                 : make_induction_heads(induction_spec(s), seed);
+    return {std::move(x.tokens), std::move(x.targets)};
+  }
   std::mt19937_64 rng(seed);
   const int64_t n = s.n, data_vocab = s.vocab - kFirstData;
   SeqExample e;
   e.tokens.assign(static_cast<size_t>(n), kNoise);
   e.targets.assign(static_cast<size_t>(n), kIgnore);
   auto data_token = [&] { return kFirstData + uniform(rng, data_vocab); };
-  if (task == "copy" || task == "selective_copy") {
+  if (task == "copy") {
     const int64_t L = s.n_data, answer = n - L;  // answers occupy the last L positions; SEP just before
-    std::vector<int64_t> pos(static_cast<size_t>(L));
-    if (task == "copy") {
-      std::iota(pos.begin(), pos.end(), 0);
-    } else {
-      pos = distinct(rng, answer - 1, L);
-      std::sort(pos.begin(), pos.end());
-    }
     for (int64_t i = 0; i < L; ++i) {
       const int64_t t = data_token();
-      e.tokens[pos[i]] = t;
+      e.tokens[i] = t;
       e.tokens[answer + i] = kBlank;
       e.targets[answer + i] = t;
     }
     e.tokens[answer - 1] = kSep;
-  } else if (task == "mqar") {
-    const int64_t keys = data_vocab / 2, P = s.n_pairs, Q = s.n_queries;
-    std::vector<int64_t> key = distinct(rng, keys, P), value(static_cast<size_t>(P));
-    for (int64_t i = 0; i < P; ++i) {
-      value[i] = kFirstData + keys + uniform(rng, data_vocab - keys);
-      e.tokens[2 * i] = kFirstData + key[i];
-      e.tokens[2 * i + 1] = value[i];
-    }
-    std::vector<int64_t> which = distinct(rng, P, Q), where = distinct(rng, n - 2 * P, Q);
-    for (int64_t j = 0; j < Q; ++j) {
-      const int64_t p = 2 * P + where[j];
-      e.tokens[p] = kFirstData + key[which[j]];
-      e.targets[p] = value[which[j]];
-    }
   } else if (task == "masked_recall") {
     const int64_t L = (n - 1) / 2;
     const int64_t masked = std::max<int64_t>(1, static_cast<int64_t>(std::llround(s.mask_fraction * L)));
@@ -132,6 +170,25 @@ SeqExample make_synthetic_example(const std::string& task, const SyntheticSpec& 
     throw ConfigError("unknown synthetic task '" + task + "'");
   }
   return e;
+}
+
+uint64_t synthetic_example_key(const TaskSpec& c, Part part, int64_t row) {
+  if (!is_stream_task(c.name)) return example_seed(c.seed, part, row);
+  if (part == Part::Train) {
+    const int64_t B = std::max<int64_t>(1, c.batch_size);
+    return stream_key(c.seed, stream::kTrain, row / B, row % B);
+  }
+  return stream_key(c.seed, static_cast<int>(part), 0, row);
+}
+
+int64_t synthetic_part_size(const TaskSpec& c, Part part) {
+  switch (part) {
+    case Part::Train:
+      return is_stream_task(c.name) && c.steps > 0 ? c.steps * std::max<int64_t>(1, c.batch_size) : c.train_examples;
+    case Part::Val: return c.val_examples;
+    case Part::Test: return c.test_examples;
+  }
+  return 0;
 }
 
 // ---- loaders
@@ -216,24 +273,25 @@ namespace {
 
 class SyntheticTask final : public Task {
  public:
-  explicit SyntheticTask(const TaskSpec& c) : name_(c.name), spec_(c.synthetic) {
-    validate_synthetic(name_, spec_);
-    seed_ = c.seed;
-    sizes_ = {c.train_examples, c.val_examples, c.test_examples};
+  explicit SyntheticTask(const TaskSpec& c) : spec_(c) {
+    validate_synthetic(c.name, c.synthetic);
+    for (Part p : {Part::Train, Part::Val, Part::Test}) sizes_.push_back(synthetic_part_size(c, p));
     for (int i = 0; i < 3; ++i)
       if (sizes_[i] < 1)
-        throw ConfigError(fmt::format("task {}: train_examples, val_examples and test_examples must be >= 1", name_));
+        throw ConfigError(fmt::format("task {}: train_examples (or steps × batch_size), val_examples and "
+                                      "test_examples must be >= 1", c.name));
     info_ = seq_task_info(c);
   }
   const TaskInfo& info() const override { return info_; }
   int64_t size(Part s) const override { return sizes_[static_cast<int>(s)]; }
   Batch batch(Part split, const std::vector<int64_t>& rows) const override {
-    const auto B = static_cast<int64_t>(rows.size()), n = spec_.n;
+    const auto B = static_cast<int64_t>(rows.size()), n = spec_.synthetic.n;
     auto tokens = torch::empty({B, n}, torch::kInt64), y = torch::empty({B, n}, torch::kInt64);
     auto* tp = tokens.data_ptr<int64_t>();
     auto* yp = y.data_ptr<int64_t>();
     for (int64_t b = 0; b < B; ++b) {
-      SeqExample e = make_synthetic_example(name_, spec_, example_seed(seed_, split, rows[b]));
+      SeqExample e =
+          make_synthetic_example(spec_.name, spec_.synthetic, synthetic_example_key(spec_, split, rows[b]));
       std::copy(e.tokens.begin(), e.tokens.end(), tp + b * n);
       std::copy(e.targets.begin(), e.targets.end(), yp + b * n);
     }
@@ -244,15 +302,37 @@ class SyntheticTask final : public Task {
     return out;
   }
   nlohmann::json describe() const override {
-    return {{"kind", "synthetic"}, {"seq_len", spec_.n}, {"vocab_size", spec_.vocab}, {"n_data_tokens", spec_.n_data},
-            {"n_pairs", spec_.n_pairs}, {"n_queries", spec_.n_queries}, {"mask_fraction", spec_.mask_fraction},
-            {"train", sizes_[0]}, {"val", sizes_[1]}, {"test", sizes_[2]}};
+    const SyntheticSpec& s = spec_.synthetic;
+    nlohmann::json d = {{"kind", "synthetic"}, {"seq_len", s.n}, {"vocab_size", s.vocab},
+                        {"train", sizes_[0]}, {"val", sizes_[1]}, {"test", sizes_[2]}};
+    const std::string& t = spec_.name;
+    if (t == "copy" || t == "selective_copy") d["n_data_tokens"] = s.n_data;
+    if (t == "mqar") {
+      const MqarSpec m = mqar_spec(s);
+      d.update({{"n_pairs", m.num_kv_pairs}, {"n_queries", mqar_num_queries(m)}, {"power_a", m.power_a},
+                {"random_non_queries", m.random_non_queries}});
+    }
+    if (t == "masked_recall") d["mask_fraction"] = s.mask_fraction;
+    if (t == "induction_heads") {
+      const InductionHeadsSpec h = induction_spec(s);
+      d.update({{"num_triggers", h.num_triggers}, {"n_queries", h.num_queries}});
+    }
+    if (is_stream_task(t)) {
+      d["data"] = spec_.steps > 0 ? "stream: fresh training examples every step (steps × batch_size), fixed "
+                                    "validation and test sets"
+                                  : "stream: train_examples training examples revisited every epoch, fixed "
+                                    "validation and test sets";
+      d["steps"] = spec_.steps;
+      d["batch_size"] = spec_.batch_size;
+      d["tokens_seen"] = sizes_[0] * s.n;
+    } else {
+      d["data"] = "pool: train_examples fixed training examples, fixed validation and test sets";
+    }
+    return d;
   }
 
  private:
-  std::string name_;
-  SyntheticSpec spec_;
-  uint64_t seed_ = 0;
+  TaskSpec spec_;
   std::vector<int64_t> sizes_;
   TaskInfo info_;
 };
@@ -417,7 +497,7 @@ std::map<std::string, SeqTaskFactory>& registry() {
 }
 
 bool register_builtin() {
-  for (const char* t : {"copy", "selective_copy", "mqar", "masked_recall"})
+  for (const std::string& t : synthetic_task_names())
     register_seq_task(t, [](const TaskSpec& c) { return std::make_unique<SyntheticTask>(c); });
   register_seq_task("wordnet", [](const TaskSpec& c) { return std::make_unique<WordnetTask>(c); });
   register_seq_task("janeausten", [](const TaskSpec& c) { return std::make_unique<CharLmTask>(c); });

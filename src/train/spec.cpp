@@ -11,6 +11,19 @@ namespace cerebra {
 
 namespace {
 
+// Keys of the streaming synthetic tasks (include/cerebra/data/synthetic_stream.h), registered beside their parsing.
+const bool kStreamTaskKeys = [] {
+  register_config_keys({
+      {"power_a", ValueType::Float, "0.01", "mqar: query gaps drawn with p(g) ∝ (g+1)^(power_a-1), as in Zoology "
+       "(1 = uniform; small = most queries close to the key-value pairs)", {}, "task"},
+      {"random_non_queries", ValueType::Bool, "true", "mqar: positions between the queries hold uniform random data "
+       "tokens (Zoology); false = NOISE", {}, "task"},
+      {"num_triggers", ValueType::Int, "1", "induction_heads: occurrences of each trigger-X bigram in the context", {},
+       "task"},
+  });
+  return true;
+}();
+
 TaskSpec parse_task(const Config& c) {
   TaskSpec t;
   t.name = c.get_string("task");
@@ -30,11 +43,16 @@ TaskSpec parse_task(const Config& c) {
   s.vocab = c.get_int("vocab_size");
   s.n_data = c.get_int("n_data_tokens");
   s.n_pairs = c.get_int("n_pairs");
-  s.n_queries = c.get_int("n_queries") > 0 ? c.get_int("n_queries") : s.n_pairs;
+  s.n_queries = c.get_int("n_queries");  // 0 = the task's default (seq_tasks.h)
   s.mask_fraction = c.get_float("mask_fraction");
+  s.power_a = c.get_float("power_a");
+  s.random_non_queries = c.get_bool("random_non_queries");
+  s.num_triggers = c.get_int("num_triggers");
   t.train_examples = c.get_int("train_examples");
   t.val_examples = c.get_int("val_examples");
   t.test_examples = c.get_int("test_examples");
+  t.steps = c.get_int("steps");
+  t.batch_size = c.get_int("batch_size");
   t.max_len = c.get_int("max_len");
   t.error_on_long = c.get_string("length_policy") == "error";
   t.wordnet_dir = c.get_string("wordnet_dir");

@@ -14,10 +14,17 @@ struct SeqBenchOptions {
   int64_t n = 0;               // sequence length (max_len for wordnet); 0 = the config's
   int64_t budget_params = 0;   // match parameters by choosing d_model per model; 0 = the config's d_model
   double mem_limit_gib = 8.0;  // skip models whose estimated training memory exceeds this
+  std::vector<double> lrs;     // --lr-sweep: each model trains at each learning rate (empty = the config's lr)
   bool quiet = false;
 };
 int bench_seq_tasks(const Config& base, const std::vector<std::string>& models, const std::string& out_dir,
                     const SeqBenchOptions& options);
+// The learning rates of `--lr-sweep 1e-3,3e-3,1e-2` (each > 0, at least one); ConfigError naming a bad entry.
+std::vector<double> parse_lr_sweep(const std::string& list);
+// The run whose validation metric is best (largest when higher_is_better, else smallest) among `val_metric`, one
+// entry per run; NaN marks a run without a result (skipped or failed) and is never picked. Ties go to the earlier
+// run. -1 when no run has a result.
+int64_t select_best_run(const std::vector<double>& val_metric, bool higher_is_better);
 // The d_model (a multiple of 2·n_heads, at most 2048) whose model has the parameter count closest to `budget`.
 int64_t match_d_model(const Config& config, const TaskInfo& info, int64_t budget);
 

@@ -1,21 +1,31 @@
-// Sequence tasks (SPEC §6): synthetic long-sequence tasks (copy, selective_copy, mqar, masked_recall), short-text
-// classification (WordNet glosses -> lexicographer category) and character-level language modelling (Jane Austen),
-// behind the Task interface (data/task.h), with a registry by name and a sequence model that any registered mixer can power.
+// Sequence tasks (SPEC §6): synthetic long-sequence tasks (copy, selective_copy, mqar, masked_recall,
+// induction_heads), short-text classification (WordNet glosses -> lexicographer category) and character-level
+// language modelling (Jane Austen), behind the Task interface (data/task.h), with a registry by name and a sequence
+// model that any registered mixer can power.
 //
 // Token layout of the synthetic tasks (token ids; data tokens are 4 .. vocab_size-1):
 //   0 PAD, 1 NOISE (filler), 2 SEP (start of the answer region), 3 BLANK (a slot whose answer is to be predicted)
 // Answers never appear in the input: the model predicts, at each answer position, the token that belongs there.
 // So the tasks are valid for non-causal mixers as well as causal ones (there is nothing to peek at).
 //   copy            [L data][NOISE ...][SEP][L BLANK]               answer i = data token i (a delayed copy)
-//   selective_copy  [L data scattered among NOISE][SEP][L BLANK]    answer i = i-th data token in order (Mamba §4.1)
-//   mqar            [k1 v1 k2 v2 ... kP vP][NOISE with Q query keys at random positions]
-//                   answer at a query key = its value (Zoology's multi-query associative recall; keys from the
-//                   lower half of the data vocabulary, values from the upper half)
 //   masked_recall   [a1 .. aL][SEP][a1 .. aL with a share of positions replaced by BLANK][NOISE]
 //                   answer at a BLANK = the token that was masked (recall of a token seen earlier)
+// Streaming tasks, the faithful generators of data/synthetic_stream.h (layouts and provenance there):
+//   mqar            Zoology's multi-query associative recall: [k1 v1 .. kP vP][queries at power-law gaps among
+//                   random data tokens (random_non_queries) or NOISE]; keys and values from disjoint halves of the
+//                   data tokens; the answer at a query key is its value. Keys: n_pairs, n_queries, power_a,
+//                   random_non_queries, vocab_size.
+//   selective_copy  Mamba §4.1: [n_data_tokens data tokens at random positions among NOISE][n_data_tokens BLANK];
+//                   answer i = the i-th data token in order.
+//   induction_heads [random tokens with trigger-X bigrams (num_triggers each)][the n_queries triggers]; the answer
+//                   at a final trigger is the token X that followed it.
 // Every example has exactly n = seq_len tokens; targets are -100 (ignored) outside the answer positions.
-// Example i of a split is generated from a seed derived from (seed, split, i): a fixed pool of train_examples for
-// training and fixed validation and test sets; the same seed always gives the same data.
+// copy and masked_recall: example i of a part is generated from a seed derived from (seed, part, i): a fixed pool of
+// train_examples for training and fixed validation and test sets.
+// Streaming tasks: fresh training data every step, no pool. The training part has steps × batch_size examples
+// (train_examples when training by epochs, which then revisit them), and training example i is the stream example
+// (seed, train, step i / batch_size, index i % batch_size); validation and test are the fixed stream examples
+// (seed, val | test, 0, i), i < val_examples | test_examples. The same seed always gives the same data.
 //
 // wordnet: each synset of /usr/share/wordnet/data.{noun,verb,adj,adv} (Debian wordnet-base) is one example; the
 //   input is the definition part of its gloss (before the quoted usage examples), bytes as tokens (byte + 1;
@@ -28,6 +38,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,11 +66,20 @@ struct SeqExample {
   std::vector<int64_t> targets;  // n, -100 = not an answer position
 };
 constexpr int64_t kPad = 0, kNoise = 1, kSep = 2, kBlank = 3, kFirstData = 4;  // kIgnore: data/task.h
-// Throws ConfigError when the spec cannot hold the task (e.g. 2·pairs + queries > n).
+// The synthetic tasks (copy, selective_copy, mqar, masked_recall, induction_heads), and those among them generated
+// as streams (mqar, selective_copy, induction_heads).
+const std::vector<std::string>& synthetic_task_names();
+bool is_stream_task(const std::string& task);
+// Throws ConfigError when the spec cannot hold the task (e.g. 2·pairs + 2·queries > n), naming the config key.
 void validate_synthetic(const std::string& task, const SyntheticSpec& spec);
+// The example of a seed (copy, masked_recall) or of a stream key (the streaming tasks).
 SeqExample make_synthetic_example(const std::string& task, const SyntheticSpec& spec, uint64_t seed);
-// The seed of example `index` of a split.
+// The seed of example `index` of a split (copy, masked_recall).
 uint64_t example_seed(uint64_t seed, Part split, int64_t index);
+// The stream key of example `row` of a part of a streaming task (see above); the seed of example_seed otherwise.
+uint64_t synthetic_example_key(const TaskSpec& spec, Part part, int64_t row);
+// The number of examples of a part of a synthetic task (training: steps × batch_size for streaming tasks).
+int64_t synthetic_part_size(const TaskSpec& spec, Part part);
 
 // ---- loaders (exposed for tests); errors name file:line and the reason
 struct TextExample {

@@ -10,8 +10,12 @@ namespace cerebra {
 
 // The synthetic sequence tasks' shape (include/cerebra/data/seq_tasks.h).
 struct SyntheticSpec {
-  int64_t n = 256, vocab = 64, n_data = 16, n_pairs = 16, n_queries = 16;
+  int64_t n = 256, vocab = 64, n_data = 16, n_pairs = 16;
+  int64_t n_queries = 0;            // mqar: queried pairs (0 = n_pairs); induction_heads: triggers queried (0 = 1)
   double mask_fraction = 0.15;
+  double power_a = 0.01;            // mqar: query gaps p(g) ∝ (g+1)^(power_a-1) (Zoology)
+  bool random_non_queries = true;   // mqar: filler between queries is uniform data tokens (else NOISE)
+  int64_t num_triggers = 1;         // induction_heads: occurrences of each trigger-X bigram in the context
 };
 
 struct TaskSpec {
@@ -27,6 +31,10 @@ struct TaskSpec {
   // Sequence tasks.
   SyntheticSpec synthetic;  // n = seq_len (synthetic tasks and the character LM)
   int64_t train_examples = 20000, val_examples = 256, test_examples = 1000;
+  // The trainer's step budget (0 = epochs) and batch size: the streaming tasks (mqar, selective_copy,
+  // induction_heads) size their training part steps × batch_size and read example i at (step i / batch_size,
+  // index i % batch_size) of the stream.
+  int64_t steps = 0, batch_size = 1;
   int64_t max_len = 256;               // wordnet: longest gloss in bytes
   bool error_on_long = false;          // wordnet: length_policy error (else truncate with a warning)
   std::string wordnet_dir = "/usr/share/wordnet";

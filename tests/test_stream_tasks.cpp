@@ -1,0 +1,309 @@
+// The streaming sequence tasks (mqar, selective_copy, induction_heads) behind the Task interface: fresh training
+// examples every step, parts disjoint by stream key, determinism in the seed, targets only at answer positions,
+// config keys reaching the generators, the ladder configs; and the learning-rate sweep's selection.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "cerebra/cli/bench_seq.h"
+#include "cerebra/core/config.h"
+#include "cerebra/data/seq_tasks.h"
+#include "cerebra/data/synthetic_stream.h"
+#include "cerebra/train/spec.h"
+#include "test_helpers.h"
+
+namespace fs = std::filesystem;
+using namespace cerebra;
+
+namespace {
+
+const std::vector<std::string> kStream = {"mqar", "selective_copy", "induction_heads"};
+
+TaskSpec stream_spec(const std::string& task, uint64_t seed = 7) {
+  TaskSpec t;
+  t.name = task;
+  t.seed = seed;
+  t.synthetic.n = 64;
+  t.synthetic.vocab = 256;
+  t.synthetic.n_pairs = 4;
+  t.synthetic.n_data = 8;
+  t.synthetic.num_triggers = 2;
+  t.steps = 20;
+  t.batch_size = 8;
+  t.train_examples = 5;  // ignored: training by steps
+  t.val_examples = 16;
+  t.test_examples = 24;
+  return t;
+}
+
+std::vector<int64_t> iota_rows(int64_t lo, int64_t count) {
+  std::vector<int64_t> r(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) r[i] = lo + i;
+  return r;
+}
+
+// Row b of a (B, n) int64 tensor.
+std::vector<int64_t> row_of(const torch::Tensor& t, int64_t b) {
+  auto r = t[b].contiguous();
+  return {r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel()};
+}
+
+}  // namespace
+
+TEST(StreamTasks, TrainingPartIsStepsTimesBatchAndEachStepIsFresh) {
+  for (const auto& name : kStream) {
+    SCOPED_TRACE(name);
+    const TaskSpec spec = stream_spec(name);
+    auto task = make_seq_task(spec);
+    ASSERT_EQ(task->size(Part::Train), spec.steps * spec.batch_size);
+    EXPECT_EQ(task->size(Part::Val), 16);
+    EXPECT_EQ(task->size(Part::Test), 24);
+    std::set<std::vector<int64_t>> seen;
+    for (int64_t step = 0; step < spec.steps; ++step) {
+      Batch b = task->batch(Part::Train, iota_rows(step * spec.batch_size, spec.batch_size));
+      for (int64_t i = 0; i < spec.batch_size; ++i) {
+        const auto tokens = row_of(b.tokens, i);
+        EXPECT_TRUE(seen.insert(tokens).second) << "step " << step << " example " << i << " repeats an earlier one";
+        // Training example i is the stream example (seed, train, i / B, i % B).
+        const SeqExample want =
+            make_synthetic_example(name, spec.synthetic, stream_key(spec.seed, stream::kTrain, step, i));
+        EXPECT_EQ(tokens, want.tokens);
+        EXPECT_EQ(row_of(b.y, i), want.targets);
+      }
+    }
+  }
+}
+
+TEST(StreamTasks, PartsAreDisjointByKey) {
+  for (const auto& name : kStream) {
+    SCOPED_TRACE(name);
+    const TaskSpec spec = stream_spec(name);
+    auto task = make_seq_task(spec);
+    std::set<uint64_t> keys;
+    std::set<std::vector<int64_t>> examples;
+    int64_t total = 0;
+    for (Part p : {Part::Train, Part::Val, Part::Test}) {
+      const int64_t n = task->size(p);
+      for (int64_t r = 0; r < n; ++r) keys.insert(synthetic_example_key(spec, p, r));
+      Batch b = task->batch(p, iota_rows(0, n));
+      for (int64_t r = 0; r < n; ++r) examples.insert(row_of(b.tokens, r));
+      total += n;
+    }
+    EXPECT_EQ(static_cast<int64_t>(keys.size()), total) << "a key is shared between or within parts";
+    EXPECT_EQ(static_cast<int64_t>(examples.size()), total) << "an example is shared between or within parts";
+    // Validation and test are the fixed examples (seed, val | test, 0, i), whatever the training budget.
+    TaskSpec longer = spec;
+    longer.steps = 1000;
+    longer.batch_size = 3;
+    EXPECT_EQ(synthetic_example_key(longer, Part::Val, 5), synthetic_example_key(spec, Part::Val, 5));
+    EXPECT_EQ(synthetic_example_key(longer, Part::Test, 5), synthetic_example_key(spec, Part::Test, 5));
+  }
+}
+
+TEST(StreamTasks, DeterministicInTheSeed) {
+  for (const auto& name : kStream) {
+    SCOPED_TRACE(name);
+    auto a = make_seq_task(stream_spec(name, 7)), b = make_seq_task(stream_spec(name, 7));
+    auto c = make_seq_task(stream_spec(name, 8));
+    for (Part p : {Part::Train, Part::Val, Part::Test}) {
+      const std::vector<int64_t> rows = {0, 3, 9, 15};
+      Batch x = a->batch(p, rows), y = b->batch(p, rows), z = c->batch(p, rows);
+      EXPECT_TRUE(torch::equal(x.tokens, y.tokens));
+      EXPECT_TRUE(torch::equal(x.y, y.y));
+      EXPECT_FALSE(torch::equal(x.tokens, z.tokens)) << "another seed gives other data";
+      // Rows are independent of the batch they are drawn in.
+      Batch one = a->batch(p, {9});
+      EXPECT_TRUE(torch::equal(one.tokens[0], x.tokens[2]));
+    }
+  }
+}
+
+TEST(StreamTasks, BatchesHoldTargetsOnlyAtAnswerPositions) {
+  for (const auto& name : kStream) {
+    SCOPED_TRACE(name);
+    const TaskSpec spec = stream_spec(name);
+    const SyntheticSpec& s = spec.synthetic;
+    auto task = make_seq_task(spec);
+    for (Part p : {Part::Train, Part::Test}) {
+      Batch b = task->batch(p, iota_rows(0, 16));
+      ASSERT_EQ(b.tokens.sizes(), b.y.sizes());
+      EXPECT_TRUE(b.mask.all().item<bool>());
+      for (int64_t r = 0; r < 16; ++r) {
+        const auto tok = row_of(b.tokens, r), y = row_of(b.y, r);
+        std::vector<int64_t> at;
+        for (int64_t i = 0; i < s.n; ++i)
+          if (y[i] != kIgnore) at.push_back(i);
+        if (name == "mqar") {
+          ASSERT_EQ(static_cast<int64_t>(at.size()), s.n_pairs);  // n_queries 0 = every pair
+          for (int64_t i : at) {
+            EXPECT_GE(i, 2 * s.n_pairs);
+            // The answer is the value that followed this key among the pairs.
+            int64_t value = -1;
+            for (int64_t k = 0; k < s.n_pairs; ++k)
+              if (tok[2 * k] == tok[i]) value = tok[2 * k + 1];
+            EXPECT_EQ(y[i], value);
+          }
+        } else if (name == "selective_copy") {
+          ASSERT_EQ(static_cast<int64_t>(at.size()), s.n_data);
+          for (int64_t j = 0; j < s.n_data; ++j) {
+            EXPECT_EQ(at[j], s.n - s.n_data + j);
+            EXPECT_EQ(tok[at[j]], kBlank);
+          }
+        } else {
+          ASSERT_EQ(at.size(), 1u);
+          EXPECT_EQ(at[0], s.n - 1);
+          EXPECT_EQ(tok[at[0]], kFirstData);  // the trigger
+        }
+        for (int64_t i : at) EXPECT_TRUE(y[i] >= kFirstData && y[i] < s.vocab);
+      }
+    }
+  }
+}
+
+TEST(StreamTasks, EpochTrainingReadsTrainExamples) {
+  TaskSpec spec = stream_spec("mqar");
+  spec.steps = 0;
+  spec.train_examples = 40;
+  EXPECT_EQ(make_seq_task(spec)->size(Part::Train), 40);
+  // copy and masked_recall keep their pool of train_examples whatever the step budget.
+  spec.name = "copy";
+  spec.synthetic.vocab = 16;
+  spec.steps = 1000;
+  EXPECT_EQ(make_seq_task(spec)->size(Part::Train), 40);
+}
+
+TEST(StreamTasks, ConfigKeysReachTheGenerators) {
+  Config c;
+  c.set("task", "mqar", "test");
+  c.set("seq_len", "128", "test");
+  c.set("vocab_size", "8192", "test");
+  c.set("n_pairs", "8", "test");
+  c.set("n_queries", "3", "test");
+  c.set("power_a", "1", "test");
+  c.set("random_non_queries", "false", "test");
+  c.set("steps", "5", "test");
+  c.set("batch_size", "4", "test");
+  const TaskSpec t = parse_run_spec(c).task;
+  EXPECT_EQ(t.synthetic.vocab, 8192);
+  EXPECT_EQ(t.synthetic.n_queries, 3);
+  EXPECT_DOUBLE_EQ(t.synthetic.power_a, 1.0);
+  EXPECT_FALSE(t.synthetic.random_non_queries);
+  EXPECT_EQ(t.steps, 5);
+  EXPECT_EQ(t.batch_size, 4);
+  auto task = make_seq_task(t);
+  EXPECT_EQ(task->size(Part::Train), 20);
+  const nlohmann::json d = task->describe();
+  EXPECT_EQ(d["n_queries"], 3);
+  EXPECT_EQ(d["random_non_queries"], false);
+  EXPECT_EQ(d["tokens_seen"], 20 * 128);
+  Batch b = task->batch(Part::Train, {0});
+  EXPECT_EQ((b.y != kIgnore).sum().item<int64_t>(), 3);
+  EXPECT_EQ((b.tokens == kNoise).sum().item<int64_t>(), 128 - 16 - 3);  // NOISE filler
+  EXPECT_LT(b.tokens.max().item<int64_t>(), 8192);
+
+  c.set("task", "induction_heads", "test");
+  c.set("vocab_size", "32", "test");
+  c.set("n_queries", "0", "test");
+  c.set("num_triggers", "3", "test");
+  const TaskSpec h = parse_run_spec(c).task;
+  EXPECT_EQ(h.synthetic.num_triggers, 3);
+  Batch hb = make_seq_task(h)->batch(Part::Val, {0});
+  EXPECT_EQ((hb.tokens == kFirstData).sum().item<int64_t>(), 3 + 1);  // three bigrams and the query
+
+  // Impossible specs are refused with the config's names.
+  c.set("task", "mqar", "test");
+  c.set("vocab_size", "8192", "test");
+  c.set("n_queries", "9", "test");
+  const std::string msg = test::error_of([&] { make_seq_task(parse_run_spec(c).task); });
+  EXPECT_NE(msg.find("n_queries"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("num_queries"), std::string::npos) << msg;
+  c.set("n_queries", "0", "test");
+  c.set("n_pairs", "40", "test");  // 2*40 + 2*40 > 128
+  EXPECT_THROW(make_seq_task(parse_run_spec(c).task), ConfigError);
+}
+
+TEST(StreamTasks, LadderConfigsLoad) {
+  const fs::path dir = test::source_path("configs/ladder");
+  int found = 0;
+  for (const std::string name : {"mqar_n64", "mqar_n256", "mqar_n1024", "mqar_n4096", "selective_copy_n256",
+                                 "selective_copy_n1024", "selective_copy_n4096", "induction_heads_n256"}) {
+    SCOPED_TRACE(name);
+    const fs::path f = dir / (name + ".yaml");
+    ASSERT_TRUE(fs::exists(f)) << f;
+    Config c;
+    c.load_yaml_file(f.string());
+    const RunSpec spec = parse_run_spec(c);
+    const std::string task = name.substr(0, name.rfind("_n"));
+    EXPECT_EQ(spec.task.name, task);
+    EXPECT_EQ(spec.task.synthetic.n, std::stoll(name.substr(name.rfind("_n") + 2)));
+    EXPECT_GT(spec.trainer.steps, 0);
+    EXPECT_NO_THROW(validate_synthetic(task, spec.task.synthetic));
+    EXPECT_EQ(synthetic_part_size(spec.task, Part::Train), spec.trainer.steps * spec.trainer.batch_size);
+    EXPECT_GT(spec.task.synthetic.vocab, task == "mqar" ? spec.task.synthetic.n : 0);
+    ++found;
+  }
+  EXPECT_EQ(found, 8);
+}
+
+TEST(BenchSweep, SelectsTheBestRunOnValidation) {
+  const double nan = std::nan("");
+  EXPECT_EQ(select_best_run({0.5, 0.9, 0.7}, true), 1);
+  EXPECT_EQ(select_best_run({0.5, 0.9, 0.7}, false), 0);  // e.g. bits per character: lower is better
+  EXPECT_EQ(select_best_run({nan, 0.2, 0.9}, true), 2);   // a failed run is never picked
+  EXPECT_EQ(select_best_run({nan, 0.2, 0.9}, false), 1);
+  EXPECT_EQ(select_best_run({0.8, 0.8, 0.3}, true), 0);   // ties: the earlier run
+  EXPECT_EQ(select_best_run({nan, nan}, true), -1);
+  EXPECT_EQ(select_best_run({}, true), -1);
+}
+
+TEST(BenchSweep, ParsesTheLearningRates) {
+  EXPECT_EQ(parse_lr_sweep("1e-3, 3e-3,1e-2"), (std::vector<double>{1e-3, 3e-3, 1e-2}));
+  EXPECT_EQ(parse_lr_sweep("0.001"), (std::vector<double>{0.001}));
+  for (const char* bad : {"", "1e-3,abc", "0", "-1e-3", "1e-3x"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THROW(parse_lr_sweep(bad), ConfigError);
+  }
+}
+
+TEST(BenchSweep, ReportsEveryRunAndMarksTheSelectedOne) {
+  Config c;
+  c.set("task", "mqar", "test");
+  c.set("threads", "1", "test");
+  c.set("d_model", "16", "test");
+  c.set("n_heads", "2", "test");
+  c.set("n_layers", "1", "test");
+  c.set("dropout", "0", "test");
+  c.set("seq_len", "24", "test");
+  c.set("vocab_size", "16", "test");
+  c.set("n_pairs", "4", "test");
+  c.set("val_examples", "8", "test");
+  c.set("test_examples", "8", "test");
+  c.set("batch_size", "8", "test");
+  c.set("eval_batch_size", "8", "test");
+  c.set("steps", "2", "test");
+  const fs::path dir = test::temp_dir("lr_sweep");
+  SeqBenchOptions o;
+  o.lrs = {1e-3, 1e-2};
+  o.quiet = true;
+  ASSERT_EQ(bench_seq_tasks(c, {"transformer"}, dir.string(), o), 0);
+  std::ifstream in(dir / "results.csv");
+  std::string header, line;
+  std::getline(in, header);
+  EXPECT_EQ(header.rfind("task,n,model,lr,selected,status,", 0), 0u) << header;
+  EXPECT_NE(header.find("val_accuracy"), std::string::npos) << header;
+  std::vector<std::string> lines;
+  while (std::getline(in, line)) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 2u);
+  int selected = 0;
+  for (const auto& l : lines) selected += l.find(",true,ok,") != std::string::npos;
+  EXPECT_EQ(selected, 1);
+  EXPECT_TRUE(fs::exists(dir / "transformer" / "lr0.001" / "summary.json"));
+  EXPECT_TRUE(fs::exists(dir / "transformer" / "lr0.01" / "summary.json"));
+  fs::remove_all(dir);
+}
