@@ -51,6 +51,10 @@ std::vector<Case> all_cases() {
       {"aft", true, {{"aft_variant", "simple"}}, "aft_simple_causal"},
       {"aft", false, {{"aft_variant", "local"}, {"window", "3"}}, "aft_local"},
       {"aft", true, {{"aft_variant", "local"}, {"window", "3"}}, "aft_local_causal"},
+      {"aft", false, {{"aft_variant", "full"}, {"aft_max_len", "128"}}, "aft_full"},
+      {"aft", true, {{"aft_variant", "full"}, {"aft_max_len", "128"}}, "aft_full_causal"},
+      {"reformer", false, {{"lsh_rounds", "2"}, {"lsh_buckets", "4"}, {"lsh_chunk", "4"}}, "reformer"},
+      {"reformer", false, {{"lsh_rounds", "1"}, {"lsh_buckets", "1"}, {"lsh_chunk", "8"}}, "reformer_one_bucket"},
   };
 }
 
@@ -58,7 +62,7 @@ std::vector<Case> all_cases() {
 void perturb(cerebra::SequenceMixer& m) {
   torch::NoGradGuard g;
   for (auto& p : m.named_parameters())
-    if (p.key() == "pos_bias") p.value().normal_(0.0, 0.5);
+    if (p.key() == "pos_bias" || p.key() == "pair_bias") p.value().normal_(0.0, 0.5);
 }
 
 class EfficientMixer : public ::testing::TestWithParam<Case> {};
@@ -290,6 +294,199 @@ TEST(Performer, RedrawDrawsNewFeaturesOnlyWhenTraining) {
     mixer->eval();
     EXPECT_EQ(diff(mixer->forward(x, {}), mixer->forward(x, {})).max, 0.0);
   }
+}
+
+// ---- AFT-full against its definition ----------------------------------------------------------------------------
+
+// y_i = σ(Q_i) ⊙ Σ_j exp(K_j + w_ij) V_j / Σ_j exp(K_j + w_ij) over real keys j (j <= i when causal), written out
+// as a (B, n, n, d) tensor.
+TEST(Aft, FullEqualsItsDefinitionOnOutputsAndGradients) {
+  const int64_t B = 2, n = 17, d = 8;
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "non-causal");
+    torch::manual_seed(50 + causal);
+    MixerOptions o;
+    o.d_model = d;
+    o.n_heads = 2;
+    o.causal = causal;
+    auto mixer = cerebra::make_mixer(
+        "aft", cerebra::with_own_options("aft", o, {{"aft_variant", "full"}, {"aft_max_len", "24"}}));
+    perturb(*mixer);
+    mixer->to(torch::kDouble);
+    auto params = mixer->named_parameters();
+    auto mask = torch::ones({B, n}, torch::kBool);
+    mask[1].narrow(0, 11, n - 11).fill_(false);
+    mask[0][4] = false;
+    const Tensor x0 = torch::randn({B, n, d}, torch::kDouble);
+    const Tensor wout = torch::randn({B, n, d}, torch::kDouble) * mask.unsqueeze(-1).to(torch::kDouble);
+    std::vector<Tensor> outs, grads;
+    for (int ref = 0; ref < 2; ++ref) {
+      auto x = x0.clone().requires_grad_();
+      Tensor y;
+      if (ref) {
+        const Tensor qkv = torch::linear(x, params["qkv.weight"], params["qkv.bias"]);
+        const Tensor q = qkv.narrow(2, 0, d), k = qkv.narrow(2, d, d), v = qkv.narrow(2, 2 * d, d);
+        const Tensor w = params["pair_bias"].narrow(0, 0, n).narrow(1, 0, n);
+        Tensor logits = k.unsqueeze(1) + w.view({1, n, n, 1});  // (B, i, j, d)
+        Tensor allowed = mask.view({B, 1, n, 1}).expand({B, n, n, 1});
+        if (causal) allowed = allowed.logical_and(torch::ones({n, n}, torch::kBool).tril().view({1, n, n, 1}));
+        const Tensor a = torch::softmax(logits.masked_fill(allowed.logical_not(), -1e300), 2);
+        y = torch::linear(torch::sigmoid(q) * (a * v.unsqueeze(1)).sum(2), params["out.weight"], params["out.bias"]);
+      } else {
+        y = mixer->forward(x, mask);
+      }
+      std::vector<Tensor> inputs = {x};
+      for (auto& p : mixer->parameters()) inputs.push_back(p);
+      auto g = torch::autograd::grad({(y * wout).sum()}, inputs);
+      outs.push_back((y * (wout != 0)).detach());
+      grads.insert(grads.end(), g.begin(), g.end());
+    }
+    expect_close_f64("output", outs[0], outs[1], 1e-10);
+    const size_t k = grads.size() / 2;
+    for (size_t t = 0; t < k; ++t) expect_close_f64("gradient " + std::to_string(t), grads[t], grads[k + t], 1e-10);
+    EXPECT_GT(max_abs(grads.back()), 1e-6);  // the pairwise bias learns
+  }
+}
+
+TEST(Aft, FullRejectsSequencesLongerThanMaxLen) {
+  MixerOptions o;
+  o.d_model = 8;
+  o.n_heads = 2;
+  auto mixer = cerebra::make_mixer("aft", cerebra::with_own_options("aft", o, {{"aft_variant", "full"},
+                                                                                {"aft_max_len", "10"}}));
+  EXPECT_NO_THROW(mixer->forward(torch::randn({1, 10, 8}), {}));
+  try {
+    mixer->forward(torch::randn({1, 11, 8}), {});
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("aft_max_len"), std::string::npos) << e.what();
+  }
+}
+
+// ---- Reformer against dense masked attention ---------------------------------------------------------------------
+
+// The mixer's function from plain torch ops, one dense n x n score matrix per head and round: the same buckets (from
+// the mixer's rotations), allowed(i, j) = key j real and in i's sorted chunk or the one before, i's own key at -1e5;
+// the rounds combined by their log-sum-exps.
+Tensor reformer_reference(cerebra::SequenceMixer& mixer, const Tensor& x, const Tensor& mask, int64_t heads,
+                          int64_t rounds, int64_t buckets, int64_t chunk) {
+  auto params = mixer.named_parameters();
+  const int64_t B = x.size(0), n = x.size(1), d = x.size(2), dh = d / heads;
+  auto split = [&](const Tensor& t) { return t.view({B, n, heads, dh}).transpose(1, 2); };
+  const Tensor q = split(torch::linear(x, params["qk.weight"], params["qk.bias"]));
+  const Tensor v = split(torch::linear(x, params["v.weight"], params["v.bias"]));
+  const Tensor k = q / q.norm(2, -1, true).clamp_min(1e-6);
+  Tensor bucket = torch::zeros({B, heads, n, rounds}, torch::kLong);
+  if (buckets > 1) {
+    const Tensor proj = torch::matmul(k.detach(), mixer.named_buffers()["rotations"]).view({B, heads, n, rounds,
+                                                                                           buckets / 2});
+    bucket = torch::cat({proj, -proj}, -1).argmax(-1);
+  }
+  bucket = bucket.masked_fill(mask.logical_not().view({B, 1, n, 1}), buckets);
+  const Tensor pos = torch::arange(n, torch::kLong);
+  const Tensor s = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(dh));  // (B, h, n, n)
+  std::vector<Tensor> outs, lses;
+  for (int64_t r = 0; r < rounds; ++r) {
+    const Tensor order = (bucket.select(-1, r) * n + pos).argsort(int64_t{-1}, false);          // (B, h, n)
+    const Tensor rank = order.argsort(int64_t{-1}, false);                                      // sorted position of each token
+    const Tensor ch = rank.div(chunk, "floor");                                 // its chunk
+    const Tensor ci = ch.unsqueeze(-1), cj = ch.unsqueeze(-2);
+    const Tensor allowed = cj.eq(ci).logical_or(cj.eq(ci - 1)).logical_and(mask.view({B, 1, 1, n}));
+    Tensor sr = s.masked_fill(allowed.logical_not(), -1e9);
+    sr = sr.masked_fill(torch::eye(n, torch::kBool).view({1, 1, n, n}).logical_and(allowed), -1e5);
+    const Tensor lse = sr.logsumexp(-1, true);
+    outs.push_back(torch::matmul(torch::exp(sr - lse), v));
+    lses.push_back(lse);
+  }
+  const Tensor w = torch::softmax(torch::stack(lses), 0);
+  const Tensor y = (w * torch::stack(outs)).sum(0).transpose(1, 2).reshape({B, n, d});
+  return torch::linear(y, params["out.weight"], params["out.bias"]);
+}
+
+std::shared_ptr<cerebra::SequenceMixer> reformer(int64_t d, int64_t heads, int64_t rounds, int64_t buckets,
+                                                 int64_t chunk) {
+  MixerOptions o;
+  o.d_model = d;
+  o.n_heads = heads;
+  return cerebra::make_mixer("reformer", cerebra::with_own_options("reformer", o,
+                                                                   {{"lsh_rounds", std::to_string(rounds)},
+                                                                    {"lsh_buckets", std::to_string(buckets)},
+                                                                    {"lsh_chunk", std::to_string(chunk)}}));
+}
+
+TEST(Reformer, EqualsDenseMaskedAttentionOnOutputsAndGradients) {
+  struct RfCase {
+    int64_t rounds, buckets, chunk;
+  };
+  const int64_t B = 3, n = 29, d = 16, heads = 2;
+  for (const RfCase& c : std::vector<RfCase>{{1, 4, 4}, {2, 4, 4}, {3, 8, 5}, {2, 2, 29}, {1, 1, 7}, {2, 6, 64}}) {
+    SCOPED_TRACE("rounds " + std::to_string(c.rounds) + " buckets " + std::to_string(c.buckets) + " chunk " +
+                 std::to_string(c.chunk));
+    torch::manual_seed(30 + c.rounds + c.buckets);
+    auto mixer = reformer(d, heads, c.rounds, c.buckets, c.chunk);
+    mixer->to(torch::kDouble);
+    auto mask = torch::ones({B, n}, torch::kBool);
+    mask[1].narrow(0, 20, n - 20).fill_(false);  // padded at the end
+    mask[2][3] = false;                          // holes
+    mask[2][12] = false;
+    const Tensor x0 = torch::randn({B, n, d}, torch::kDouble);
+    const Tensor w = torch::randn({B, n, d}, torch::kDouble) * mask.unsqueeze(-1).to(torch::kDouble);
+    std::vector<Tensor> outs, grads;
+    for (int ref = 0; ref < 2; ++ref) {
+      auto x = x0.clone().requires_grad_();
+      auto y = ref ? reformer_reference(*mixer, x, mask, heads, c.rounds, c.buckets, c.chunk) : mixer->forward(x, mask);
+      std::vector<Tensor> inputs = {x};
+      for (auto& p : mixer->parameters()) inputs.push_back(p);
+      auto g = torch::autograd::grad({(y * w).sum()}, inputs);
+      outs.push_back((y * (w != 0)).detach());
+      grads.insert(grads.end(), g.begin(), g.end());
+    }
+    expect_close_f64("output", outs[0], outs[1], 1e-10);
+    const size_t k = grads.size() / 2;
+    for (size_t t = 0; t < k; ++t) expect_close_f64("gradient " + std::to_string(t), grads[t], grads[k + t], 1e-10);
+    EXPECT_GT(max_abs(grads[0]), 1e-3);
+  }
+}
+
+// One bucket, one round and a chunk covering the sequence: full shared-QK attention (no hashing, no chunking).
+TEST(Reformer, OneBucketOneRoundIsFullSharedQKAttention) {
+  const int64_t B = 2, n = 19, d = 16, heads = 4, dh = d / heads;
+  torch::manual_seed(40);
+  auto mixer = reformer(d, heads, 1, 1, 32);
+  mixer->to(torch::kDouble);
+  torch::NoGradGuard g;
+  auto params = mixer->named_parameters();
+  const Tensor x = torch::randn({B, n, d}, torch::kDouble);
+  auto split = [&](const Tensor& t) { return t.view({B, n, heads, dh}).transpose(1, 2); };
+  const Tensor q = split(torch::linear(x, params["qk.weight"], params["qk.bias"]));
+  const Tensor v = split(torch::linear(x, params["v.weight"], params["v.bias"]));
+  const Tensor k = torch::nn::functional::normalize(q, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  Tensor s = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(dh));
+  s = s.masked_fill(torch::eye(n, torch::kBool), -1e5);
+  const Tensor ref = torch::linear(torch::matmul(torch::softmax(s, -1), v).transpose(1, 2).reshape({B, n, d}),
+                                   params["out.weight"], params["out.bias"]);
+  expect_close_f64("output", mixer->forward(x, {}), ref, 1e-10);
+  // A short chunk is not full attention any more: the test can tell.
+  auto chunked = reformer(d, heads, 1, 1, 4);
+  chunked->to(torch::kDouble);
+  for (auto& p : chunked->named_parameters()) p.value().copy_(params[p.key()]);
+  EXPECT_GT(diff(chunked->forward(x, {}), ref).max, 1e-4);
+}
+
+TEST(Reformer, HasNoCausalFormAndRejectsBadOptions) {
+  MixerOptions o;
+  o.d_model = 16;
+  o.n_heads = 2;
+  o.causal = true;
+  try {
+    cerebra::make_mixer("reformer", o);
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("no causal form"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(reformer(16, 2, 1, 3, 4), c10::Error);  // odd bucket count
+  EXPECT_THROW(reformer(16, 2, 0, 4, 4), c10::Error);
+  EXPECT_THROW(reformer(16, 2, 1, 4, 0), c10::Error);
 }
 
 // ---- Linformer: length limit, no causal form ---------------------------------------------------------------------

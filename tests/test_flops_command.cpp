@@ -94,4 +94,30 @@ TEST(FlopsCommand, MemoryMaxZeroAtDefaultShape) {
   EXPECT_EQ(j["architectures"]["transformer"]["seed_value"].get<double>(), 51200000000.0);
 }
 
+// Every surveyed mixer has a row with its formula and exponents; the exponents tell linear from quadratic, and the
+// survey's claims are checked rather than left out.
+TEST(FlopsCommand, SurveyedMixersHaveFormulasExponentsAndCheckedClaims) {
+  const json j = run_flops({"--no-examples", "--n", "8192", "--d", "256", "--lsh-chunk", "16"});
+  const json& a = j["architectures"];
+  for (const char* id : {"longformer", "linformer", "performer", "reformer", "aft_full", "aft_simple", "aft_local",
+                         "rwkv", "s4d", "mamba2"}) {
+    ASSERT_TRUE(a.contains(id)) << id;
+    EXPECT_GT(a[id]["flops"].get<double>(), 0.0) << id;
+    EXPECT_FALSE(a[id]["project_formula"].get<std::string>().empty()) << id;
+    if (std::string(id) != "aft_full")
+      EXPECT_NEAR(a[id]["n_exponent"].get<double>(), 1.0, 0.15) << id;  // linear in n (s4d: n log n, near 1)
+    EXPECT_LE(a[id]["flops"].get<double>(), a["transformer"]["flops"].get<double>()) << id;
+  }
+  EXPECT_GT(a["aft_full"]["n_exponent"].get<double>(), 1.5);
+  EXPECT_EQ(a["reformer"]["mixer_options"]["extra"]["lsh_chunk"].get<int64_t>(), 16);
+  const double n = 8192.0, d = 256.0;
+  EXPECT_EQ(a["aft_full"]["flops"].get<double>(), 8.0 * n * d * d + 4.0 * n * n * d);
+  int survey_claims = 0;
+  for (const auto& c : j["claims"]) {
+    EXPECT_NE(c["verdict"].get<std::string>(), "NOT CHECKED") << c["claim"];
+    if (c["source"].get<std::string>() == "003") ++survey_claims;
+  }
+  EXPECT_GE(survey_claims, 6);
+}
+
 }  // namespace

@@ -178,6 +178,37 @@ TEST(Moe, BackboneAuxLossReachesTheObjective) {
   EXPECT_NE(test::error_of([&] { bb->prune_ffn(0, {0}); }).find("mixture of experts"), std::string::npos);
 }
 
+// Assignments over capacity do not run, and the realised FLOPs the trainer reports leave them out: they equal what
+// the counter measured over the whole model's forward.
+TEST(Moe, RealisedFlopsLeaveOutDroppedAssignmentsAndMatchTheCounter) {
+  Config c = test::fixture_config("transformer");
+  c.set("ffn_layers", "moe", "test");
+  c.set("n_layers", "2", "test");
+  c.set("moe_experts", "4", "test");
+  c.set("moe_capacity", "0.3", "test");
+  torch::manual_seed(3);
+  auto model = make_tabular_model(parse_run_spec(c).model, InputSchema{2, {3, 4}, 1});
+  model->eval();
+  BackboneImpl* bb = model->backbone();
+  ASSERT_TRUE(bb && bb->has_moe());
+  Batch b;
+  b.num = torch::randn({16, 2});
+  b.cat = torch::stack({torch::randint(3, {16}), torch::randint(4, {16})}, 1);
+  b.y = torch::randn({16});
+  ComputeObjective objective(*model, ComputeSchedule{});
+  double measured;
+  {
+    torch::NoGradGuard g;
+    FlopCounter counter;
+    model->forward(b);
+    measured = counter.total();
+  }
+  ASSERT_GT(bb->moe(0)->last_dropped() + bb->moe(1)->last_dropped(), 0);
+  EXPECT_GT(bb->moe_dropped_flops(), 0.0);
+  EXPECT_NEAR(objective.realised_per_example(16) * 16, measured, 1e-9 * measured);
+  EXPECT_LT(objective.realised_per_example(16), model->flops_per_example());
+}
+
 TEST(Moe, MeasuredFlopsPerTokenAreFlatInEAtTop1AndMatchTheAnalyticCount) {
   const int64_t d = 128, h = 512, T = 64;
   std::vector<double> per_token;

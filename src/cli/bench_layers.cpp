@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -45,13 +46,15 @@ struct BenchLayersArgs {
   double max_seconds = 60.0;
   int64_t gemm_n = 1024;
   std::string out = "runs/bench-layers";
+  std::vector<std::string> sets;  // key=value: a mixer option for every implementation whose mixer has the key
 };
 
-// One implementation to run: a registered mixer name plus, for attention, its attention_impl.
+// One implementation to run: a registered mixer name plus, for attention, its attention_impl and, for aft, its
+// aft_variant.
 struct Impl {
   std::string label;    // as given, e.g. "attention:tiled"
   std::string mixer;    // "attention"
-  std::string variant;  // "tiled" (attention only)
+  std::string variant;  // "tiled" (attention), "full" (aft)
 };
 
 struct Record {
@@ -92,23 +95,50 @@ Impl parse_impl(const std::string& label) {
     if (impl.variant.empty()) impl.variant = "naive";
     if (impl.variant != "naive" && impl.variant != "tiled")
       throw std::invalid_argument("unknown attention variant in '" + label + "'; expected attention:naive|tiled");
+  } else if (impl.mixer == "aft") {
+    if (impl.variant.empty()) impl.variant = "simple";
+    if (impl.variant != "full" && impl.variant != "simple" && impl.variant != "local")
+      throw std::invalid_argument("unknown aft variant in '" + label + "'; expected aft:full|simple|local");
   } else if (!impl.variant.empty()) {
-    throw std::invalid_argument("'" + label + "': only attention takes a variant (attention:naive|tiled)");
+    throw std::invalid_argument("'" + label + "': only attention and aft take a variant (attention:naive|tiled, "
+                                "aft:full|simple|local)");
   }
   return impl;
 }
 
-MixerOptions mixer_options(const Impl& impl, const BenchLayersArgs& a) {
+// --set key=value pairs, split and checked: each key must belong to at least one of the implementations' mixers.
+std::map<std::string, std::string> parse_sets(const std::vector<std::string>& sets, const std::vector<Impl>& impls) {
+  std::map<std::string, std::string> out;
+  for (const auto& kv : sets) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw std::invalid_argument("--set '" + kv + "': expected key=value, e.g. --set linformer_max_len=65536");
+    const std::string key = kv.substr(0, eq);
+    bool used = false;
+    for (const auto& impl : impls)
+      for (const auto& k : mixer_def(impl.mixer).keys) used = used || k.name == key;
+    if (!used)
+      throw std::invalid_argument("--set '" + kv + "': no implementation in --impls has the option '" + key +
+                                  "' (see cerebra train --help for each mixer's keys)");
+    out[key] = kv.substr(eq + 1);
+  }
+  return out;
+}
+
+MixerOptions mixer_options(const Impl& impl, const BenchLayersArgs& a, const std::map<std::string, std::string>& sets) {
   MixerOptions o;
   o.d_model = a.d;
   o.n_heads = a.heads;
   o.causal = false;
-  if (impl.mixer == "attention") return with_own_options("attention", o, {{"attention_impl", impl.variant}});
+  std::map<std::string, std::string> own;
+  if (impl.mixer == "attention") own = {{"attention_impl", impl.variant}};
+  if (impl.mixer == "aft") own = {{"aft_variant", impl.variant}};
   if (impl.mixer == "cerebra")
-    return with_own_options("cerebra", o, {{"router_mode", "topk"}, {"topk", std::to_string(a.topk)},
-                                           {"window", std::to_string(a.window)}, {"compression_ratio", "0.5"},
-                                           {"memory_max", std::to_string(a.memory_max)}});
-  return o;
+    own = {{"router_mode", "topk"}, {"topk", std::to_string(a.topk)}, {"window", std::to_string(a.window)},
+           {"compression_ratio", "0.5"}, {"memory_max", std::to_string(a.memory_max)}};
+  for (const auto& k : mixer_def(impl.mixer).keys)
+    if (auto it = sets.find(k.name); it != sets.end()) own[k.name] = it->second;
+  return with_own_options(impl.mixer, o, own);
 }
 
 // Estimated peak bytes of one forward + backward (a deliberate over-estimate; the measured peak is reported).
@@ -122,6 +152,7 @@ double estimate_bytes(const Impl& impl, int64_t n, const BenchLayersArgs& a) {
     if (impl.variant == "naive") return linear + 3.0 * B * static_cast<double>(a.heads) * N * N * 4.0;
     return linear;
   }
+  if (impl.mixer == "aft" && impl.variant == "full") return 16.0 * act + 4.0 * N * N * 4.0;  // exp(w), its grads
   if (impl.mixer == "lstm") return 12.0 * act;
   if (impl.mixer == "mamba") return 48.0 * act;  // expand 2 and the scan's states
   if (impl.mixer == "cnn") return 16.0 * act;
@@ -151,9 +182,10 @@ std::string csv_field(const std::string& s) {
 }
 
 // One configuration: warm-up, then `repeats` timed steps; the median time and the largest peak above baseline.
-void measure(const Impl& impl, int64_t n, const BenchLayersArgs& a, Record& r) {
+void measure(const Impl& impl, int64_t n, const BenchLayersArgs& a, const std::map<std::string, std::string>& sets,
+             Record& r) {
   torch::manual_seed(0);
-  auto mixer = make_mixer(impl.mixer, mixer_options(impl, a));
+  auto mixer = make_mixer(impl.mixer, mixer_options(impl, a, sets));
   mixer->train();
   r.forward_flops = mixer->flops(n);
   auto x = torch::randn({a.batch, n, a.d}).requires_grad_(true);
@@ -184,6 +216,7 @@ void measure(const Impl& impl, int64_t n, const BenchLayersArgs& a, Record& r) {
 
 int run_bench_layers(const BenchLayersArgs& a) {
   std::vector<Impl> impls;
+  std::map<std::string, std::string> sets;
   try {
     if (a.d <= 0 || a.heads <= 0 || a.batch <= 0 || a.repeats <= 0)
       throw std::invalid_argument("--d, --heads, --batch and --repeats must be positive");
@@ -192,6 +225,8 @@ int run_bench_layers(const BenchLayersArgs& a) {
       if (n <= 0) throw std::invalid_argument("sequence lengths must be positive");
     for (const auto& label : split_list(a.impls)) impls.push_back(parse_impl(label));
     if (impls.empty()) throw std::invalid_argument("--impls is empty");
+    sets = parse_sets(a.sets, impls);
+    for (const auto& impl : impls) mixer_options(impl, a, sets);  // bad option values fail here, before any work
   } catch (const std::exception& e) {
     std::cerr << "bench layers: " << e.what() << "\n";
     return 2;
@@ -253,7 +288,7 @@ int run_bench_layers(const BenchLayersArgs& a) {
       }
       if (r.status.empty()) {
         try {
-          measure(impl, n, a, r);
+          measure(impl, n, a, sets, r);
           prev_time = last_time;
           prev_n = last_n;
           last_time = r.ms / 1e3;
@@ -317,6 +352,7 @@ int run_bench_layers(const BenchLayersArgs& a) {
                           {"gemm_n", a.gemm_n},
                           {"torch", torch_version()},
                           {"repeats", a.repeats},
+                          {"options", sets},
                           {"gflops_formula", "3 * flops(n) * batch / median forward+backward time"},
                           {"results", rows}};
     std::ofstream(dir / "results.json") << doc.dump(2) << '\n';
@@ -344,8 +380,12 @@ CLI::App* add_bench_layers_command(CLI::App* bench, Commands& commands) {
   cmd->add_option("--heads", args->heads, "Attention heads")->capture_default_str();
   cmd->add_option("--batch", args->batch, "Sequences per step")->capture_default_str();
   cmd->add_option("--impls", args->impls,
-                  "Comma-separated implementations: attention:naive, attention:tiled, or a mixer name")
+                  "Comma-separated implementations: attention:naive, attention:tiled, aft:full|simple|local, or a "
+                  "mixer name")
       ->capture_default_str();
+  cmd->add_option("--set", args->sets,
+                  "A mixer option key=value for every implementation whose mixer has the key (repeatable), e.g. "
+                  "--set linformer_max_len=65536 --set lsh_chunk=64");
   cmd->add_option("--repeats", args->repeats, "Timed steps per configuration (median), after one warm-up")
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "Intra-op threads (0 = all cores)")->capture_default_str();

@@ -38,6 +38,7 @@ struct FlopsArgs {
   int64_t n = 10000, d = 512, kernel = 5, topk = 32, window = 32, memory_max = 64;
   double compression_ratio = 0.5, width_scale = 0.5;
   int64_t d_state = 16, heads = 8;
+  int64_t features = 64, proj_k = 64, lsh_rounds = 2, lsh_buckets = 8, lsh_chunk = 32;
   bool examples = true;
   std::string json_path;
 };
@@ -48,7 +49,17 @@ struct Shape {
   int64_t n, d, kernel, topk, window, memory_max, d_state, heads;
   double compression_ratio, width_scale;
   bool case_example = false;
+  // the surveyed mixers' own options
+  int64_t features = 64, proj_k = 64, lsh_rounds = 2, lsh_buckets = 8, lsh_chunk = 32;
 };
+
+// The surveyed mixers, listed after the documents' five architectures (their formulas and exponents; memory is
+// measured by `cerebra bench layers`).
+const std::vector<std::string> kSurveyed = {"longformer", "linformer", "performer", "reformer", "aft_full",
+                                            "aft_simple", "aft_local",  "rwkv",      "s4d",      "mamba2"};
+bool surveyed(const std::string& id) {
+  return std::find(kSurveyed.begin(), kSurveyed.end(), id) != kSurveyed.end();
+}
 
 // ---- formatting ------------------------------------------------------------------------------------------------
 
@@ -90,12 +101,26 @@ MixerOptions mixer_options(const std::string& id, const Shape& s, int64_t d) {
                             {{"router_mode", "topk"}, {"compressor", "conv"}, {"topk", str(double(s.topk))},
                              {"window", str(double(s.window))}, {"memory_max", str(double(s.memory_max))},
                              {"compression_ratio", str(s.compression_ratio)}, {"width_scale", str(s.width_scale)}});
+  if (id == "longformer")
+    return with_own_options("longformer", o, {{"window", str(double(s.window))}, {"global_tokens", "1"}});
+  if (id == "linformer") return with_own_options("linformer", o, {{"proj_k", str(double(s.proj_k))}});
+  if (id == "performer") return with_own_options("performer", o, {{"n_features", str(double(s.features))}});
+  if (id == "reformer")
+    return with_own_options("reformer", o,
+                            {{"lsh_rounds", str(double(s.lsh_rounds))}, {"lsh_buckets", str(double(s.lsh_buckets))},
+                             {"lsh_chunk", str(double(s.lsh_chunk))}});
+  if (id.rfind("aft_", 0) == 0)
+    return with_own_options("aft", o, {{"aft_variant", id.substr(4)}, {"window", str(double(s.window))}});
+  if (id == "s4d") return with_own_options("s4d", o, {{"d_state", str(double(s.d_state))}});
+  if (id == "mamba2")
+    return with_own_options("mamba2", o, {{"d_state", str(double(s.d_state))}, {"expand", str(double(kMambaExpand))}});
   return o;
 }
 
 std::string mixer_name(const std::string& id) {
   if (id == "transformer") return "attention";
   if (id.rfind("cerebra", 0) == 0) return "cerebra";
+  if (id.rfind("aft_", 0) == 0) return "aft";
   return id;
 }
 
@@ -104,6 +129,16 @@ std::string title(const std::string& id, const Shape& s) {
   if (id == "lstm") return "LSTM (RNN)";
   if (id == "cnn") return fmt::format("CNN (gated, k={})", s.kernel);
   if (id == "mamba") return "Mamba";
+  if (id == "longformer") return fmt::format("Longformer (w={}, g=1)", s.window);
+  if (id == "linformer") return fmt::format("Linformer (k={})", s.proj_k);
+  if (id == "performer") return fmt::format("Performer (m={})", s.features);
+  if (id == "reformer") return fmt::format("Reformer (R={}, b={}, c={})", s.lsh_rounds, s.lsh_buckets, s.lsh_chunk);
+  if (id == "aft_full") return "AFT-full";
+  if (id == "aft_simple") return "AFT-simple";
+  if (id == "aft_local") return fmt::format("AFT-local (s={})", s.window);
+  if (id == "rwkv") return "RWKV-4 time mix";
+  if (id == "s4d") return fmt::format("S4D (N={})", s.d_state);
+  if (id == "mamba2") return fmt::format("Mamba-2 (N={})", s.d_state);
   return s.memory_max > 0 ? fmt::format("Cerebra (memory_max={})", s.memory_max) : "Cerebra (memory unbounded)";
 }
 
@@ -119,6 +154,12 @@ SeedFormula seed_formula(const std::string& id, const Shape& s) {
   if (id == "cnn") return {"n*k*d", n * k * d};
   // The document rounds log2(n) to one decimal (log2(10,000) ~ 13.3); so does this.
   if (id == "mamba") return {"n*d*log2(n)*c, c=50", n * d * (std::round(std::log2(n) * 10.0) / 10.0) * kSeedMambaC};
+  // Seed 003's complexity table (orders, no constants).
+  if (id == "reformer") return {"n*log2(n)*d", n * std::log2(n) * d};
+  if (id == "performer") return {"n*d^2*log2(d)", n * d * d * std::log2(d)};
+  if (id.rfind("aft_", 0) == 0) return {"n^2*d", n * n * d};
+  if (id == "rwkv") return {"n*d", n * d};
+  if (surveyed(id)) return {"-", kNaN};
   return s.case_example ? SeedFormula{"n*k, k=topk", n * double(s.topk)} : SeedFormula{"n*d", n * d};
 }
 
@@ -126,6 +167,19 @@ std::string project_formula(const std::string& id) {
   if (id == "transformer") return "8*n*d^2 + 4*n^2*d (q,k,v,o projections; QK^T and PV)";
   if (id == "lstm") return "16*n*d^2 (4 gates x input and recurrent projections)";
   if (id == "cnn") return "depth*4*n*d^2*k (conv d -> 2d, GLU), depth=2";
+  if (id == "longformer")
+    return "8*n*d^2 + ~4*n*(w+1)*d (banded kernel tiles, corners included) + 8*n*g*d (global rows and columns)";
+  if (id == "linformer") return "8*n*d^2 + 8*n*k*d (E K, F V; scores and values against k rows)";
+  if (id == "performer") return "8*n*d^2 + 4*n*m*d (features of q, k) + 4*n*m*(d+h) (key-value state, read-out)";
+  if (id == "reformer")
+    return "6*n*d^2 + n*d*R*b (hashing) + 8*R*n_c*c*d (chunk against itself and the previous), n_c = ceil(n/c)*c";
+  if (id == "aft_full") return "8*n*d^2 + 4*n^2*d (exp(w) times exp(K)V and exp(K))";
+  if (id == "aft_simple") return "8*n*d^2 (the weighted average is element-wise)";
+  if (id == "aft_local") return "8*n*d^2 + 4*n*d*(2s-1) (depthwise window correction)";
+  if (id == "rwkv") return "8*n*d*C + 12*n*C (key, value, receptance, output; WKV recurrence), C = d";
+  if (id == "s4d") return "4*n*d^2 (output GLU) + d*(10*n*log2(2n) + 8*(n+1)) (FFT convolution)";
+  if (id == "mamba2")
+    return "2*n*d*(2E+2N+H) + 2*n*(E+2N)*k + SSD(chunks of Q=64: 2*(Q*N + H*Q*P + H*P*N) per step) + 2*n*E*d";
   if (id == "mamba")
     return "4*n*d*E + 2*n*E*d_conv + 2*n*E*(R+2N) + 2*n*R*E + 8*n*E*N + 2*n*E*d, E=2d, R=ceil(d/16), N=d_state";
   return "topk*(2d^2+4nd) + (n-topk)*(4*d*d_c+4*m*d_c) + 2nd + compressor + 4nd^2 + 4nd*d_c + 4m*d_c^2 + "
@@ -138,6 +192,7 @@ struct Memory {
   double value;
 };
 Memory memory_estimate(const std::string& id, const Shape& s, const MixerOptions& mo, int64_t n_) {
+  if (surveyed(id)) return {"measured by cerebra bench layers", kNaN};
   const double n = double(n_), d = double(s.d), h = double(s.heads);
   if (id == "transformer")
     return {"2*h*n^2 + 4*n*d (scores and probabilities per head; q, k, v, context)", 2.0 * h * n * n + 4.0 * n * d};
@@ -173,17 +228,17 @@ json evaluate(const std::string& id, const Shape& s) {
           {"mixer", mixer_name(id)},
           {"mixer_options", {{"d_model", mo.d_model}, {"n_heads", mo.n_heads}, {"extra", extra}}},
           {"seed_formula", seed.text},
-          {"seed_value", seed.value},
+          {"seed_value", num_or_null(seed.value)},
           {"project_formula", project_formula(id)},
           {"flops", f},
           {"flops_2n", f2},
-          {"ratio", f / seed.value},
+          {"ratio", num_or_null(f / seed.value)},
           {"n_exponent", std::log2(f2 / f)},
           {"d_exponent", num_or_null(d_exp)},
           {"memory_formula", mem.formula},
           {"memory", mem.value},
           {"memory_2n", mem2.value},
-          {"memory_exponent", std::log2(mem2.value / mem.value)}};
+          {"memory_exponent", num_or_null(std::log2(mem2.value / mem.value))}};
 }
 
 // ---- one shape -------------------------------------------------------------------------------------------------
@@ -199,7 +254,8 @@ json shape_json(const Shape& s) {
           {"topk", s.topk},           {"window", s.window},
           {"memory_max", s.memory_max}, {"compression_ratio", s.compression_ratio},
           {"width_scale", s.width_scale}, {"d_state", s.d_state},
-          {"heads", s.heads}};
+          {"heads", s.heads}, {"features", s.features}, {"proj_k", s.proj_k},
+          {"lsh_rounds", s.lsh_rounds}, {"lsh_buckets", s.lsh_buckets}, {"lsh_chunk", s.lsh_chunk}};
 }
 
 json build_report(const Shape& s) {
@@ -210,6 +266,7 @@ json build_report(const Shape& s) {
     if (id == "cerebra_bounded") si.memory_max = 64;
     archs[id] = evaluate(id, si);
   }
+  for (const auto& id : kSurveyed) archs[id] = evaluate(id, s);
   return {{"shape", shape_json(s)}, {"architectures", archs}};
 }
 
@@ -246,6 +303,20 @@ std::string print_report(const json& r) {
   for (const auto& id : {"transformer", "lstm", "cnn", "mamba", "cerebra"})
     out += fmt::format("  {:<26} {}\n", archs[id]["title"].get<std::string>(),
                        archs[id]["project_formula"].get<std::string>());
+  bool any = false;
+  for (const auto& id : kSurveyed) any = any || archs.contains(id);
+  if (!any) return out + "\n";
+  out += fmt::format("\nsurveyed mixers (same convention; activation memory: cerebra bench layers)\n{:<28} {:>22} "
+                     "{:>12} {:>6} {:>6}  {}\n",
+                     "architecture", "project FLOPs/layer", "vs attention", "n-exp", "d-exp", "formula");
+  const double attn = get(archs["transformer"]["flops"]);
+  for (const auto& id : kSurveyed) {
+    if (!archs.contains(id)) continue;
+    const json& a = archs[id];
+    out += fmt::format("{:<28} {:>22} {:>12} {:>6} {:>6}  {}\n", a["title"].get<std::string>(), num(get(a["flops"])),
+                       ratio_str(get(a["flops"]) / attn), fixed(get(a["n_exponent"])), fixed(get(a["d_exponent"])),
+                       a["project_formula"].get<std::string>());
+  }
   return out + "\n";
 }
 
@@ -467,8 +538,50 @@ json build_claims(const json& user, const json& e1, const json& e2, const json& 
                                        "forward stores activations with memory n-exponent {} {}",
                                        num(state), fixed(e), at)));
   }
-  claims.push_back(claim("003", "Reformer O(n log n), Performer O(n*d^2 log d), AFT, RWKV O(n*d)", "NOT CHECKED",
-                         "these architectures are not implemented in the project"));
+  // Survey (seed 003) table: the efficient-attention and recurrent competitors.
+  {
+    const double e = ex(U["reformer"], "n_exponent");
+    claims.push_back(claim(
+        "003", "Reformer time is O(n*log(n)*d)",
+        near(e, 1.0, 0.1) ? "SUPPORTED ONLY IF the sort is counted: its arithmetic is linear in n" : kNotSupported,
+        fmt::format("n-exponent {} {} at fixed rounds, buckets and chunk: hashing n*d*R*b and chunked attention "
+                    "8*R*n*c*d are linear in n; the n*log(n) is the sort by bucket (comparisons, not FLOPs)",
+                    fixed(e, 3), at)));
+  }
+  {
+    const double en = ex(U["performer"], "n_exponent"), ed = ex(U["performer"], "d_exponent");
+    const double m = user["shape"]["features"].get<double>();
+    claims.push_back(claim(
+        "003", "Performer time is O(n*d^2*log(d))",
+        near(en, 1.0, 0.1) ? "SUPPORTED ONLY IF m grows as d*log(d) random features (the theory's choice)"
+                           : kNotSupported,
+        fmt::format("n-exponent {}, d-exponent {} {} at m = {} features: 8*n*d^2 projections + 4*n*m*d features + "
+                    "4*n*m*(d+h) state; with m = d*log(d) the feature term is the n*d^2*log(d) of the table",
+                    fixed(en, 3), fixed(ed), at, num(m))));
+  }
+  {
+    const double ef = ex(U["aft_full"], "n_exponent"), es = ex(U["aft_simple"], "n_exponent"),
+                 el = ex(U["aft_local"], "n_exponent");
+    claims.push_back(claim("003", "AFT time is O(n^2*d)", ef > 1.5 ? "SUPPORTED ONLY IF AFT-full" : kNotSupported,
+                           fmt::format("n-exponent {} AFT-full (4*n^2*d pairwise products), {} AFT-simple, {} "
+                                       "AFT-local {}: the simple and local variants are linear in n",
+                                       fixed(ef, 3), fixed(es, 3), fixed(el, 3), at)));
+  }
+  {
+    const double en = ex(U["rwkv"], "n_exponent"), ed = ex(U["rwkv"], "d_exponent");
+    const std::string v = !near(en, 1.0, 0.1) ? kNotSupported
+                          : near(ed, 1.0, 0.15) ? kSupported
+                                                : "SUPPORTED ONLY IF d is fixed";
+    claims.push_back(claim("003", "RWKV time is O(n*d)", v,
+                           fmt::format("n-exponent {}, d-exponent {} {}: the WKV recurrence is 12*n*C, the key, "
+                                       "value, receptance and output projections 8*n*d*C are O(n*d^2)",
+                                       fixed(en, 3), fixed(ed), at)));
+    claims.push_back(claim("003", "RWKV space is O(d)", "SUPPORTED ONLY IF run recurrently (inference)",
+                           fmt::format("the recurrent state is 3*C = {} floats (numerator, denominator, running "
+                                       "maximum) whatever n; a parallel (training) forward stores O(n*d) "
+                                       "activations (measured by cerebra bench layers)",
+                                       num(3.0 * ud))));
+  }
   return claims;
 }
 
@@ -483,9 +596,11 @@ std::string print_claims(const json& claims) {
 int run_flops(const FlopsArgs& a) {
   try {
     if (a.n < 1 || a.d < 1 || a.heads < 1) throw std::invalid_argument("--n, --d and --heads must be positive");
-    const Shape user{"requested shape", a.n,         a.d,         a.kernel,
-                     a.topk,            a.window,    a.memory_max, a.d_state,
-                     a.heads,           a.compression_ratio, a.width_scale};
+    Shape user{"requested shape", a.n,         a.d,         a.kernel,
+               a.topk,            a.window,    a.memory_max, a.d_state,
+               a.heads,           a.compression_ratio, a.width_scale};
+    user.features = a.features, user.proj_k = a.proj_k, user.lsh_rounds = a.lsh_rounds;
+    user.lsh_buckets = a.lsh_buckets, user.lsh_chunk = a.lsh_chunk;
     // The documents' worked examples; options not fixed by an example come from the command line.
     Shape e1 = user, e2 = user, e3 = user;
     e1.label = "seed 000 examples (n=10,000, d=512; CNN k=9)";
@@ -538,7 +653,13 @@ CLI::App* add_flops_command(CLI::App* app, Commands& commands) {
       ->capture_default_str();
   sub->add_option("--width-scale", args->width_scale, "Cerebra: compressed width d_c / d")->capture_default_str();
   sub->add_option("--d-state", args->d_state, "Mamba: state size N")->capture_default_str();
-  sub->add_option("--heads", args->heads, "Attention heads (attention, Cerebra)")->capture_default_str();
+  sub->add_option("--heads", args->heads, "Attention heads (attention, Cerebra and the surveyed attention mixers)")
+      ->capture_default_str();
+  sub->add_option("--features", args->features, "Performer: random features m")->capture_default_str();
+  sub->add_option("--proj-k", args->proj_k, "Linformer: projected length k")->capture_default_str();
+  sub->add_option("--lsh-rounds", args->lsh_rounds, "Reformer: hash rounds R")->capture_default_str();
+  sub->add_option("--lsh-buckets", args->lsh_buckets, "Reformer: buckets per round b")->capture_default_str();
+  sub->add_option("--lsh-chunk", args->lsh_chunk, "Reformer: chunk length c")->capture_default_str();
   sub->add_flag("--examples,!--no-examples", args->examples,
                 "Also print the documents' worked examples (n=10,000 d=512; n=1024 d=512 k=5; n=1000 d=64 k=50)")
       ->capture_default_str();

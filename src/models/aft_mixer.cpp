@@ -1,7 +1,10 @@
-// Attention Free Transformer (Zhai et al. 2021) as a SequenceMixer ("aft"): AFT-simple and AFT-local.
+// Attention Free Transformer (Zhai et al. 2021) as a SequenceMixer ("aft"): AFT-full, AFT-simple and AFT-local.
 //
 //   Q, K, V = projections of x (d channels each)
 //   y_i = σ(Q_i) ⊙ Σ_j exp(K_j + w_ij) ⊙ V_j / Σ_j exp(K_j + w_ij)      (element-wise over the d channels)
+//   full:   w_ij a learned pairwise position bias (aft_max_len x aft_max_len, one per layer as in the paper,
+//           initialised to 0), j <= i when causal. Computed as two (n x n) x (n x d) products, exp(w) (exp(K) ⊙ V)
+//           and exp(w) exp(K): O(n²·d) time, O(n·d + n²) memory. A sequence longer than aft_max_len is an error.
 //   simple: w = 0 (non-causal: one softmax over the sequence per channel; causal: cumulative sums over j <= i)
 //   local:  w_ij = b_h[i - j] for |i - j| < s and 0 beyond, a learned bias per head h (channels split into n_heads
 //           groups) and per relative offset (i - j in (-s, s); causal: [0, s)), initialised to 0. Computed as the
@@ -10,20 +13,23 @@
 //   (The paper's AFT-local keeps a learned (max_len x max_len) bias masked to the window; this mixer shares it
 //   per relative offset, as the paper's AFT-conv does, so it needs no maximum length.)
 //
-// Own options (AftOptions): aft_variant simple | local (simple); window s for local (the key `window`, shared with
-// longformer and cerebra; default 8).
+// Own options (AftOptions): aft_variant full | simple | local (simple); window s for local (the key `window`, shared
+// with longformer and cerebra; default 8); aft_max_len for full (512).
 // exp(K) is stabilised by the channel's max over the sequence's real keys (detached; it cancels in the ratio. In
-// the causal form a later key can change earlier outputs only in their last bits.)
+// the causal form a later key can change earlier outputs only in their last bits.) exp(w) is stabilised by its
+// row max (detached; a common factor of a row's numerator and denominator).
 // Padding mask: padded keys get weight 0; padded query rows are computed and not read.
 //
-// flops(n) (forward, per sequence): 8·n·d² (projections); local adds the convolution, 2·n·2d·(2s - 1)
-// (causal: 2·n·2d·s).
+// flops(n) (forward, per sequence): 8·n·d² (projections); full adds 4·n²·d (the two products; causal ones run
+// dense with zeros above the diagonal); local adds the convolution, 2·n·2d·(2s - 1) (causal: 2·n·2d·s).
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <limits>
+#include <stdexcept>
+#include <string>
 
 #include "cerebra/models/mixer.h"
 #include "cerebra/models/quant.h"
@@ -35,16 +41,21 @@ namespace {
 using torch::Tensor;
 
 struct AftOptions {
-  std::string variant = "simple";  // simple | local
-  int64_t window = 8;
+  std::string variant = "simple";  // full | simple | local
+  int64_t window = 8, max_len = 512;
 };
 
 class AftMixer final : public SequenceMixer {
  public:
   AftMixer(const MixerOptions& o, const AftOptions& own)
-      : d_(o.d_model), h_(o.n_heads), causal_(o.causal), local_(own.variant == "local"), own_(own) {
-    TORCH_CHECK(own.variant == "simple" || own.variant == "local", "aft: aft_variant must be simple or local, got '",
-                own.variant, "'");
+      : d_(o.d_model),
+        h_(o.n_heads),
+        causal_(o.causal),
+        local_(own.variant == "local"),
+        full_(own.variant == "full"),
+        own_(own) {
+    TORCH_CHECK(own.variant == "simple" || own.variant == "local" || own.variant == "full",
+                "aft: aft_variant must be full, simple or local, got '", own.variant, "'");
     TORCH_CHECK(h_ > 0 && d_ % h_ == 0, "aft: d_model (", d_, ") must be divisible by n_heads (", h_, ")");
     qkv_ = register_module("qkv", torch::nn::Linear(d_, 3 * d_));
     out_ = register_module("out", torch::nn::Linear(d_, d_));
@@ -53,12 +64,20 @@ class AftMixer final : public SequenceMixer {
       taps_ = causal_ ? own.window : 2 * own.window - 1;
       bias_ = register_parameter("pos_bias", torch::zeros({h_, taps_}));  // offset o = i - j at index o + (s - 1)
     }                                                                      // (causal: at index o)
+    if (full_) {
+      TORCH_CHECK(own.max_len >= 1, "aft: aft_max_len must be >= 1 for aft_variant full, got ", own.max_len);
+      bias_ = register_parameter("pair_bias", torch::zeros({own.max_len, own.max_len}));
+    }
   }
 
   // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
   Tensor forward(const Tensor& x, const Tensor& mask) override {
     TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "aft: x must be (B, n, ", d_, "), got ", x.sizes());
     const int64_t B = x.size(0), n = x.size(1);
+    if (full_ && n > own_.max_len)
+      throw std::invalid_argument("aft: sequence length " + std::to_string(n) + " exceeds aft_max_len = " +
+                                  std::to_string(own_.max_len) +
+                                  " (the positions its pairwise bias covers); set aft_max_len >= " + std::to_string(n));
     const auto qkv = cerebra::linear(qkv_, x);  // (B, n, 3d)
     const Tensor q = qkv.narrow(2, 0, d_), k = qkv.narrow(2, d_, d_), v = qkv.narrow(2, 2 * d_, d_);
     Tensor m;  // (B, n, 1) bool
@@ -78,7 +97,13 @@ class AftMixer final : public SequenceMixer {
     Tensor e = torch::exp(logit);
     const Tensor ev = e * v;
     Tensor num, den;  // (B, n, d)
-    if (causal_) {
+    if (full_) {
+      Tensor w = bias_.narrow(0, 0, n).narrow(1, 0, n);
+      if (causal_) w = w.masked_fill(torch::ones({n, n}, torch::kBool).triu(1), -std::numeric_limits<double>::infinity());
+      const Tensor ew = torch::exp(w - std::get<0>(w.detach().max(1, /*keepdim=*/true))).to(x.scalar_type());
+      num = torch::matmul(ew, ev);
+      den = torch::matmul(ew, e);
+    } else if (causal_) {
       num = ev.cumsum(1);
       den = e.cumsum(1);
     } else {
@@ -105,14 +130,17 @@ class AftMixer final : public SequenceMixer {
   double flops(int64_t n) const override {
     const double N = static_cast<double>(n), d = static_cast<double>(d_);
     const double projections = 2.0 * N * d * 3.0 * d + 2.0 * N * d * d;
+    if (full_) return projections + 4.0 * N * N * d;
     return projections + (local_ ? 2.0 * N * 2.0 * d * static_cast<double>(taps_) : 0.0);
   }
   bool is_causal() const override { return causal_; }
-  nlohmann::json own_options() const override { return {{"aft_variant", own_.variant}, {"window", own_.window}}; }
+  nlohmann::json own_options() const override {
+    return {{"aft_variant", own_.variant}, {"window", own_.window}, {"aft_max_len", own_.max_len}};
+  }
 
  private:
   int64_t d_, h_, taps_ = 0;
-  bool causal_, local_;
+  bool causal_, local_, full_;
   AftOptions own_;
   torch::nn::Linear qkv_{nullptr}, out_{nullptr};
   Tensor bias_;
@@ -121,12 +149,16 @@ class AftMixer final : public SequenceMixer {
 MixerRegistration reg(define_mixer<AftOptions>(
     "aft",
     {{"aft_variant", ValueType::String, "simple",
-      "aft: simple (one weighted average over the sequence) or local (plus a learned per-head bias within the window)",
-      {"simple", "local"}, ""},
+      "aft: full (learned pairwise position bias, O(n^2 d)), simple (one weighted average over the sequence) or local "
+      "(plus a learned per-head bias within the window)",
+      {"full", "simple", "local"}, ""},
      {"window", ValueType::Int, "8",
       "longformer: window w (non-causal: w/2 keys each side; causal: w keys to the left); aft: local window s",
-      {}, ""}},
-    [](const Config& c) { return AftOptions{c.get_string("aft_variant"), c.get_int("window")}; },
+      {}, ""},
+     {"aft_max_len", ValueType::Int, "512", "aft: longest sequence the pairwise bias of aft_variant full covers", {}, ""}},
+    [](const Config& c) {
+      return AftOptions{c.get_string("aft_variant"), c.get_int("window"), c.get_int("aft_max_len")};
+    },
     [](const MixerOptions& o, const AftOptions& own) { return std::make_shared<AftMixer>(o, own); }));
 
 }  // namespace

@@ -168,6 +168,13 @@ bool BackboneImpl::has_moe() const {
   return false;
 }
 
+double BackboneImpl::moe_dropped_flops() const {
+  double f = 0;
+  for (const auto& m : moe_)
+    if (m) f += static_cast<double>(m->last_dropped()) * m->expert_flops_per_token();
+  return f;
+}
+
 torch::Tensor BackboneImpl::aux_loss() const {
   torch::Tensor sum;
   for (const auto& m : moe_) {

@@ -100,6 +100,8 @@ double ComputeObjective::realised_per_example(int64_t batch_size) const {
     const double r = m->realised_flops();
     f += r < 0 ? m->flops(n) : r / static_cast<double>(batch_size);
   }
+  if (const BackboneImpl* bb = model_.backbone())  // moe assignments over capacity did not run
+    f -= bb->moe_dropped_flops() / static_cast<double>(batch_size);
   return f;
 }
 

@@ -96,6 +96,9 @@ class BackboneImpl : public torch::nn::Module {
   // loss (undefined when there is no moe layer). The compute objective adds it like the mixers' aux_loss().
   torch::Tensor aux_loss() const;
   bool has_moe() const;
+  // FLOPs of the last forward's moe assignments dropped for capacity (summed over the batch; they did not run):
+  // flops() counts every assignment, so realised work is flops() per sequence minus this.
+  double moe_dropped_flops() const;
   // The moe feed-forward of layer l (empty holder for a dense layer).
   MoeFeedForward moe(int64_t l) const { return moe_.at(static_cast<size_t>(l)); }
 
