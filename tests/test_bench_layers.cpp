@@ -91,3 +91,37 @@ TEST(BenchLayers, SkipsConfigurationsOverTheMemoryLimit) {
 }
 
 }  // namespace
+
+namespace {
+
+// --set reaches the mixers that have the key (and only them); a key no implementation has, or a bad value, is a
+// usage error before any work.
+TEST(BenchLayers, SetPassesMixerOptionsAndRejectsUnknownKeys) {
+  const auto dir = temp_dir("set");
+  // linformer_max_len 32 < n = 64: the linformer row must fail with its length error, mamba is untouched.
+  ASSERT_EQ(run_command({"--n", "64", "--d", "32", "--impls", "linformer,mamba,aft:full", "--repeats", "1",
+                         "--gemm-n", "128", "--set", "linformer_max_len=32", "--set", "aft_max_len=64", "--out",
+                         dir.string()}),
+            0);
+  std::ifstream in(dir / "results.json");
+  const auto doc = nlohmann::json::parse(in);
+  EXPECT_EQ(doc.at("options").at("linformer_max_len").get<std::string>(), "32");
+  const auto& rows = doc.at("results");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].at("status").get<std::string>(), "error");
+  EXPECT_NE(rows[0].at("reason").get<std::string>().find("linformer_max_len"), std::string::npos);
+  EXPECT_EQ(rows[1].at("status").get<std::string>(), "ok");
+  EXPECT_EQ(rows[2].at("impl").get<std::string>(), "aft:full");
+  EXPECT_EQ(rows[2].at("status").get<std::string>(), "ok");
+  fs::remove_all(dir);
+  EXPECT_EQ(run_command({"--n", "64", "--d", "32", "--impls", "mamba", "--set", "lsh_chunk=8", "--out",
+                         dir.string()}),
+            2);  // no implementation has lsh_chunk
+  EXPECT_EQ(run_command({"--n", "64", "--d", "32", "--impls", "reformer", "--set", "lsh_chunk=abc", "--out",
+                         dir.string()}),
+            2);  // not an integer
+  EXPECT_EQ(run_command({"--n", "64", "--d", "32", "--impls", "aft:quadratic", "--out", dir.string()}), 2);
+  EXPECT_FALSE(fs::exists(dir / "results.csv"));
+}
+
+}  // namespace

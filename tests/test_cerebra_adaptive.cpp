@@ -77,6 +77,12 @@ TEST(CerebraAdaptive, SkippedTokensGetNothingAndRunNoFeedForward) {
     }
     // Everything that ran is the layer's (router, routed rows, their output rows and feed-forward).
     EXPECT_NEAR(measured, layer->realised_flops(), 1e-9 * measured + 1e-6) << "bias " << bias;
+    // Per sequence (the sampler's Ĉ): the parts sum to the whole, and with every token routed a longer sequence
+    // (20 > 13 > 7 real tokens) ran more work.
+    const std::vector<double> per = layer->realised_flops_per_sequence();
+    ASSERT_EQ(per.size(), 3u);
+    EXPECT_NEAR(per[0] + per[1] + per[2], layer->realised_flops(), 1e-9 * measured + 1e-6);
+    if (bias > 0) EXPECT_TRUE(per[0] > per[1] && per[1] > per[2]) << per[0] << " " << per[1] << " " << per[2];
     const int64_t routed = layer->last_selected().sum().item<int64_t>();
     const double router = 3.0 * 2.0 * 20 * 16;
     if (bias < 0) EXPECT_EQ(measured, router) << "no token routed: only the router runs";

@@ -58,7 +58,9 @@ TEST(Sampler, FrequenciesFollowTheFormula) {
   s.observe(pos, first);
   s.observe(pos, second);
   for (size_t i = 0; i < rho.size(); ++i) EXPECT_NEAR(s.rho()[i], rho[i], 1e-12);
-  s.set_cost(cost);
+  EXPECT_THROW(s.observe_cost(pos, std::vector<double>(3, 1.0)), std::invalid_argument);
+  s.observe_cost(pos, std::vector<double>(cost.size(), 5.0));  // the last pass's cost is the one kept
+  s.observe_cost(pos, cost);
   const auto want = formula(rho, cost, o.beta, o.gamma, o.floor);
   const auto p = s.probabilities();
   for (size_t i = 0; i < p.size(); ++i) EXPECT_NEAR(p[i], want[i], 1e-12) << i;

@@ -447,6 +447,35 @@ TEST(SeqTaskRuns, MemoryEstimate) {
 }
 
 // The whole recipe on a sequence task: λ ramp, pruning, QAT and the sampler from one config; the pruned, QAT run
+// The sampler's Ĉ is each example's realised cost in its last pass: with adaptive routing on glosses of different
+// lengths (packed, so a short gloss runs less), the costs it holds differ between examples.
+TEST(SeqTaskRuns, SamplerCostIsEachExamplesRealisedCost) {
+  Config c = tiny_config("wordnet", "cerebra");
+  c.set("router_mode", "adaptive", "test");
+  c.set("unrouted", "skip", "test");
+  c.set("steps", "0", "test");
+  c.set("epochs", "3", "test");
+  c.set("warm_epochs", "0", "test");
+  c.set("batch_size", "4", "test");
+  c.set("sampler", "compute_aware", "test");
+  c.set("sampler_start_epoch", "2", "test");
+  c.set("sampler_gamma", "5", "test");
+  auto dir = temp_dir("seq_sampler_cost");
+  train_run(parse_run_spec(c), dir.string(), RunOptions{true});
+  std::ifstream m(dir / "metrics.jsonl");
+  int sampled = 0;
+  for (std::string line; std::getline(m, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (!j.value("sampler_active", false)) continue;
+    ++sampled;
+    const double lo = j["sampler_cost_min"].get<double>(), hi = j["sampler_cost_max"].get<double>();
+    EXPECT_GT(lo, 0.0);
+    EXPECT_GT(hi, lo) << "every example was charged the same";
+  }
+  EXPECT_EQ(sampled, 2);
+  fs::remove_all(dir);
+}
+
 // reloads by itself and evaluates to the numbers it wrote.
 TEST(SeqTaskRuns, FullRecipeRunsAndReloads) {
   Config c = tiny_config("mqar", "cerebra");

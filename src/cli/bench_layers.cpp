@@ -162,12 +162,6 @@ double estimate_bytes(const Impl& impl, int64_t n, const BenchLayersArgs& a) {
 // Exponent of n in the step time: quadratic for dense attention, linear for the rest.
 double time_exponent(const Impl& impl) { return impl.mixer == "attention" ? 2.0 : 1.0; }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
 std::string fmt(const char* f, double x) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, x);

@@ -35,12 +35,6 @@ namespace cerebra {
 namespace {
 
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
 std::string fixed(const nlohmann::json& v, const char* spec) {
   return v.is_number() ? fmt::format(fmt::runtime(spec), v.get<double>()) : std::string("-");
 }

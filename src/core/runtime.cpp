@@ -1,5 +1,6 @@
 #include "cerebra/core/runtime.h"
 
+#include <algorithm>
 #include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
@@ -289,5 +290,12 @@ bool counting_allocator_installed() { return g_allocator != nullptr && c10::GetC
 int64_t current_tensor_bytes() { return g_current.load(); }
 int64_t peak_tensor_bytes() { return g_peak.load(); }
 void reset_peak_tensor_bytes() { g_peak.store(g_current.load()); }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
 
 }  // namespace cerebra

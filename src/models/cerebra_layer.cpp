@@ -189,7 +189,8 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
     routing_ = Routing{};
     auto y = cerebra::linear(out_proj, opts_.use_reference ? full_path_ref(x, mask, {}) : full_path(x, mask, {}));
     ffn_tokens_ = ffn_scale_ = torch::Tensor();  // the feed-forward runs on every token
-    realised_ = static_cast<double>(B) * cerebra_flops(opts_, n, /*dense=*/true);
+    realised_seq_.assign(static_cast<size_t>(B), cerebra_flops(opts_, n, /*dense=*/true));
+    realised_ = static_cast<double>(B) * realised_seq_.front();
     expected_ = torch::tensor(realised_, torch::TensorOptions().dtype(torch::kDouble).device(x.device()));
     const double valid = mask.sum().item<double>();
     stats_ = {{"gate_mean", 1.0}, {"tokens_routed", valid / std::max<int64_t>(B, 1)}, {"memory_slots", 0.0}};
@@ -253,17 +254,20 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
   const auto sel_counts = r.selected.sum(1).to(torch::kLong).cpu();
   const auto* sel_b = sel_counts.data_ptr<int64_t>();
   double realised = 0;
+  realised_seq_.assign(static_cast<size_t>(B), 0.0);
   for (int64_t b = 0; b < B; ++b) {
+    double& rb = realised_seq_[static_cast<size_t>(b)];
     if (skip) {
-      realised += packed ? c.executed_mod(sel_b[b])
-                         : c.router + (full_rows > 0 ? c.full_shared + static_cast<double>(full_rows) * c.per_full : 0.0) +
-                               static_cast<double>(sel_b[b]) * (c.out_row + c.ffn_row);
+      rb = packed ? c.executed_mod(sel_b[b])
+                  : c.router + (full_rows > 0 ? c.full_shared + static_cast<double>(full_rows) * c.per_full : 0.0) +
+                        static_cast<double>(sel_b[b]) * (c.out_row + c.ffn_row);
     } else if (packed) {
-      realised += c.executed(0, comp_rows, want_rec && comp_rows > 0) +
-                  (sel_b[b] > 0 ? c.full_shared + static_cast<double>(sel_b[b]) * c.per_full : 0.0);
+      rb = c.executed(0, comp_rows, want_rec && comp_rows > 0) +
+           (sel_b[b] > 0 ? c.full_shared + static_cast<double>(sel_b[b]) * c.per_full : 0.0);
     } else {
-      realised += c.executed(full_rows, comp_rows, want_rec && comp_rows > 0);
+      rb = c.executed(full_rows, comp_rows, want_rec && comp_rows > 0);
     }
+    realised += rb;
   }
 
   if (skip) {

@@ -105,6 +105,21 @@ double ComputeObjective::realised_per_example(int64_t batch_size) const {
   return f;
 }
 
+std::vector<double> ComputeObjective::realised_relative_per_example(int64_t batch_size) const {
+  const int64_t n = model_.tokens_per_example();
+  std::vector<double> f(static_cast<size_t>(batch_size), breakdown_.static_flops);
+  for (const auto& m : model_.mixers()) {
+    const std::vector<double> per = m->realised_flops_per_sequence();
+    for (size_t b = 0; b < f.size(); ++b) f[b] += per.size() == f.size() ? per[b] : m->flops(n);
+  }
+  if (const BackboneImpl* bb = model_.backbone()) {
+    const double dropped = bb->moe_dropped_flops() / static_cast<double>(batch_size);
+    for (double& v : f) v -= dropped;
+  }
+  for (double& v : f) v /= breakdown_.dense_flops;
+  return f;
+}
+
 double ComputeObjective::expected_per_example(int64_t batch_size) const {
   const int64_t n = model_.tokens_per_example();
   double f = breakdown_.static_flops;

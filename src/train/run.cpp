@@ -179,13 +179,6 @@ std::vector<int64_t> first_rows(const Task& task, Part part, int64_t count) {
   return rows;
 }
 
-double median_of(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
 nlohmann::json number_or_null(double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); }
 
 }  // namespace
@@ -373,11 +366,9 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
       };
       hooks.first_selectable_epoch = std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, to.epochs);
     }
-    // Ĉ relative to the dense model: the model's cost per example, the same for every example (padding is not
-    // executed work that the sampler could save, so shorter texts are not charged less).
-    hooks.example_cost = [&](const std::vector<int64_t>& r) {
-      return std::vector<double>(r.size(), net->flops_per_example() / compute->dense_flops_per_example());
-    };
+    // Ĉ: each example's realised FLOPs in the forward that just ran, relative to the dense model (it varies with
+    // routing and, where the model runs only real tokens, with length).
+    hooks.batch_cost = [&](const Batch& b) { return compute->realised_relative_per_example(b.size()); };
     pruner = attach_pruning(hooks, *net, spec.prune, to.epochs, [&] { compute->refresh_static_flops(); });
     attach_qat(hooks, *net, spec.quant);  // QAT from qat_start_epoch (no-op unless qat: true)
     tr = train_model(*net, part_rows(Part::Train, n_train), part_rows(Part::Val, task->size(Part::Val)), to, hooks);
@@ -422,7 +413,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
                           {"convention", "2 per multiply-add of matmul-class ops (mm, addmm, bmm, mv, convolution, "
                                          "kernels)"}};
   const double train_total = std::accumulate(tr.epoch_seconds.begin(), tr.epoch_seconds.end(), 0.0);
-  nlohmann::json time = {{"epoch_seconds_median", median_of(tr.epoch_seconds)}, {"epochs", tr.epoch_seconds.size()},
+  nlohmann::json time = {{"epoch_seconds_median", median(tr.epoch_seconds)}, {"epochs", tr.epoch_seconds.size()},
                          {"train_seconds_total", train_total}, {"examples_per_second", tr.examples_per_second}};
   nlohmann::json summary = {
       {"task", info.name},

@@ -29,13 +29,16 @@ Sampler::Sampler(int64_t n, const SamplerOptions& o) : o_(o) {
   seen_ever_.assign(N, 0);
 }
 
-void Sampler::set_cost(const std::vector<double>& cost) {
-  if (cost.size() != rho_.size())
-    throw std::invalid_argument("sampler: cost has " + std::to_string(cost.size()) + " entries, expected " +
-                                std::to_string(rho_.size()));
-  for (double c : cost)
-    if (!std::isfinite(c)) throw std::invalid_argument("sampler: compute estimate is not finite");
-  cost_ = cost;
+void Sampler::observe_cost(const std::vector<int64_t>& pos, const std::vector<double>& cost) {
+  if (pos.size() != cost.size())
+    throw std::invalid_argument("sampler: " + std::to_string(cost.size()) + " costs for " +
+                                std::to_string(pos.size()) + " positions");
+  for (size_t i = 0; i < pos.size(); ++i) {
+    const auto j = static_cast<size_t>(pos[i]);
+    if (j >= cost_.size()) throw std::out_of_range("sampler: position " + std::to_string(pos[i]) + " out of range");
+    if (!std::isfinite(cost[i])) throw std::invalid_argument("sampler: compute estimate is not finite");
+    cost_[j] = cost[i];
+  }
 }
 
 void Sampler::observe(const std::vector<int64_t>& pos, const std::vector<double>& losses) {
@@ -109,7 +112,9 @@ nlohmann::json Sampler::epoch_stats(bool sampled) const {
           {"sampler_p_min", *std::min_element(p.begin(), p.end())},
           {"sampler_p_max", *std::max_element(p.begin(), p.end())},
           {"sampler_p_uniform", 1.0 / N},
-          {"sampler_rho_mean", seen_rho > 0 ? rho_sum / seen_rho : 0.0}};
+          {"sampler_rho_mean", seen_rho > 0 ? rho_sum / seen_rho : 0.0},
+          {"sampler_cost_min", *std::min_element(cost_.begin(), cost_.end())},
+          {"sampler_cost_max", *std::max_element(cost_.begin(), cost_.end())}};
 }
 
 }  // namespace cerebra

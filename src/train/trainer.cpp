@@ -152,7 +152,6 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
     std::vector<int64_t> epoch_pos;
     if (sampled) {
       // Compute-aware sampler: N draws with replacement from p ∝ exp(β·ρ̃ − γ·Ĉ), with the uniform floor.
-      if (hooks.example_cost) sampler->set_cost(hooks.example_cost(train_rows));
       epoch_pos = sampler->draw(n, rng);
     } else {
       for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[static_cast<int64_t>(rng() % (i + 1))]);
@@ -178,7 +177,9 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
         TORCH_CHECK(per.dim() == 1 && per.size(0) == hi - lo, "per_example_loss must return (B,) = (", hi - lo,
                     "), got ", per.sizes());
         std::vector<double> losses(per.data_ptr<double>(), per.data_ptr<double>() + per.size(0));
-        sampler->observe(std::vector<int64_t>(epoch_pos.begin() + lo, epoch_pos.begin() + hi), losses);
+        const std::vector<int64_t> positions(epoch_pos.begin() + lo, epoch_pos.begin() + hi);
+        sampler->observe(positions, losses);
+        if (hooks.batch_cost) sampler->observe_cost(positions, hooks.batch_cost(batch));
       }
       auto loss = hooks.objective ? hooks.objective(task_loss, batch) : task_loss;
       TORCH_CHECK(std::isfinite(loss.item<double>()), "training diverged: loss is ", loss.item<double>(),

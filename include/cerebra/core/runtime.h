@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace cerebra {
 
@@ -32,6 +33,8 @@ void require_openblas();
 double measure_gemm_gflops(int64_t n = 1024, int repeats = 5);
 
 std::string machine_description();  // CPU model name and core count
+// Median of timings (0 for none): the middle value, or the mean of the two middle values.
+double median(std::vector<double> v);
 std::string torch_version();
 
 // Peak resident set size of this process in bytes (VmHWM), and a reset of that peak (Linux clear_refs; cached

@@ -242,6 +242,7 @@ class CerebraLayer : public SequenceMixer {
   torch::Tensor aux_loss() override;
   torch::Tensor expected_flops() override { return expected_; }
   double realised_flops() const override { return realised_; }
+  std::vector<double> realised_flops_per_sequence() const override { return realised_seq_; }
   std::map<std::string, double> stats() const override { return stats_; }
   nlohmann::json own_options() const override { return opts_.describe(); }
   void set_temperature(double tau) override;
@@ -300,6 +301,7 @@ class CerebraLayer : public SequenceMixer {
   torch::Tensor expected_, rec_loss_;
   torch::Tensor ffn_tokens_, ffn_scale_;  // unrouted = skip: (B, n) the tokens whose feed-forward runs, their factor
   double realised_ = -1.0;
+  std::vector<double> realised_seq_;  // per sequence of the last forward; sums to realised_
   std::map<std::string, double> stats_;
   torch::Tensor full_cols_;  // buffer "full_cols" once heads are pruned: columns of d the full path writes
 };

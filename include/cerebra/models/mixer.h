@@ -72,6 +72,8 @@ class SequenceMixer : public torch::nn::Module {
   virtual torch::Tensor expected_flops() { return {}; }
   // FLOPs the last forward actually executed, summed over the batch (negative = flops(n) per sequence).
   virtual double realised_flops() const { return -1.0; }
+  // The same per sequence of the last forward (B entries; empty = flops(n) for each).
+  virtual std::vector<double> realised_flops_per_sequence() const { return {}; }
   // Statistics of the last forward for logging, e.g. {"gate_mean": 0.31, "tokens_routed": 16}.
   virtual std::map<std::string, double> stats() const { return {}; }
   // Schedule hooks the trainer calls: Gumbel/gate temperature, and dense mode (every token on the full path,

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 #include <torch/types.h>
@@ -41,6 +42,10 @@ class ComputeObjective {
 
   // After a forward of `batch_size` examples: realised FLOPs per example (what ran) and expected (from the gates).
   double realised_per_example(int64_t batch_size) const;
+  // Realised FLOPs of each example of the last forward relative to the dense model (batch_size entries): the
+  // sampler's Ĉ. Mixers that do not report per sequence count flops(n); moe work dropped for capacity is shared
+  // evenly over the batch.
+  std::vector<double> realised_relative_per_example(int64_t batch_size) const;
   double expected_per_example(int64_t batch_size) const;
   // Gate statistics of the last forward, one object per compute-aware layer.
   nlohmann::json layer_stats() const;

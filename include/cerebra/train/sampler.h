@@ -7,8 +7,9 @@
 //      (the first observation sets ρ), updated whenever the example is in a training batch;
 // ρ̃_i  ρ_i divided by the mean ρ over the examples seen so far, so that β does not depend on the loss scale
 //      (unseen examples get ρ̃ = 1);
-// Ĉ_i  the example's compute estimate relative to the dense model (supplied by the task; 1 when every example
-//      costs the same, in which case γ has no effect);
+// Ĉ_i  the example's realised compute relative to the dense model in its last training pass (observe_cost; 1
+//      before its first pass): it varies with the example's length and with what the router ran for it; when every
+//      example costs the same, γ has no effect;
 // f    the uniform floor: every example keeps p_i ≥ f/N, so none starves.
 // Before E_s (or when off) an epoch is a seeded shuffle of all examples, as without the sampler.
 // Epochs draw N = the number of training examples. The sampled objective is not re-weighted (as in the paper):
@@ -42,8 +43,8 @@ class Sampler {
   Sampler(int64_t n_examples, const SamplerOptions& options);
 
   int64_t size() const { return static_cast<int64_t>(rho_.size()); }
-  // Ĉ per example (size N, finite).
-  void set_cost(const std::vector<double>& cost);
+  // Ĉ of examples at positions [0, N) from the pass that just ran (finite); kept until the example's next pass.
+  void observe_cost(const std::vector<int64_t>& positions, const std::vector<double>& cost);
   // Training losses of examples at positions [0, N) seen in a batch.
   void observe(const std::vector<int64_t>& positions, const std::vector<double>& losses);
   // p (size N, sums to 1) from the current ρ and Ĉ.
@@ -54,7 +55,7 @@ class Sampler {
   // Records positions used in an epoch that was not sampled (uniform shuffle), for the statistics.
   void mark_seen(const std::vector<int64_t>& positions);
   // Statistics of the epoch's probabilities and coverage: sampler_ess (1/Σp² divided by N), sampler_seen_epoch and
-  // sampler_seen_ever (shares of examples), sampler_p_min, sampler_p_max, sampler_p_uniform (1/N), sampler_rho_mean.
+  // sampler_seen_ever (shares of examples), sampler_p_min, sampler_p_max, sampler_p_uniform (1/N), sampler_rho_mean, sampler_cost_min and sampler_cost_max (Ĉ).
   nlohmann::json epoch_stats(bool sampled) const;
 
   const std::vector<double>& rho() const { return rho_; }

@@ -40,9 +40,10 @@ struct TrainerHooks {
   // Epochs before this one (e.g. dense warm-up and the λ ramp) are neither kept as best nor counted for patience.
   int64_t first_selectable_epoch = 1;
   // Compute-aware sampler (required when TrainerOptions::sampler is on): the unreduced loss (B,) of a prediction,
-  // and optionally each training row's compute estimate Ĉ relative to the dense model (default: 1 for all).
+  // and optionally, after a batch's forward, each of its examples' realised compute Ĉ relative to the dense model
+  // (the sampler keeps each example's last value; 1 before its first pass).
   std::function<torch::Tensor(const torch::Tensor& pred, const Batch& batch)> per_example_loss;
-  std::function<std::vector<double>(const std::vector<int64_t>& rows)> example_cost;
+  std::function<std::vector<double>(const Batch& batch)> batch_cost;
   // Optional, after each backward pass while the gradients are in .grad() (e.g. pruning saliencies).
   std::function<void(int64_t epoch)> after_backward;
   // Optional, at the end of an epoch's training, before validation. Returns true when the model's parameters were
