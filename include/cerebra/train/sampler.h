@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
+#include <torch/serialize/archive.h>
 
 namespace cerebra {
 
@@ -58,6 +59,10 @@ class Sampler {
   nlohmann::json epoch_stats(bool sampled) const;
 
   const std::vector<double>& rho() const { return rho_; }
+
+  // The whole state (ρ, Ĉ, coverage, the last probabilities) in a resume checkpoint, and back; load checks N.
+  void save(torch::serialize::OutputArchive& ar) const;
+  void load(torch::serialize::InputArchive& ar);
 
  private:
   SamplerOptions o_;
