@@ -17,6 +17,7 @@
 
 #include "cerebra/cli/cli_config.h"
 #include "cerebra/core/config.h"
+#include "cerebra/core/io.h"
 #include "cerebra/train/spec.h"
 #include "cerebra/exp/experiments.h"
 
@@ -47,7 +48,8 @@ struct SweepArgs {
 struct ReproduceArgs {
   bool quick = false, verbose = false, no_plots = false;
   int64_t seeds = 0;
-  int threads = -1;
+  int threads = 0;
+  bool threads_given = false;
   std::string out, rows;
   std::vector<std::string> set;
 };
@@ -61,7 +63,6 @@ int run_sweep_command(CLI::App* cmd, SweepArgs& a, const std::string& source_dir
   std::string command = "cerebra sweep";
   Config base = build_config(cmd, a.config, &command);
   const RunSpec base_spec = parse_run_spec(base);
-  ensure_data(base_spec.task, source_dir);
   std::vector<exp::GridAxis> axes;
   for (const auto& g : a.grids) {
     axes.push_back(exp::parse_grid(g));
@@ -76,6 +77,8 @@ int run_sweep_command(CLI::App* cmd, SweepArgs& a, const std::string& source_dir
   const auto points = exp::grid_points(base, axes, series);
   exp::SweepOptions o;
   o.out = a.out.empty() ? fmt::format("runs/sweep-{}-{}", base_spec.task.name, base_spec.model.name) : a.out;
+  check_writable_dir(o.out);
+  ensure_data(base_spec.task, source_dir);
   o.seeds = a.seeds;
   o.metric = a.metric;
   o.quiet_runs = !a.verbose;
@@ -109,16 +112,16 @@ int run_reproduce_command(ReproduceArgs& a, const std::string& source_dir) {
   o.out = a.out.empty() ? (a.quick ? "runs/table1-quick" : "runs/table1") : a.out;
   o.quiet_runs = !a.verbose;
   o.plots = !a.no_plots;
-  if (a.threads >= 0) o.overrides.emplace_back("threads", std::to_string(a.threads));
+  if (a.threads_given) o.overrides.emplace_back("threads", std::to_string(a.threads));
   for (const auto& kv : a.set) {
     const auto eq = kv.find('=');
     if (eq == std::string::npos) throw ConfigError("--set '" + kv + "': expected KEY=VALUE");
     o.overrides.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
   }
-  for (const auto& [k, v] : o.overrides) {
-    Config probe;
-    probe.set(k, v, "--set " + k);  // unknown keys and bad values fail before any run
-  }
+  Config probe;  // unknown keys, bad types and out-of-range values fail before any run
+  for (const auto& [k, v] : o.overrides) probe.set(k, v, k == "threads" ? "--threads" : "--set " + k);
+  parse_run_spec(probe);
+  check_writable_dir(o.out);
   const auto r = exp::reproduce_table1(o);
   std::cout << exp::table1_markdown(exp::load_sweep(o.out));
   std::cerr << fmt::format("wrote {}/table1.md and table1.csv (report: cerebra report {})\n", o.out, o.out);
@@ -193,7 +196,10 @@ void add_experiment_commands(CLI::App* app, const std::string& source_dir, Comma
   plot->add_option("--metric", pl->metric, "Sweep metric (name or name:max/min; default: the sweep's)");
 
   commands.add(sweep, [=] { return run_sweep_command(sweep, *sa, source_dir); });
-  commands.add(table1, [=] { return run_reproduce_command(*ra, source_dir); });
+  commands.add(table1, [=] {
+    ra->threads_given = table1->get_option("--threads")->count() > 0;
+    return run_reproduce_command(*ra, source_dir);
+  });
   commands.add(report, [=] {
     exp::write_report(rep->dir, !rep->no_plots);
     std::cout << "wrote " << (fs::path(rep->dir) / "report.md").string() << "\n";

@@ -14,6 +14,7 @@
 #include "cerebra/cli/command.h"
 #include "cerebra/cli/cli_config.h"
 #include "cerebra/core/config.h"
+#include "cerebra/core/io.h"
 #include "cerebra/cli/experiment_commands.h"
 #include "cerebra/cli/export_command.h"
 #include "cerebra/cli/flops_command.h"
@@ -142,19 +143,58 @@ void add_train_command(CLI::App* app, Commands& commands) {
   struct Args {
     ConfigArgs config;
     std::string out;
-    bool quiet = false;
+    bool quiet = false, resume = false;
   };
   auto a = std::make_shared<Args>();
   auto* train = app->add_subcommand("train", "Train one model: `cerebra train --config FILE [--key value ...]`");
   train->add_option("--out", a->out, "Run directory (default: runs/<task>-<model>-s<seed>)");
   train->add_flag("--quiet,-q", a->quiet, "No progress display");
+  train->add_flag("--resume", a->resume,
+                  "Continue the unfinished run in the run directory from its last checkpoint (resume.pt), ending as "
+                  "if never stopped; a finished run is reported, not retrained; a run of another config is refused "
+                  "with the differing keys. Without --config or --key options, the run's own config.yaml is used "
+                  "(give --out)");
   add_config_options(train, a->config);
   commands.add(train, [train, a] {
-    const RunSpec spec = parse_run_spec(build_config(train, a->config));
+    bool config_given = !a->config.files.empty();
+    for (const auto& [key, opt] : a->config.options) config_given = config_given || opt->count() > 0;
+    Config config;
+    if (a->resume && !config_given) {
+      if (a->out.empty()) throw ConfigError("--resume without --config needs --out DIR (the run to continue)");
+      const fs::path run_config = fs::path(a->out) / "config.yaml";
+      if (!fs::exists(run_config))
+        throw ConfigError("--resume: " + a->out + " holds no run (no config.yaml); give the run's --config to start it");
+      config.load_yaml_file(run_config.string());
+    } else {
+      config = build_config(train, a->config);
+    }
+    const RunSpec spec = parse_run_spec(config);
+    const std::string out = a->out.empty() ? spec.default_run_dir() : a->out;
+    check_writable_dir(out);
+    const RunProgress progress = run_progress(spec.config, out);
+    using State = RunProgress::State;
+    if (a->resume && progress.state == State::kFinished) {
+      std::cerr << "cerebra: the run in " << out << " is finished (summary.json); nothing to resume\n";
+      print_train_summary(read_json_file(fs::path(out) / "summary.json"), out);
+      return 0;
+    }
+    if (a->resume && progress.state == State::kOtherConfig) {
+      std::string keys;
+      for (const auto& d : progress.differences) keys += "\n  " + d;
+      throw ConfigError("--resume: " + out + " holds a run of another config (run's value -> this one):" + keys);
+    }
+    if (a->resume && progress.state == State::kEmpty)
+      std::cerr << "cerebra: nothing to resume in " << out << "; starting the run\n";
+    if (a->resume && progress.state == State::kUnfinished && !progress.has_checkpoint)
+      std::cerr << "cerebra: the run in " << out << " has no checkpoint yet; starting it from the beginning\n";
+    if (!a->resume && progress.has_checkpoint)
+      std::cerr << "cerebra: " << out << " holds an unfinished run; starting over (--resume continues it)\n";
     ensure_data(spec.task, CEREBRA_SOURCE_DIR);
     print_header(spec);
-    const std::string out = a->out.empty() ? spec.default_run_dir() : a->out;
-    print_train_summary(train_run(spec, out, RunOptions{a->quiet}), out);
+    RunOptions options;
+    options.quiet = a->quiet;
+    options.resume = a->resume;
+    print_train_summary(train_run(spec, out, options), out);
     return 0;
   });
 }
@@ -212,9 +252,10 @@ void add_bench_tasks_command(CLI::App* bench, Commands& commands) {
   commands.add(tasks, [tasks, a] {
     Config config = build_config(tasks, a->config);
     const RunSpec spec = parse_run_spec(config);
+    const std::string out = a->out.empty() ? "runs/bench-" + spec.task.name : a->out;
+    check_writable_dir(out);
     ensure_data(spec.task, CEREBRA_SOURCE_DIR);
     print_header(spec);
-    const std::string out = a->out.empty() ? "runs/bench-" + spec.task.name : a->out;
     std::string list = a->models;
     if (is_seq_task(spec.task.name) && tasks->get_option("--models")->count() == 0)
       list = "transformer,mamba,lstm,cnn,cerebra";

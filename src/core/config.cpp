@@ -79,6 +79,15 @@ std::vector<KeySpec> build_schema() {
       {"patience", VT::Int, "6", "early stopping: epochs without validation improvement (0 = off)", {}, "training"},
       {"grad_clip", VT::Float, "1.0", "clip the global gradient norm (0 = off)", {}, "training"},
       {"seed", VT::Int, "42", "seed of the split, initialisation, shuffling and dropout", {}, "training"},
+      {"checkpoint_every", VT::Int, "500",
+       "also write the resume checkpoint (resume.pt, always written at each epoch's end) every N optimizer steps "
+       "inside an epoch (0 = at epoch ends only)", {}, "training"},
+      {"nan_policy", VT::String, "stop",
+       "a NaN or inf in the loss or the gradients: stop (the run ends with an error naming the epoch and step; the "
+       "last good checkpoint is kept) or skip the step (no update) up to nan_skip_limit times",
+       {"stop", "skip"}, "training"},
+      {"nan_skip_limit", VT::Int, "10", "nan_policy skip: the run stops when more steps than this were skipped", {},
+       "training"},
       {"threads", VT::Int, "0", "intra-op threads (0 = all cores)", {}, "runtime"},
       {"allow_slow_blas", VT::Bool, "false", "run even when LibTorch is not using OpenBLAS", {}, "runtime"},
       // ---- compute as an objective (the Cerebra layer's own keys are registered with the mixer)
@@ -361,6 +370,16 @@ nlohmann::json Config::to_json() const {
     }
   }
   return j;
+}
+
+std::vector<std::string> Config::differences(const Config& other) const {
+  std::vector<std::string> out;
+  for (const auto& k : schema()) {
+    const std::string& a = values_.at(k.name);
+    const std::string& b = other.values_.at(k.name);
+    if (a != b) out.push_back(k.name + ": " + (a.empty() ? "\"\"" : a) + " -> " + (b.empty() ? "\"\"" : b));
+  }
+  return out;
 }
 
 std::map<std::string, std::string> Config::changed() const {

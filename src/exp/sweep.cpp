@@ -129,15 +129,7 @@ std::vector<PlanPoint> grid_points(const Config& base, const std::vector<GridAxi
 std::string run_dir_name(const PlanPoint& point, int64_t seed) { return point.name + "__seed=" + std::to_string(seed); }
 
 bool run_complete(const std::string& run_dir, const Config& config) {
-  const fs::path d(run_dir);
-  if (!fs::exists(d / "summary.json") || !fs::exists(d / "config.yaml")) return false;
-  try {
-    auto s = nlohmann::json::parse(read_text_file(d / "summary.json"));
-    if (!s.is_object() || !s.contains("metrics") || !s["metrics"].is_object()) return false;
-  } catch (const nlohmann::json::exception&) {
-    return false;
-  }
-  return read_text_file(d / "config.yaml") == config.to_yaml();
+  return run_progress(config, run_dir).state == RunProgress::State::kFinished;
 }
 
 SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions& options) {
@@ -152,7 +144,7 @@ SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions&
     int64_t seed;
     std::string dir;
     Config config;
-    bool done;
+    bool done, resume;
   };
   std::vector<Job> jobs;
   nlohmann::json plan_points = nlohmann::json::array(), plan_runs = nlohmann::json::array();
@@ -171,9 +163,11 @@ SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions&
     }
     const auto base_seed = static_cast<int64_t>(parse_run_spec(p.config).trainer.seed);
     for (int64_t s = 0; s < options.seeds; ++s) {
-      Job j{i, base_seed + s, run_dir_name(p, base_seed + s), p.config, false};
+      Job j{i, base_seed + s, run_dir_name(p, base_seed + s), p.config, false, false};
       j.config.set("seed", std::to_string(j.seed), "sweep seed");
-      j.done = run_complete((out / j.dir).string(), j.config);
+      const RunProgress::State state = run_progress(j.config, (out / j.dir).string()).state;
+      j.done = state == RunProgress::State::kFinished;
+      j.resume = state == RunProgress::State::kUnfinished;  // continues from its resume checkpoint
       plan_runs.push_back({{"point", p.name}, {"seed", j.seed}, {"dir", j.dir}});
       jobs.push_back(std::move(j));
     }
@@ -215,6 +209,7 @@ SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions&
     try {
       RunOptions ro;
       ro.quiet = options.quiet_runs;
+      ro.resume = j.resume;
       nlohmann::json s = run(j.config, dir.string(), ro);
       ++outcome.ran;
       const std::string m = options.metric.empty() ? default_metric(s) : parse_metric(options.metric).name;

@@ -12,6 +12,8 @@
 
 #include "cerebra/core/config.h"
 #include "cerebra/core/io.h"
+#include "cerebra/core/state_archive.h"
+#include "cerebra/models/quant.h"
 
 namespace cerebra {
 
@@ -41,6 +43,7 @@ torch::nn::Linear select_linear(const torch::nn::Linear& src, const torch::Tenso
     dst->bias.copy_(out_idx.defined() ? b.index_select(0, out_idx.to(b.device())) : b);
   }
   dst->train(src->is_training());
+  inherit_range_buffer(*src, *dst);  // QAT models keep their range buffers (fresh: unobserved)
   return dst;
 }
 
@@ -238,6 +241,26 @@ nlohmann::json Pruner::report() const {
           {"params", model_.parameter_count()}, {"analytic_flops_per_example", model_.flops_per_example()}};
 }
 
+void Pruner::save(torch::serialize::OutputArchive& ar) const {
+  write_json(ar, "original", original_);
+  write_json(ar, "shapes", prune_state(model_));
+  std::vector<std::pair<std::string, torch::Tensor>> acc(acc_.begin(), acc_.end());
+  write_tensors(ar, "saliency", acc);
+  write_int(ar, "batches", batches_);
+  write_json(ar, "last_step", last_step_);
+}
+
+bool Pruner::load(torch::serialize::InputArchive& ar) {
+  const nlohmann::json before = prune_state(model_);
+  apply_prune_state(model_, read_json(ar, "shapes"), "checkpoint pruner state");
+  original_ = read_json(ar, "original").get<std::map<std::string, int64_t>>();
+  acc_.clear();
+  for (auto& [key, t] : read_tensors(ar, "saliency")) acc_[key] = t;
+  batches_ = read_int(ar, "batches");
+  last_step_ = read_json(ar, "last_step");
+  return prune_state(model_) != before;
+}
+
 void load_prune_state(Model& model, const std::string& run_dir) {
   const std::filesystem::path path = std::filesystem::path(run_dir) / kPruneStateFile;
   if (std::filesystem::exists(path)) apply_prune_state(model, read_json_file(path), path.string());
@@ -248,7 +271,7 @@ bool save_prune_state(Model& model, Model& unpruned, const std::string& path) {
   bool pruned = false;
   for (const auto& g : model_prune_groups(unpruned))
     if (state.contains(g.key) && state[g.key].get<int64_t>() != g.units) pruned = true;
-  if (pruned) write_text_file(path, state.dump(2) + "\n");
+  if (pruned) write_text_file_atomic(path, state.dump(2) + "\n");
   return pruned;
 }
 

@@ -299,6 +299,10 @@ void prepare_qat(torch::nn::Module& model) {
   for (auto& [path, lin] : linears_of(model)) range_buffer(*lin, /*create=*/true);
 }
 
+void inherit_range_buffer(const torch::nn::LinearImpl& replaced, torch::nn::LinearImpl& replacement) {
+  if (replaced.named_buffers(/*recurse=*/false).find(kRangeBuffer)) range_buffer(replacement, /*create=*/true);
+}
+
 void set_quant_mode(torch::nn::Module& model, QuantMode mode, const QuantOptions& options) {
   check_bits(options.bits);
   TORCH_CHECK(options.ema >= 0.0 && options.ema < 1.0, "quantisation: ema must be in [0, 1), got ", options.ema);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "cerebra/core/state_archive.h"
 #include "cerebra/models/cerebra_layer.h"
 
 namespace cerebra {
@@ -144,6 +145,21 @@ nlohmann::json ComputeObjective::epoch_summary() const {
           {"dense", schedule_.dense(epoch_)},
           {"train_expected_cost", sum_cost_ / steps},
           {"train_aux_loss", sum_aux_ / steps}};
+}
+
+void ComputeObjective::save(torch::serialize::OutputArchive& ar) const {
+  write_int(ar, "epoch", epoch_);
+  write_double(ar, "sum_cost", sum_cost_);
+  write_double(ar, "sum_aux", sum_aux_);
+  write_int(ar, "steps", steps_);
+}
+
+void ComputeObjective::load(torch::serialize::InputArchive& ar) {
+  const int64_t epoch = read_int(ar, "epoch");
+  if (epoch > 0) begin_epoch(epoch);
+  sum_cost_ = read_double(ar, "sum_cost");
+  sum_aux_ = read_double(ar, "sum_aux");
+  steps_ = read_int(ar, "steps");
 }
 
 }  // namespace cerebra

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "cerebra/core/state_archive.h"
+
 namespace cerebra {
 
 std::unique_ptr<Pruner> attach_pruning(TrainerHooks& hooks, Model& model, const PruneSchedule& schedule,
@@ -21,6 +23,21 @@ std::unique_ptr<Pruner> attach_pruning(TrainerHooks& hooks, Model& model, const 
     nlohmann::json r = previous ? previous() : nlohmann::json::object();
     r.update(p->report());
     return r;
+  };
+  // Checkpoints: the pruner's state is restored first, so the model has its pruned shapes before anything else.
+  auto prev_save = hooks.save_state;
+  hooks.save_state = [p, prev_save](torch::serialize::OutputArchive& ar) {
+    if (prev_save) prev_save(ar);
+    torch::serialize::OutputArchive sub;
+    p->save(sub);
+    ar.write("pruner", sub);
+  };
+  auto prev_load = hooks.load_state;
+  hooks.load_state = [p, prev_load, on_change](torch::serialize::InputArchive& ar) {
+    torch::serialize::InputArchive sub;
+    ar.read("pruner", sub);
+    if (p->load(sub) && on_change) on_change();
+    if (prev_load) prev_load(ar);
   };
   hooks.first_selectable_epoch = std::min<int64_t>(std::max(hooks.first_selectable_epoch, schedule.last_epoch()), epochs);
   return pruner;
@@ -43,6 +60,20 @@ void attach_qat(TrainerHooks& hooks, Model& model, const QuantSpec& spec) {
     nlohmann::json r = prev_report ? prev_report() : nlohmann::json::object();
     r["qat"] = *active;
     return r;
+  };
+  // Checkpoints: whether fake quantisation is on; restoring switches the model's Linears to that mode (after the
+  // pruner, if any, has given the model its shapes). The tracked ranges are buffers, in the weights.
+  auto prev_save = hooks.save_state;
+  hooks.save_state = [prev_save, active](torch::serialize::OutputArchive& ar) {
+    if (prev_save) prev_save(ar);
+    write_int(ar, "qat_active", *active ? 1 : 0);
+  };
+  auto prev_load = hooks.load_state;
+  hooks.load_state = [prev_load, &model, options, active](torch::serialize::InputArchive& ar) {
+    if (prev_load) prev_load(ar);
+    prepare_qat(model);
+    *active = read_int(ar, "qat_active") != 0;
+    set_quant_mode(model, *active ? QuantMode::kFakeQuant : QuantMode::kFloat, options);
   };
   hooks.first_selectable_epoch = std::max(hooks.first_selectable_epoch, start);
 }

@@ -179,6 +179,19 @@ std::vector<int64_t> first_rows(const Task& task, Part part, int64_t count) {
   return rows;
 }
 
+// Before training: the out directory's file system must hold two resume checkpoints (the last good one and the
+// one being written: weights, best weights and AdamW's two moments, float32) and the final model.
+void check_room_for_checkpoints(const fs::path& out, int64_t params, int64_t n_train) {
+  const double checkpoint = static_cast<double>(params) * 4.0 * 4.0 + static_cast<double>(n_train) * 48.0;
+  const double need = 2.0 * checkpoint + static_cast<double>(params) * 4.0 + (1 << 20);
+  std::error_code ec;
+  const fs::space_info space = fs::space(out, ec);
+  if (!ec && static_cast<double>(space.available) < need)
+    throw std::runtime_error(fmt::format("{} has {:.1f} MiB free; this run needs about {:.1f} MiB for its "
+                                         "checkpoints and model", out.string(),
+                                         static_cast<double>(space.available) / 1048576.0, need / 1048576.0));
+}
+
 nlohmann::json number_or_null(double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); }
 
 }  // namespace
@@ -278,14 +291,57 @@ nlohmann::json evaluate(Model& model, const Task& task, Part part, int64_t batch
 
 // ---- training
 
+RunProgress run_progress(const Config& config, const std::string& run_dir) {
+  RunProgress p;
+  const fs::path dir(run_dir);
+  if (!fs::exists(dir / "config.yaml")) return p;
+  Config run_config;
+  try {
+    run_config.load_yaml_file((dir / "config.yaml").string());
+  } catch (const std::exception& e) {
+    p.state = RunProgress::State::kOtherConfig;
+    p.differences = {std::string("config.yaml does not load: ") + e.what()};
+    return p;
+  }
+  p.differences = run_config.differences(config);
+  if (!p.differences.empty()) {
+    p.state = RunProgress::State::kOtherConfig;
+    return p;
+  }
+  p.state = RunProgress::State::kUnfinished;
+  p.has_checkpoint = fs::exists(dir / kResumeCheckpointFile);
+  if (fs::exists(dir / "summary.json")) {
+    try {
+      const nlohmann::json s = read_json_file(dir / "summary.json");
+      if (s.is_object() && s.contains("metrics") && s["metrics"].is_object()) p.state = RunProgress::State::kFinished;
+    } catch (const std::exception&) {
+    }
+  }
+  return p;
+}
+
 nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const RunOptions& options) {
+  const fs::path out(out_dir);
+  check_writable_dir(out);
+  bool resume = false;
+  if (options.resume) {
+    const RunProgress progress = run_progress(spec.config, out_dir);
+    if (progress.state == RunProgress::State::kOtherConfig) {
+      std::string keys;
+      for (const auto& d : progress.differences) keys += "\n  " + d;
+      throw ConfigError(fmt::format("cannot resume {}: it holds a run of another config (run's value -> this "
+                                    "one):{}", out_dir, keys));
+    }
+    if (progress.state == RunProgress::State::kFinished) return read_json_file(out / "summary.json");
+    resume = progress.state == RunProgress::State::kUnfinished;
+  }
+  if (!resume)  // a new run: nothing an earlier run left may be taken for this one's
+    for (const char* stale : {"summary.json", kResumeCheckpointFile, kPruneStateFile}) fs::remove(out / stale);
   const int threads = apply_runtime(spec.runtime);
   const std::string& kind = spec.model.name;
   auto task = make_task(spec.task);
   const TaskInfo& info = task->info();
-  fs::create_directories(out_dir);
-  const fs::path out(out_dir);
-  write_text_file(out / "config.yaml", spec.config.to_yaml());
+  write_text_file_atomic(out / "config.yaml", spec.config.to_yaml());
   task->save(out_dir);
 
   reset_peak_tensor_bytes();
@@ -299,6 +355,8 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
   TrainerOptions to = spec.trainer;
   to.quiet = options.quiet;
   to.metrics_path = (out / "metrics.jsonl").string();
+  to.checkpoint_path = (out / kResumeCheckpointFile).string();
+  to.resume = resume;
   int64_t n_train = task->size(Part::Train);
   if (spec.trainer.steps > 0 && !estimator) {  // a step budget: steps * batch_size examples (the pool cycled if smaller)
     const int64_t per_epoch = (n_train + to.batch_size - 1) / to.batch_size;
@@ -310,6 +368,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
     }
     to.warmup_epochs = std::min(to.warmup_epochs, 0.1 * static_cast<double>(to.epochs));
   }
+  if (!estimator) check_room_for_checkpoints(out, param_count(*net), n_train);
   if (!options.quiet)
     std::cerr << fmt::format("[{}] {}, {} params{}, threads={}\n", kind, task->log_line(), param_count(*net),
                              estimator ? "" : fmt::format(", {} training examples, {} epoch(s)", n_train, to.epochs),
@@ -365,6 +424,16 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
         return r;
       };
       hooks.first_selectable_epoch = std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, to.epochs);
+      hooks.save_state = [&](torch::serialize::OutputArchive& ar) {
+        torch::serialize::OutputArchive sub;
+        compute->save(sub);
+        ar.write("compute", sub);
+      };
+      hooks.load_state = [&](torch::serialize::InputArchive& ar) {
+        torch::serialize::InputArchive sub;
+        ar.read("compute", sub);
+        compute->load(sub);
+      };
     }
     // Ĉ: each example's realised FLOPs in the forward that just ran, relative to the dense model (it varies with
     // routing and, where the model runs only real tokens, with length).
@@ -376,6 +445,8 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
                 {"train_examples", n_train},
                 {"steps", tr.epochs_run * ((n_train + to.batch_size - 1) / to.batch_size)}};
     if (pruner) training["pruning"] = pruner->report();
+    if (to.nan_policy == "skip") training["nan_skipped_steps"] = tr.nan_skipped_steps;
+    if (tr.resumes > 0) training["resumes"] = tr.resumes;
   }
   const int64_t params = param_count(*net);  // of the pruned model, for a pruned run
   const double analytic = net->flops_per_example();
@@ -395,6 +466,14 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
   const int64_t eval_batch = spec.trainer.eval_batch_size;
   nlohmann::json metrics = evaluate(*net, *task, Part::Test, eval_batch, "test");
   metrics.update(evaluate(*net, *task, Part::Val, eval_batch, "val"));
+  if (task->size(Part::Test) > 0 && metrics.contains(info.metric) && metrics[info.metric].is_number() &&
+      !std::isfinite(metrics[info.metric].get<double>()))
+    throw TrainingDiverged(fmt::format("the trained model's {} is not finite ({}); no summary written{}", info.metric,
+                                       metrics[info.metric].get<double>(),
+                                       tr.nan_skipped_steps > 0
+                                           ? fmt::format(" ({} steps were skipped for non-finite values)",
+                                                         tr.nan_skipped_steps)
+                                           : ""));
 
   const fs::path ckpt = out / checkpoint_name(kind);
   if (estimator) {
@@ -452,6 +531,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
   if (spec.quant.qat) summary["quant"] = quant_summary(*net, spec.quant);
   // Written last and atomically (rename): a summary.json that exists is complete, so a sweep can trust it.
   write_text_file_atomic(out / "summary.json", summary.dump(2) + "\n");
+  fs::remove(out / kResumeCheckpointFile);  // the run is complete: nothing to resume
   return summary;
 }
 

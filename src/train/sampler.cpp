@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cerebra/core/config.h"
+#include "cerebra/core/state_archive.h"
 
 namespace cerebra {
 
@@ -115,6 +116,30 @@ nlohmann::json Sampler::epoch_stats(bool sampled) const {
           {"sampler_rho_mean", seen_rho > 0 ? rho_sum / seen_rho : 0.0},
           {"sampler_cost_min", *std::min_element(cost_.begin(), cost_.end())},
           {"sampler_cost_max", *std::max_element(cost_.begin(), cost_.end())}};
+}
+
+void Sampler::save(torch::serialize::OutputArchive& ar) const {
+  write_doubles(ar, "rho", rho_);
+  write_doubles(ar, "cost", cost_);
+  write_flags(ar, "has_rho", has_rho_);
+  write_flags(ar, "seen_epoch", seen_epoch_);
+  write_flags(ar, "seen_ever", seen_ever_);
+  write_doubles(ar, "last_p", last_p_);
+}
+
+void Sampler::load(torch::serialize::InputArchive& ar) {
+  auto rho = read_doubles(ar, "rho");
+  if (rho.size() != rho_.size())
+    throw std::runtime_error("sampler state holds " + std::to_string(rho.size()) + " examples, this run has " +
+                             std::to_string(rho_.size()));
+  rho_ = std::move(rho);
+  cost_ = read_doubles(ar, "cost");
+  has_rho_ = read_flags(ar, "has_rho");
+  seen_epoch_ = read_flags(ar, "seen_epoch");
+  seen_ever_ = read_flags(ar, "seen_ever");
+  last_p_ = read_doubles(ar, "last_p");
+  for (size_t n : {cost_.size(), has_rho_.size(), seen_epoch_.size(), seen_ever_.size()})
+    if (n != rho_.size()) throw std::runtime_error("sampler state: vectors of different lengths");
 }
 
 }  // namespace cerebra

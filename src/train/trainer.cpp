@@ -5,12 +5,19 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <random>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include "cerebra/core/io.h"
+#include "cerebra/core/state_archive.h"
 #include "cerebra/train/train.h"
 
 namespace cerebra {
@@ -65,6 +72,16 @@ double lr_at(const TrainerOptions& o, int64_t step, int64_t total, int64_t warmu
   return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * p));
 }
 
+using Named = std::vector<std::pair<std::string, torch::Tensor>>;
+
+// Parameters then buffers, by path.
+Named named_state(const Model& model) {
+  Named s;
+  for (const auto& p : model.named_parameters()) s.emplace_back(p.key(), p.value());
+  for (const auto& b : model.named_buffers()) s.emplace_back(b.key(), b.value());
+  return s;
+}
+
 std::vector<torch::Tensor> snapshot(const Model& model) {
   std::vector<torch::Tensor> s;
   for (const auto& p : model.parameters()) s.push_back(p.detach().clone());
@@ -78,6 +95,32 @@ void restore(Model& model, const std::vector<torch::Tensor>& s) {
   for (auto& p : model.parameters()) p.copy_(s[i++]);
   for (auto& b : model.buffers()) b.copy_(s[i++]);
 }
+
+// A snapshot read from a checkpoint, in the order of the model's own parameters and buffers.
+std::vector<torch::Tensor> snapshot_from(const Model& model, const Named& saved) {
+  std::map<std::string, torch::Tensor> by_name(saved.begin(), saved.end());
+  std::vector<torch::Tensor> s;
+  for (const auto& [name, t] : named_state(model)) {
+    auto it = by_name.find(name);
+    TORCH_CHECK(it != by_name.end(), "the best weights have no '", name, "'");
+    TORCH_CHECK(it->second.sizes() == t.sizes(), "the best weights' '", name, "' is ", it->second.sizes(),
+                ", the model's ", t.sizes());
+    s.push_back(it->second);
+  }
+  TORCH_CHECK(s.size() == saved.size(), "the best weights hold ", saved.size(), " tensors, the model ", s.size());
+  return s;
+}
+
+// True when every gradient is finite (a NaN or inf anywhere makes its sum non-finite).
+bool gradients_finite(const Model& model) {
+  torch::NoGradGuard g;
+  std::vector<torch::Tensor> sums;
+  for (const auto& p : model.parameters())
+    if (p.grad().defined()) sums.push_back(p.grad().sum().to(torch::kFloat64));
+  return sums.empty() || std::isfinite(torch::stack(sums).sum().item<double>());
+}
+
+constexpr int64_t kCheckpointFormat = 1;
 
 }  // namespace
 
@@ -98,6 +141,8 @@ torch::Tensor predict(Model& model, const std::vector<int64_t>& rows, int64_t ba
 TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, const std::vector<int64_t>& val_rows,
                         const TrainerOptions& o, const TrainerHooks& hooks) {
   TORCH_CHECK(!train_rows.empty(), "train_model: no training rows");
+  if (o.nan_policy != "stop" && o.nan_policy != "skip")
+    throw std::invalid_argument("train_model: nan_policy must be stop or skip, got '" + o.nan_policy + "'");
   auto make_optimizer = [&] {
     return std::make_unique<torch::optim::AdamW>(model.parameters(),
                                                  torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
@@ -107,12 +152,6 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
   const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size;
   const int64_t total_steps = steps_per_epoch * o.epochs;
   const int64_t warmup = std::max<int64_t>(1, static_cast<int64_t>(std::llround(o.warmup_epochs * steps_per_epoch)));
-
-  std::ofstream metrics;
-  if (!o.metrics_path.empty()) {
-    metrics.open(o.metrics_path);
-    if (!metrics) throw std::runtime_error("cannot write " + o.metrics_path);
-  }
 
   auto val_loss_of = [&]() {
     if (val_rows.empty()) return std::nan("");
@@ -129,41 +168,189 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
     return sum / static_cast<double>(val_rows.size());
   };
 
+  // ---- the state of training: everything below is in the resume checkpoint
   TrainResult r;
   r.best_val_loss = std::numeric_limits<double>::infinity();
   std::vector<torch::Tensor> best = snapshot(model);
   std::vector<int64_t> perm(static_cast<size_t>(n)), order(train_rows);  // positions and the rows they stand for
   std::iota(perm.begin(), perm.end(), 0);
+  std::vector<int64_t> epoch_pos;  // this epoch's positions, in training order
   std::unique_ptr<Sampler> sampler;
   if (o.sampler.enabled) {
     TORCH_CHECK(hooks.per_example_loss, "train_model: the compute-aware sampler needs a per-example loss");
     sampler = std::make_unique<Sampler>(n, o.sampler);
   }
-  Progress progress(o.quiet);
-  int64_t step = 0, since_best = 0;
+  int64_t step = 0, since_best = 0, examples_seen = 0, metrics_bytes = 0;
   double train_seconds = 0;
-  int64_t examples_seen = 0;
+  double loss_sum = 0, epoch_elapsed = 0;  // of the epoch being trained
+  int64_t start_epoch = 1, start_batch = 0;
+  bool finished = false;
+  std::string last_checkpoint = "none written yet";
+
+  // `epoch` and `batch`: where training goes on; `steps` done so far; `elapsed`: seconds of this epoch so far.
+  auto write_checkpoint = [&](int64_t epoch, int64_t batch, int64_t steps, double elapsed, bool done) {
+    if (o.checkpoint_path.empty()) return;
+    torch::serialize::OutputArchive ar;
+    write_int(ar, "format", kCheckpointFormat);
+    write_int(ar, "train_examples", n);
+    write_int(ar, "steps_per_epoch", steps_per_epoch);
+    write_int(ar, "epoch", epoch);  // the epoch to train next (or being trained, from `batch`)
+    write_int(ar, "batch", batch);
+    write_int(ar, "step", steps);
+    write_int(ar, "done", done ? 1 : 0);
+    write_int(ar, "since_best", since_best);
+    write_int(ar, "best_epoch", r.best_epoch);
+    write_double(ar, "best_val_loss", r.best_val_loss);
+    write_int(ar, "epochs_run", r.epochs_run);
+    write_doubles(ar, "epoch_seconds", r.epoch_seconds);
+    write_int(ar, "nan_skipped_steps", r.nan_skipped_steps);
+    write_int(ar, "resumes", r.resumes);
+    write_double(ar, "train_seconds", train_seconds);
+    write_int(ar, "examples_seen", examples_seen);
+    write_double(ar, "loss_sum", loss_sum);
+    write_double(ar, "epoch_elapsed", elapsed);
+    write_ints(ar, "perm", perm);
+    write_ints(ar, "epoch_pos", epoch_pos);
+    write_int(ar, "metrics_bytes", metrics_bytes);
+    ar.write("torch_rng", at::detail::getDefaultCPUGenerator().get_state(), /*is_buffer=*/true);
+    torch::serialize::OutputArchive weights, optimizer, hook_state;
+    model.save(weights);
+    ar.write("model", weights);
+    opt->save(optimizer);
+    ar.write("optimizer", optimizer);
+    Named best_named = named_state(model);
+    for (size_t i = 0; i < best_named.size(); ++i) best_named[i].second = best[i];
+    write_tensors(ar, "best", best_named);
+    if (sampler) {
+      torch::serialize::OutputArchive sub;
+      sampler->save(sub);
+      ar.write("sampler", sub);
+    }
+    if (hooks.save_state) hooks.save_state(hook_state);
+    ar.write("hooks", hook_state);
+    write_file_atomic(o.checkpoint_path, [&](const std::string& tmp) { ar.save_to(tmp); });
+    last_checkpoint = fmt::format("epoch {}, step {}, in {}", batch > 0 ? epoch : epoch - 1, steps, o.checkpoint_path);
+  };
+
+  if (o.resume && !o.checkpoint_path.empty() && std::filesystem::exists(o.checkpoint_path)) {
+    try {
+      torch::serialize::InputArchive ar;
+      ar.load_from(o.checkpoint_path);
+      TORCH_CHECK(read_int(ar, "format") == kCheckpointFormat, "unknown checkpoint format");
+      TORCH_CHECK(read_int(ar, "train_examples") == n && read_int(ar, "steps_per_epoch") == steps_per_epoch,
+                  "it was written for ", read_int(ar, "train_examples"), " training examples in batches of ",
+                  read_int(ar, "steps_per_epoch"), " per epoch; this run has ", n, " and ", steps_per_epoch);
+      torch::serialize::InputArchive hook_state, weights, optimizer;
+      ar.read("hooks", hook_state);
+      if (hooks.load_state) hooks.load_state(hook_state);  // first: the model's pruned shapes, modes
+      ar.read("model", weights);
+      model.load(weights);
+      opt = make_optimizer();
+      ar.read("optimizer", optimizer);
+      opt->load(optimizer);
+      best = snapshot_from(model, read_tensors(ar, "best"));
+      if (sampler) {
+        torch::serialize::InputArchive sub;
+        ar.read("sampler", sub);
+        sampler->load(sub);
+      }
+      start_epoch = read_int(ar, "epoch");
+      start_batch = read_int(ar, "batch");
+      step = read_int(ar, "step");
+      finished = read_int(ar, "done") != 0;
+      since_best = read_int(ar, "since_best");
+      r.best_epoch = read_int(ar, "best_epoch");
+      r.best_val_loss = read_double(ar, "best_val_loss");
+      r.epochs_run = read_int(ar, "epochs_run");
+      r.epoch_seconds = read_doubles(ar, "epoch_seconds");
+      r.nan_skipped_steps = read_int(ar, "nan_skipped_steps");
+      r.resumes = read_int(ar, "resumes") + 1;
+      train_seconds = read_double(ar, "train_seconds");
+      examples_seen = read_int(ar, "examples_seen");
+      loss_sum = read_double(ar, "loss_sum");
+      epoch_elapsed = read_double(ar, "epoch_elapsed");
+      perm = read_ints(ar, "perm");
+      epoch_pos = read_ints(ar, "epoch_pos");
+      metrics_bytes = read_int(ar, "metrics_bytes");
+      TORCH_CHECK(static_cast<int64_t>(perm.size()) == n, "the permutation has ", perm.size(), " entries");
+      TORCH_CHECK(start_batch == 0 || static_cast<int64_t>(epoch_pos.size()) == n, "the epoch order has ",
+                  epoch_pos.size(), " entries");
+      torch::Tensor rng;
+      ar.read("torch_rng", rng, /*is_buffer=*/true);
+      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle on torch's default generator
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(rng);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error("cannot resume from " + o.checkpoint_path + ": " + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      throw std::runtime_error("cannot resume from " + o.checkpoint_path + ": " + e.what());
+    }
+    last_checkpoint = fmt::format("epoch {}, step {}, in {}", start_batch > 0 ? start_epoch : start_epoch - 1, step,
+                                  o.checkpoint_path);
+    if (!o.quiet)
+      std::cerr << (finished ? fmt::format("  training had finished (epoch {}, step {}); resuming after it\n",
+                                           r.epochs_run, step)
+                             : fmt::format("  resuming at epoch {}, batch {} of {} (step {}) from {}\n", start_epoch,
+                                           start_batch + 1, steps_per_epoch, step + 1, o.checkpoint_path));
+  }
+
+  std::ofstream metrics;
+  if (!o.metrics_path.empty()) {
+    if (r.resumes > 0) {  // drop the lines written after the checkpoint
+      std::error_code ec;
+      const auto size = std::filesystem::file_size(o.metrics_path, ec);
+      if (ec || static_cast<int64_t>(size) < metrics_bytes)
+        throw std::runtime_error("cannot resume: " + o.metrics_path + " is shorter than the checkpoint records (" +
+                                 std::to_string(metrics_bytes) + " bytes)");
+      std::filesystem::resize_file(o.metrics_path, static_cast<uintmax_t>(metrics_bytes));
+      metrics.open(o.metrics_path, std::ios::app);
+    } else {
+      metrics.open(o.metrics_path);
+    }
+    if (!metrics) throw std::runtime_error("cannot write " + o.metrics_path);
+  }
+
+  // A non-finite loss or gradient at this step: stops training (policy stop, or too many skipped), or counts a skip.
+  auto non_finite = [&](const std::string& what, int64_t epoch, int64_t batch) {
+    const std::string where = fmt::format("epoch {}, step {} (batch {} of {})", epoch, step + 1, batch + 1,
+                                          steps_per_epoch);
+    if (o.nan_policy == "skip") {
+      ++r.nan_skipped_steps;
+      if (r.nan_skipped_steps <= o.nan_skip_limit) return;
+      throw TrainingDiverged(fmt::format("training stopped: {} at {}, and {} steps were skipped for non-finite "
+                                         "values (nan_skip_limit {}); the last good checkpoint is {}",
+                                         what, where, r.nan_skipped_steps, o.nan_skip_limit, last_checkpoint));
+    }
+    throw TrainingDiverged(fmt::format("training stopped: {} at {}; the weights were not updated from it and the "
+                                       "last good checkpoint is {} (lower lr, or nan_policy: skip)",
+                                       what, where, last_checkpoint));
+  };
+
+  Progress progress(o.quiet);
   model.train();
 
-  for (int64_t epoch = 1; epoch <= o.epochs; ++epoch) {
-    // Seeded Fisher-Yates per epoch: the same seed gives the same batches.
-    std::mt19937_64 rng(o.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+  for (int64_t epoch = start_epoch; epoch <= o.epochs && !finished; ++epoch) {
     const bool sampled = sampler && o.sampler.active(epoch);
-    std::vector<int64_t> epoch_pos;
-    if (sampled) {
-      // Compute-aware sampler: N draws with replacement from p ∝ exp(β·ρ̃ − γ·Ĉ), with the uniform floor.
-      epoch_pos = sampler->draw(n, rng);
-    } else {
-      for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[static_cast<int64_t>(rng() % (i + 1))]);
-      epoch_pos = perm;
-      if (sampler) sampler->mark_seen(epoch_pos);
+    const int64_t first_batch = epoch == start_epoch ? start_batch : 0;
+    if (first_batch == 0) {  // a new epoch (a resumed one has its order, sums and hook state from the checkpoint)
+      // Seeded Fisher-Yates per epoch: the same seed gives the same batches.
+      std::mt19937_64 rng(o.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+      if (sampled) {
+        // Compute-aware sampler: N draws with replacement from p ∝ exp(β·ρ̃ − γ·Ĉ), with the uniform floor.
+        epoch_pos = sampler->draw(n, rng);
+      } else {
+        for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[static_cast<int64_t>(rng() % (i + 1))]);
+        epoch_pos = perm;
+        if (sampler) sampler->mark_seen(epoch_pos);
+      }
+      loss_sum = 0;
+      epoch_elapsed = 0;
+      if (hooks.on_epoch_begin) hooks.on_epoch_begin(epoch);
     }
     for (int64_t i = 0; i < n; ++i) order[i] = train_rows[static_cast<size_t>(epoch_pos[i])];
 
-    if (hooks.on_epoch_begin) hooks.on_epoch_begin(epoch);
     auto t0 = Clock::now();
-    double loss_sum = 0;
-    for (int64_t b = 0; b < steps_per_epoch; ++b, ++step) {
+    for (int64_t b = first_batch; b < steps_per_epoch; ++b, ++step) {
       const int64_t lo = b * o.batch_size, hi = std::min(n, lo + o.batch_size);
       std::vector<int64_t> idx(order.begin() + lo, order.begin() + hi);
       Batch batch = hooks.make_batch(idx);
@@ -172,6 +359,12 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
       opt->zero_grad();
       auto pred = model.forward(batch);
       auto task_loss = hooks.loss(pred, batch);
+      auto loss = hooks.objective ? hooks.objective(task_loss, batch) : task_loss;
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        non_finite(fmt::format("the loss is {}", loss_value), epoch, b);
+        continue;  // skipped: no backward, no update
+      }
       if (sampler) {
         auto per = hooks.per_example_loss(pred.detach(), batch).to(torch::kDouble).contiguous();
         TORCH_CHECK(per.dim() == 1 && per.size(0) == hi - lo, "per_example_loss must return (B,) = (", hi - lo,
@@ -181,20 +374,24 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
         sampler->observe(positions, losses);
         if (hooks.batch_cost) sampler->observe_cost(positions, hooks.batch_cost(batch));
       }
-      auto loss = hooks.objective ? hooks.objective(task_loss, batch) : task_loss;
-      TORCH_CHECK(std::isfinite(loss.item<double>()), "training diverged: loss is ", loss.item<double>(),
-                  " at epoch ", epoch, ", batch ", b + 1, " (try a lower lr)");
       loss.backward();
+      if (!gradients_finite(model)) {
+        opt->zero_grad();
+        non_finite("a gradient is not finite", epoch, b);
+        continue;
+      }
       if (hooks.after_backward) hooks.after_backward(epoch);
       if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), o.grad_clip);
       opt->step();
       loss_sum += task_loss.item<double>() * static_cast<double>(hi - lo);
       const double el = seconds_since(t0);
-      const double rate = static_cast<double>(hi) / std::max(el, 1e-9);
+      const double rate = static_cast<double>(hi - first_batch * o.batch_size) / std::max(el, 1e-9);
       const double remaining = static_cast<double>((o.epochs - epoch) * n + (n - hi)) / std::max(rate, 1e-9);
       progress.update(epoch, o.epochs, b + 1, steps_per_epoch, loss_sum / static_cast<double>(hi), rate, remaining);
+      if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 && b + 1 < steps_per_epoch)
+        write_checkpoint(epoch, b + 1, step + 1, epoch_elapsed + seconds_since(t0), false);
     }
-    const double secs = seconds_since(t0);
+    const double secs = epoch_elapsed + seconds_since(t0);
     train_seconds += secs;
     examples_seen += n;
     r.epoch_seconds.push_back(secs);
@@ -229,13 +426,19 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
                              {"epoch_seconds", secs},
                              {"examples_per_second", static_cast<double>(n) / secs},
                              {"best", improved}};
+      if (o.nan_policy == "skip") line["nan_skipped_steps"] = r.nan_skipped_steps;
       if (hooks.describe_val) line.update(hooks.describe_val(vl));
       if (hooks.epoch_report) line.update(hooks.epoch_report());
       if (sampler) line.update(sampler->epoch_stats(sampled));
-      metrics << line.dump() << "\n";
+      const std::string text = line.dump() + "\n";
+      metrics << text;
       metrics.flush();
+      if (!metrics) throw std::runtime_error("cannot write " + o.metrics_path);
+      metrics_bytes += static_cast<int64_t>(text.size());
     }
-    if (o.patience > 0 && since_best >= o.patience) break;
+    const bool stop = o.patience > 0 && since_best >= o.patience;
+    finished = stop || epoch == o.epochs;
+    write_checkpoint(epoch + 1, 0, step, 0.0, finished);
   }
   progress.finish();
   restore(model, best);
@@ -247,7 +450,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
 void save_model(const Model& model, const std::string& path) {
   torch::serialize::OutputArchive ar;
   model.save(ar);
-  ar.save_to(path);
+  write_file_atomic(path, [&](const std::string& tmp) { ar.save_to(tmp); });
 }
 
 void load_model(Model& model, const std::string& path) {

@@ -51,6 +51,8 @@ class Config {
   nlohmann::json to_json() const;
   // Keys whose value differs from the default.
   std::map<std::string, std::string> changed() const;
+  // Keys whose value differs in `other`, in schema order, as "key: this value -> other's value".
+  std::vector<std::string> differences(const Config& other) const;
 
  private:
   void load_yaml_file_depth(const std::string& path, int depth);

@@ -145,7 +145,9 @@ struct SweepOutcome {
 };
 
 // Runs every point × seed not already complete (summary.json present, with metrics, and config.yaml identical to
-// the planned config), records failures (error.txt in the run directory) and goes on, then aggregates.
+// the planned config), continuing unfinished runs of the planned config from their resume checkpoints (the run
+// function gets RunOptions::resume), records failures (error.txt in the run directory) and goes on, then
+// aggregates.
 SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions& options);
 
 // Name of one run directory inside a sweep: "<point>__seed=<seed>".

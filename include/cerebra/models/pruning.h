@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/serialize/archive.h>
 
 #include "cerebra/models/models.h"
 
@@ -83,6 +84,11 @@ class Pruner {
   bool end_epoch(int64_t epoch);
   // Units kept / original per kind, and what the last step removed.
   nlohmann::json report() const;
+  // The pruner's state in a resume checkpoint: the original units, the model's current group sizes, the saliencies
+  // accumulated so far this epoch and the last step's report. load() gives the model those group sizes (before its
+  // weights load) and returns true when that changed its shapes.
+  void save(torch::serialize::OutputArchive& ar) const;
+  bool load(torch::serialize::InputArchive& ar);
 
  private:
   Model& model_;

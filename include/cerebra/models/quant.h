@@ -85,6 +85,10 @@ struct QuantOptions {
 // Registers the `quant_range` buffer (NaN) on every Linear that lacks it. Call before loading a QAT checkpoint
 // and before training (the trainer snapshots buffers).
 void prepare_qat(torch::nn::Module& model);
+// A Linear that replaces another (structured pruning, include/cerebra/models/pruning.h) gets an unobserved range
+// buffer when the replaced one had one: a QAT model keeps the same buffers through pruning, so a checkpoint of it
+// loads into a model rebuilt with the pruned shapes.
+void inherit_range_buffer(const torch::nn::LinearImpl& replaced, torch::nn::LinearImpl& replacement);
 // Sets the mode of every Linear in `model` (creating state for modules that have none). kInt8 quantises the
 // current fp32 weights (see enable_int8 for engine and activation options); use kFloat to switch quantisation off.
 void set_quant_mode(torch::nn::Module& model, QuantMode mode, const QuantOptions& options = {});

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
+#include <torch/serialize/archive.h>
 #include <torch/types.h>
 
 #include "cerebra/models/models.h"
@@ -55,6 +56,10 @@ class ComputeObjective {
   // After the model's shapes changed (structured pruning): recomputes its fixed FLOPs; the dense normaliser stays
   // that of the model as built, so λ keeps its meaning.
   void refresh_static_flops() { breakdown_.static_flops = compute_breakdown(model_).static_flops; }
+  // The epoch and this epoch's sums in a resume checkpoint; load() sets the mixers for that epoch as
+  // begin_epoch() did, then restores the sums.
+  void save(torch::serialize::OutputArchive& ar) const;
+  void load(torch::serialize::InputArchive& ar);
 
  private:
   Model& model_;

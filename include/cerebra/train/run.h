@@ -17,8 +17,27 @@
 namespace cerebra {
 
 struct RunOptions {
-  bool quiet = false;  // no progress display and no per-run log lines
+  bool quiet = false;   // no progress display and no per-run log lines
+  bool resume = false;  // continue the run in out_dir (see train_run)
 };
+
+// The resume checkpoint in a run directory (include/cerebra/train/train.h, "Checkpoints"): written during training,
+// removed once summary.json is written.
+inline constexpr const char* kResumeCheckpointFile = "resume.pt";
+
+// What a run directory holds, compared with a config.
+struct RunProgress {
+  enum class State {
+    kEmpty,        // no run (no config.yaml)
+    kUnfinished,   // a run of this config without summary.json
+    kFinished,     // a run of this config with a complete summary.json
+    kOtherConfig,  // a run of another config
+  };
+  State state = State::kEmpty;
+  bool has_checkpoint = false;           // kUnfinished: resume.pt is there (otherwise training restarts from step 0)
+  std::vector<std::string> differences;  // kOtherConfig: "key: run's value -> this config's value"
+};
+RunProgress run_progress(const Config& config, const std::string& run_dir);
 
 // The model of `spec` for a task: a regression task builds the tabular models (mlp, ols, xgboost, or a mixer over
 // feature tokens); a token task builds token embedding + sinusoidal positions + Backbone(mixer) + head, causal
@@ -30,8 +49,12 @@ std::vector<std::string> seq_model_names();
 std::string checkpoint_name(const std::string& model);
 
 // Trains the configured model and writes `out_dir`: config.yaml, the task's split (tabular: split.json),
-// metrics.jsonl, the checkpoint (with pruned.json for a pruned run) and summary.json (written last, atomically).
-// Returns the summary.
+// metrics.jsonl, the resume checkpoint during training, the checkpoint (with pruned.json for a pruned run) and
+// summary.json (written last, atomically). Returns the summary. Checks before any work that out_dir is writable and,
+// once the model is built, that it has room for the checkpoints. A new run first removes what an earlier run left
+// (summary.json, resume.pt, pruned.json). With options.resume: an unfinished run of the same config continues from
+// its resume checkpoint (from the start without one) and ends as if never stopped; a finished one is returned as
+// it is, without training; a run of another config throws ConfigError listing the differing keys.
 nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const RunOptions& options);
 
 // A run directory loaded back: its spec (from config.yaml), its task with the run's split, and its model with the

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
+#include <torch/serialize/archive.h>
 
 namespace cerebra {
 
@@ -59,6 +60,10 @@ class Sampler {
   nlohmann::json epoch_stats(bool sampled) const;
 
   const std::vector<double>& rho() const { return rho_; }
+
+  // The whole state (ρ, Ĉ, coverage, the last probabilities) in a resume checkpoint, and back; load checks N.
+  void save(torch::serialize::OutputArchive& ar) const;
+  void load(torch::serialize::InputArchive& ar);
 
  private:
   SamplerOptions o_;

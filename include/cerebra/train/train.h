@@ -7,6 +7,8 @@
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
+#include <stdexcept>
+#include <torch/serialize/archive.h>
 
 #include "cerebra/models/models.h"
 #include "cerebra/train/sampler.h"
@@ -24,6 +26,20 @@ struct TrainerOptions {
   bool quiet = false;
   std::string metrics_path;  // metrics.jsonl; empty = not written
   SamplerOptions sampler;    // compute-aware sampler (cerebra/sampler.h); off = seeded shuffles
+  // The resume checkpoint (see "Checkpoints" below); empty = none written.
+  std::string checkpoint_path;
+  int64_t checkpoint_every = 500;  // also every N optimizer steps inside an epoch (0 = at epoch ends only)
+  bool resume = false;             // continue from checkpoint_path when it exists
+  // A non-finite loss or gradient: "stop" (throws TrainingDiverged) or "skip" the step, at most nan_skip_limit times.
+  std::string nan_policy = "stop";
+  int64_t nan_skip_limit = 10;
+};
+
+// A NaN or inf in the loss or the gradients stopped training (nan_policy stop, or more skipped steps than allowed).
+// The message names the epoch and step and the last good checkpoint.
+class TrainingDiverged : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 struct TrainerHooks {
@@ -49,6 +65,11 @@ struct TrainerHooks {
   // Optional, at the end of an epoch's training, before validation. Returns true when the model's parameters were
   // replaced (structured pruning): the optimiser is rebuilt and the kept best weights are reset to this model.
   std::function<bool(int64_t epoch)> on_epoch_end;
+  // Optional, the hooks' own state in each resume checkpoint (compute schedule, pruner, QAT), and its restoration.
+  // load_state runs before the model's weights load, so it can first give the model its pruned shapes, and it must
+  // leave the components as they were when the state was saved (mid-epoch: without another on_epoch_begin).
+  std::function<void(torch::serialize::OutputArchive&)> save_state;
+  std::function<void(torch::serialize::InputArchive&)> load_state;
 };
 
 struct TrainResult {
@@ -56,7 +77,22 @@ struct TrainResult {
   double best_val_loss = 0;
   std::vector<double> epoch_seconds;
   double examples_per_second = 0;  // training examples per second over all epochs
+  int64_t nan_skipped_steps = 0;   // nan_policy skip: steps skipped for a non-finite loss or gradient
+  int64_t resumes = 0;             // times this training continued from a checkpoint
 };
+
+// ---- checkpoints
+//
+// With TrainerOptions::checkpoint_path set, train_model writes a resume checkpoint at the end of every epoch and
+// every checkpoint_every steps inside one, atomically (temporary file, fsync, rename: the last good checkpoint is
+// replaced only by a complete one). It holds everything the rest of the run depends on: the weights, the AdamW
+// state, the best weights so far and their epoch and validation loss, the early-stopping counter, the epoch, batch
+// and step reached (the learning rate is a function of the step), torch's CPU random generator (dropout, Gumbel
+// noise, feature redraws), the data order (the shuffled permutation carried from epoch to epoch and this epoch's
+// order; each epoch's shuffle or draw is seeded from the seed and the epoch), the sampler's state, the partial sums
+// of the epoch being trained, the length of metrics.jsonl, and the hooks' state (save_state). With resume set,
+// training continues from it and ends with the same weights and metrics as a run that was never stopped (same
+// threads). The checkpoint of a finished training records that it finished.
 
 TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, const std::vector<int64_t>& val_rows,
                         const TrainerOptions& options, const TrainerHooks& hooks);
