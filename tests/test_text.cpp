@@ -43,7 +43,7 @@ Config text_config(const std::string& model, const std::string& dir = test::sour
   c.set("val_examples", "0", "test");
   c.set("test_examples", "0", "test");
   c.set("max_len", "128", "test");
-  c.set("vocab_size", "400", "test");
+  c.set("vocab_size", "1000", "test");
   c.set("d_model", "16", "test");
   c.set("n_heads", "2", "test");
   c.set("n_layers", "1", "test");
@@ -118,7 +118,8 @@ TEST(TextTokenizer, SentencePieceSeesTrainingTextOnly) {
   auto task2 = make_seq_task(parse_run_spec(c).task);
   auto sp2 = train_tokenizer(parse_run_spec(c).task.tokenizer, part_texts(*task2, Part::Train));
   const auto pieces = sp2->pieces();
-  EXPECT_TRUE(std::any_of(pieces.begin(), pieces.end(), [](const std::string& p) { return p.find("frumble") != std::string::npos; }));
+  EXPECT_TRUE(std::any_of(pieces.begin(), pieces.end(), [](const std::string& p) { return p.find("frumble") != std::string::npos; }))
+      << pieces.size() << " pieces, e.g. " << pieces[300] << " " << pieces.back();
   // The task's own tokenizer is the one learned from its training part: its token ids of a test gloss match.
   const auto test_batch = task->batch(Part::Test, all_rows(*task, Part::Test));
   for (int64_t i = 0; i < test_batch.size(); ++i) {
@@ -142,7 +143,7 @@ TEST(TextTokenizer, EncodeDecodeRoundTrip) {
     TokenizerSpec spec;
     spec.kind = "sentencepiece";
     spec.model_type = type;
-    spec.vocab_size = 400;
+    spec.vocab_size = 1000;
     auto sp = train_tokenizer(spec, train);
     EXPECT_LE(static_cast<int64_t>(sp->pieces().size()), spec.vocab_size);
     for (const auto& t : texts) {
@@ -169,7 +170,7 @@ TEST(TextTokenizer, VocabularyReloadsWithTheRunAndEvalReproduces) {
   const nlohmann::json s = train_run(parse_run_spec(c), dir.string(), RunOptions{true});
   ASSERT_TRUE(fs::exists(dir / kTokenizerFile));
   EXPECT_EQ(s["data"]["tokenizer"]["kind"], "sentencepiece");
-  EXPECT_EQ(s["task_info"]["vocab"], 401);
+  EXPECT_EQ(s["task_info"]["vocab"], 1001);
   const nlohmann::json e = eval_run(dir.string(), RunOptions{true});
   EXPECT_TRUE(e["matches_summary"].get<bool>()) << e.dump();
   // The reloaded task tokenizes with the saved vocabulary, not a new one.

@@ -232,11 +232,6 @@ std::string checkpoint_name(const std::string& model) { return model == "xgboost
 
 std::shared_ptr<Model> make_model(const ModelSpec& spec, const TaskInfo& info) {
   const std::string& name = spec.name;
-  if (info.head == HeadKind::Regression) {
-    if (name == "ols") return std::make_shared<OlsModel>(info.schema);
-    if (name == "xgboost") return std::make_shared<XgbModel>(info.schema, spec.xgb);
-    return make_tabular_model(spec, info.schema);
-  }
   if (spec.is_text_baseline()) {
     if (!info.has_text)
       throw ConfigError(fmt::format("model '{}' reads words and task {} has no text (text tasks: wordnet)", name,
@@ -244,6 +239,11 @@ std::shared_ptr<Model> make_model(const ModelSpec& spec, const TaskInfo& info) {
     return std::make_shared<TextModel>(name == "nb" ? TextLinearClassifier::Method::NaiveBayes
                                                     : TextLinearClassifier::Method::LogisticRegression,
                                        spec.text, info.n_classes);
+  }
+  if (info.head == HeadKind::Regression) {
+    if (name == "ols") return std::make_shared<OlsModel>(info.schema);
+    if (name == "xgboost") return std::make_shared<XgbModel>(info.schema, spec.xgb);
+    return make_tabular_model(spec, info.schema);
   }
   const auto mixers = mixer_names();
   if (std::find(mixers.begin(), mixers.end(), mixer_for_model(name)) == mixers.end()) {
