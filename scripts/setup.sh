@@ -7,7 +7,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libxgboost-dev
+  libxgboost-dev libsentencepiece-dev
   r-base-core gnuplot-nox
   wordnet-base
 )

@@ -133,13 +133,16 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
   for (size_t i = 0; i < models.size(); ++i) {
     const std::string& m = models[i];
     std::vector<nlohmann::json> runs;
+    ModelSpec named;
+    named.name = m;
+    const bool fitted = named.is_estimator();  // nb, logreg: their own fit, no learning rate or d_model
     for (double lr : lrs) {
       Config c = base;
       nlohmann::json row = {{"model", m}, {"task", task}, {"n", info0.n}, {"lr", lr}, {"selected", false}};
       try {
         c.set("model", m, "--models");
         c.set("lr", fmt::format("{}", lr), sweep ? "--lr-sweep" : "config");
-        if (o.budget_params > 0)
+        if (o.budget_params > 0 && !fitted)
           c.set("d_model", std::to_string(match_d_model(c, info0, o.budget_params)), "--budget-params");
         const RunSpec spec = parse_run_spec(c);
         int64_t params = 0;
@@ -148,7 +151,7 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
           params = make_model(spec.model, info0)->parameter_count();  // refuses models that cannot run the task
         }
         const int64_t d_model = spec.model.backbone.mixer_options.d_model;
-        row["d_model"] = d_model;
+        row["d_model"] = fitted ? nlohmann::json() : nlohmann::json(d_model);
         row["params"] = params;
         row["batch_size"] = spec.trainer.batch_size;
         const double est = estimate_train_bytes(spec, info0, params);
@@ -168,6 +171,7 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
         const fs::path dir = sweep ? fs::path(out_dir) / m / fmt::format("lr{}", lr) : fs::path(out_dir) / m;
         nlohmann::json s = train_run(spec, dir.string(), RunOptions{o.quiet});
         row["status"] = "ok";
+        row["params"] = s["params"];  // a fitted model's size is known after the fit
         row["run_dir"] = dir.string();
         row["metrics"] = s["metrics"];
         row["metric_name"] = s["primary_metric"];
@@ -194,7 +198,9 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
         ++failures;
         std::cerr << fmt::format("error: model {} failed: {}\n", m, e.what());
       }
+      if (fitted) row["lr"] = nlohmann::json();
       runs.push_back(row);
+      if (fitted) break;  // the same fit at every learning rate
     }
     // The model's result: its best run on validation.
     std::vector<double> val(runs.size(), std::nan(""));

@@ -37,7 +37,7 @@ std::vector<KeySpec> build_schema() {
       // ---- sequence tasks (task: copy, selective_copy, mqar, masked_recall, wordnet, janeausten)
       {"seq_len", VT::Int, "256", "synthetic tasks and janeausten: tokens per example n", {}, "task"},
       {"vocab_size", VT::Int, "64", "synthetic tasks: vocabulary, including the 4 special tokens (pad, noise, sep, "
-       "blank)", {}, "task"},
+       "blank); wordnet with tokenizer sentencepiece: the number of pieces (at least 320)", {}, "task"},
       {"n_data_tokens", VT::Int, "16", "copy, selective_copy: tokens to reproduce", {}, "task"},
       {"n_pairs", VT::Int, "16", "mqar: key-value pairs per example", {}, "task"},
       {"n_queries", VT::Int, "0", "mqar: queries per example (0 = n_pairs); induction_heads: distinct triggers "
@@ -52,15 +52,20 @@ std::vector<KeySpec> build_schema() {
        "task"},
       {"steps", VT::Int, "0", "sequence tasks: train for this many optimizer steps (0 = epochs over the pool); "
        "warm-up is capped at 10% of training", {}, "task"},
-      {"max_len", VT::Int, "256", "wordnet: longest gloss in bytes (see length_policy)", {}, "task"},
+      {"max_len", VT::Int, "256", "wordnet: longest gloss in tokens (see length_policy)", {}, "task"},
       {"length_policy", VT::String, "truncate", "text longer than max_len: truncate (with a warning) or error",
        {"truncate", "error"}, "task"},
       {"wordnet_dir", VT::String, "/usr/share/wordnet", "wordnet: directory of data.{noun,verb,adj,adv} (Debian "
        "package wordnet-base)", {}, "task"},
+      {"tokenizer", VT::String, "bytes", "wordnet: tokens of the text: bytes, or sentencepiece subwords learned from the "
+       "training split only (vocab_size pieces; saved as tokenizer.model in the run)", {"bytes", "sentencepiece"},
+       "task"},
+      {"sentencepiece_model", VT::String, "unigram", "tokenizer sentencepiece: the segmentation model",
+       {"unigram", "bpe"}, "task"},
       // ---- model
       {"model", VT::String, "transformer",
        "model: ols, xgboost, mlp, or a sequence model over feature tokens (transformer, lstm, and every registered "
-       "sequence mixer)", {}, "model"},
+       "sequence mixer); text tasks also nb (naive Bayes) and logreg (logistic regression) over word n-grams", {}, "model"},
       {"d_model", VT::Int, "64", "token width d of sequence models", {}, "model"},
       {"n_layers", VT::Int, "2", "number of blocks (sequence models) or hidden layers (mlp)", {}, "model"},
       {"n_heads", VT::Int, "4", "attention heads", {}, "model"},
@@ -127,6 +132,19 @@ std::vector<KeySpec> build_schema() {
        "pruning: comma-separated structures to prune: heads (attention / Cerebra full path), ffn (feed-forward "
        "units), channels (cnn mixer)", {}, "pruning"},
       // ---- gradient-boosted trees
+      {"text_ngrams", VT::Int, "2", "nb, logreg: word n-grams, 1 = unigrams, 2 = unigrams and bigrams", {},
+       "text baselines"},
+      {"text_min_df", VT::Int, "2", "nb, logreg: keep word features seen in at least this many training texts", {},
+       "text baselines"},
+      {"nb_alpha", VT::Float, "0", "nb: Lidstone smoothing; 0 = chosen on validation among 0.01, 0.03, 0.1, 0.3, 1",
+       {}, "text baselines"},
+      {"logreg_epochs", VT::Int, "30", "logreg: maximum epochs (early stopping on validation loss)", {},
+       "text baselines"},
+      {"logreg_patience", VT::Int, "3", "logreg: epochs without validation improvement before stopping", {},
+       "text baselines"},
+      {"logreg_batch", VT::Int, "512", "logreg: mini-batch size", {}, "text baselines"},
+      {"logreg_lr", VT::Float, "0.02", "logreg: Adam learning rate", {}, "text baselines"},
+      {"logreg_l2", VT::Float, "0", "logreg: L2 penalty on the weights (Adam weight decay)", {}, "text baselines"},
       {"xgb_rounds", VT::Int, "600", "xgboost: maximum boosting rounds (early stopping on validation)", {}, "xgboost"},
       {"xgb_max_depth", VT::Int, "6", "xgboost: tree depth", {}, "xgboost"},
       {"xgb_eta", VT::Float, "0.05", "xgboost: learning rate", {}, "xgboost"},

@@ -19,6 +19,7 @@
 #include "cerebra/core/config.h"
 #include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/synthetic_stream.h"
+#include "cerebra/data/tokenizer.h"
 
 namespace fs = std::filesystem;
 
@@ -253,20 +254,26 @@ std::string load_lm_text(const std::string& path, int64_t min_bytes) {
   return text;
 }
 
-std::vector<int64_t> byte_tokens(const std::string& text, int64_t max_len, bool error_on_long,
-                                 const std::string& origin, bool* truncated) {
+std::vector<int64_t> fit_to_length(std::vector<int64_t> tokens, int64_t max_len, bool error_on_long,
+                                   const std::string& origin, const std::string& unit, bool* truncated) {
   if (truncated) *truncated = false;
-  int64_t len = static_cast<int64_t>(text.size());
+  const auto len = static_cast<int64_t>(tokens.size());
   if (len > max_len) {
     if (error_on_long)
-      throw std::runtime_error(fmt::format("{}: text of {} bytes exceeds max_len {} (length_policy: error; use "
-                                           "length_policy: truncate or a larger max_len)", origin, len, max_len));
+      throw std::runtime_error(fmt::format("{}: text of {} {} exceeds max_len {} (length_policy: error; use "
+                                           "length_policy: truncate or a larger max_len)", origin, len, unit, max_len));
     if (truncated) *truncated = true;
-    len = max_len;
+    tokens.resize(static_cast<size_t>(max_len));
   }
-  std::vector<int64_t> t(static_cast<size_t>(std::max<int64_t>(len, 1)), 0);
-  for (int64_t i = 0; i < len; ++i) t[i] = static_cast<unsigned char>(text[i]) + 1;
-  return t;
+  if (tokens.empty()) tokens.push_back(0);  // an empty text: one padding token
+  return tokens;
+}
+
+std::vector<int64_t> byte_tokens(const std::string& text, int64_t max_len, bool error_on_long,
+                                 const std::string& origin, bool* truncated) {
+  std::vector<int64_t> t(text.size());
+  for (size_t i = 0; i < text.size(); ++i) t[i] = static_cast<unsigned char>(text[i]) + 1;
+  return fit_to_length(std::move(t), max_len, error_on_long, origin, "bytes", truncated);
 }
 
 namespace {
@@ -355,30 +362,42 @@ std::vector<std::vector<int64_t>> shuffled_split(int64_t count, double val_fract
 
 class WordnetTask final : public Task {
  public:
-  explicit WordnetTask(const TaskSpec& c) {
+  WordnetTask(const TaskSpec& c, const std::string& run_dir) {
     info_ = seq_task_info(c);
     dir_ = c.wordnet_dir;
-    const bool error_on_long = c.error_on_long;
     std::vector<TextExample> ex = load_wordnet(dir_);
     if (ex.empty()) throw std::runtime_error(dir_ + ": no WordNet synsets found");
-    int64_t truncated = 0;
-    for (const auto& e : ex) {
-      bool t = false;
-      tokens_.push_back(byte_tokens(e.text, info_.n, error_on_long, e.origin, &t));
-      labels_.push_back(e.label);
-      truncated += t;
-      total_bytes_ += static_cast<int64_t>(e.text.size());
-    }
-    if (truncated > 0)
-      std::cerr << fmt::format("warning: wordnet: {} of {} glosses are longer than max_len {} and were truncated "
-                               "(length_policy: truncate)\n", truncated, ex.size(), info_.n);
-    truncated_ = truncated;
     parts_ = shuffled_split(static_cast<int64_t>(ex.size()), c.val_fraction, c.test_fraction, c.seed);
     const int64_t caps[3] = {c.max_rows, c.val_examples, c.test_examples};
     for (int i = 0; i < 3; ++i)
       if (caps[i] > 0 && static_cast<int64_t>(parts_[i].size()) > caps[i]) parts_[i].resize(caps[i]);
     if (parts_[0].empty() || parts_[2].empty())
       throw ConfigError("task wordnet: the split leaves no training or test examples (val_fraction/test_fraction)");
+    for (auto& e : ex) {
+      texts_.push_back(std::move(e.text));
+      labels_.push_back(e.label);
+    }
+    // The vocabulary is learned from the training part only (or reloaded from the run that learned it).
+    if (run_dir.empty()) {
+      std::vector<std::string> training;
+      for (auto i : parts_[0]) training.push_back(texts_[i]);
+      tokenizer_ = train_tokenizer(c.tokenizer, training);
+    } else {
+      tokenizer_ = load_tokenizer(c.tokenizer, run_dir);
+    }
+    const std::string unit = c.tokenizer.kind == "bytes" ? "bytes" : "tokens";
+    int64_t truncated = 0;
+    for (size_t i = 0; i < texts_.size(); ++i) {
+      bool t = false;
+      tokens_.push_back(fit_to_length(tokenizer_->encode(texts_[i]), info_.n, c.error_on_long, ex[i].origin, unit, &t));
+      truncated += t;
+      total_bytes_ += static_cast<int64_t>(texts_[i].size());
+      total_tokens_ += static_cast<int64_t>(tokens_.back().size());
+    }
+    if (truncated > 0)
+      std::cerr << fmt::format("warning: wordnet: {} of {} glosses are longer than max_len {} {} and were truncated "
+                               "(length_policy: truncate)\n", truncated, ex.size(), info_.n, unit);
+    truncated_ = truncated;
   }
   const TaskInfo& info() const override { return info_; }
   int64_t size(Part s) const override { return static_cast<int64_t>(parts_[static_cast<int>(s)].size()); }
@@ -394,32 +413,39 @@ class WordnetTask final : public Task {
     auto* tp = tokens.data_ptr<int64_t>();
     auto* mp = mask.data_ptr<bool>();
     auto* yp = y.data_ptr<int64_t>();
+    Batch out;
+    out.text.reserve(rows.size());
     for (int64_t b = 0; b < B; ++b) {
       const auto& t = tokens_[part.at(rows[b])];
       std::copy(t.begin(), t.end(), tp + b * n);
       std::fill(mp + b * n, mp + b * n + static_cast<int64_t>(t.size()), true);
       yp[b] = labels_[part[rows[b]]];
+      out.text.push_back(texts_[part[rows[b]]]);
     }
-    Batch out;
     out.tokens = tokens;
     out.mask = mask;
     out.y = y;
     return out;
   }
   nlohmann::json describe() const override {
+    const auto N = static_cast<double>(labels_.size());
     return {{"kind", "text classification"}, {"path", dir_}, {"synsets", labels_.size()},
-            {"mean_bytes", static_cast<double>(total_bytes_) / static_cast<double>(labels_.size())},
+            {"mean_bytes", static_cast<double>(total_bytes_) / N},
+            {"mean_tokens", static_cast<double>(total_tokens_) / N}, {"tokenizer", tokenizer_->describe()},
             {"truncated", truncated_}, {"max_len", info_.n}, {"train", parts_[0].size()}, {"val", parts_[1].size()},
             {"test", parts_[2].size()}};
   }
+  void save(const std::string& run_dir) const override { tokenizer_->save(run_dir); }
 
  private:
   TaskInfo info_;
   std::string dir_;
+  std::vector<std::string> texts_;
+  std::unique_ptr<Tokenizer> tokenizer_;
   std::vector<std::vector<int64_t>> tokens_;
   std::vector<int64_t> labels_;
   std::vector<std::vector<int64_t>> parts_;
-  int64_t truncated_ = 0, total_bytes_ = 0;
+  int64_t truncated_ = 0, total_bytes_ = 0, total_tokens_ = 0;
 };
 
 std::string lm_path(const TaskSpec& c) {
@@ -498,9 +524,10 @@ std::map<std::string, SeqTaskFactory>& registry() {
 
 bool register_builtin() {
   for (const std::string& t : synthetic_task_names())
-    register_seq_task(t, [](const TaskSpec& c) { return std::make_unique<SyntheticTask>(c); });
-  register_seq_task("wordnet", [](const TaskSpec& c) { return std::make_unique<WordnetTask>(c); });
-  register_seq_task("janeausten", [](const TaskSpec& c) { return std::make_unique<CharLmTask>(c); });
+    register_seq_task(t, [](const TaskSpec& c, const std::string&) { return std::make_unique<SyntheticTask>(c); });
+  register_seq_task("wordnet",
+                    [](const TaskSpec& c, const std::string& run_dir) { return std::make_unique<WordnetTask>(c, run_dir); });
+  register_seq_task("janeausten", [](const TaskSpec& c, const std::string&) { return std::make_unique<CharLmTask>(c); });
   return true;
 }
 
@@ -527,7 +554,8 @@ TaskInfo seq_task_info(const TaskSpec& c) {
   i.name = c.name;
   if (i.name == "wordnet") {
     i.head = HeadKind::SequenceClassification;
-    i.vocab = 257;
+    i.vocab = tokenizer_vocab(c.tokenizer);
+    i.has_text = true;
     i.n = c.max_len;
     i.n_classes = 45;
     i.metric = "test_accuracy";
@@ -553,7 +581,7 @@ TaskInfo seq_task_info(const TaskSpec& c) {
   return i;
 }
 
-std::unique_ptr<Task> make_seq_task(const TaskSpec& config) {
+std::unique_ptr<Task> make_seq_task(const TaskSpec& config, const std::string& run_dir) {
   ensure_builtin();
   const std::string& name = config.name;
   auto it = registry().find(name);
@@ -562,7 +590,7 @@ std::unique_ptr<Task> make_seq_task(const TaskSpec& config) {
     for (const auto& [k, v] : registry()) known += (known.empty() ? "" : ", ") + k;
     throw ConfigError("unknown sequence task '" + name + "'; available: " + known);
   }
-  return it->second(config);
+  return it->second(config, run_dir);
 }
 
 }  // namespace cerebra

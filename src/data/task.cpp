@@ -135,7 +135,7 @@ std::unique_ptr<MetricSink> Task::metrics(Part part) const {
 }
 
 std::unique_ptr<Task> make_task(const TaskSpec& spec, const std::string& run_dir) {
-  if (is_seq_task(spec.name)) return make_seq_task(spec);
+  if (is_seq_task(spec.name)) return make_seq_task(spec, run_dir);
   return make_tabular_task(spec, run_dir);
 }
 

@@ -96,8 +96,8 @@ class SeqModel final : public Model {
   torch::nn::Linear head_{nullptr};
 };
 
-// A model fitted in closed form or by boosting on the whole training part rather than trained by gradients (ols,
-// xgboost). It reads the one-hot design of a tabular batch.
+// A model fitted by its own method on the whole training part rather than trained by the run's gradient loop (ols,
+// xgboost: they read the one-hot design of a tabular batch; nb, logreg: the raw text of a text batch).
 class Estimator : public Model {
  public:
   explicit Estimator(std::vector<int64_t> cardinalities) : cardinalities_(std::move(cardinalities)) {}
@@ -154,8 +154,37 @@ class XgbModel final : public Estimator {
   XgbRegressor xgb_;
 };
 
+// The bag-of-words baselines of a text task (nb, logreg): they read the batch's raw text.
+class TextModel final : public Estimator {
+ public:
+  TextModel(TextLinearClassifier::Method method, const TextBaselineParams& params, int64_t n_classes)
+      : Estimator({}), clf_(method, params, n_classes) {}
+  torch::Tensor forward(const Batch& b) override { return clf_.logits(texts(b)); }
+  double flops_per_example() const override { return clf_.flops_per_example(); }
+  nlohmann::json fit(const Batch& train, const Batch& val) override {
+    return clf_.fit(texts(train), labels(train), texts(val), labels(val));
+  }
+  void save_to(const std::string& path) const override { clf_.save(path); }
+  void load_from(const std::string& path, int) override { clf_.load(path); }
+  int64_t parameters() const { return clf_.parameters(); }
+
+ private:
+  static const std::vector<std::string>& texts(const Batch& b) {
+    if (b.size() > 0 && static_cast<int64_t>(b.text.size()) != b.size())
+      throw std::logic_error("text baseline: the batch carries no text");
+    return b.text;
+  }
+  static std::vector<int64_t> labels(const Batch& b) {
+    if (!b.y.defined()) return {};
+    auto y = b.y.contiguous();
+    return std::vector<int64_t>(y.data_ptr<int64_t>(), y.data_ptr<int64_t>() + y.numel());
+  }
+  TextLinearClassifier clf_;
+};
+
 int64_t param_count(const Model& m) {
   if (const auto* ols = dynamic_cast<const OlsModel*>(&m)) return ols->parameters();
+  if (const auto* text = dynamic_cast<const TextModel*>(&m)) return text->parameters();
   return m.parameter_count();
 }
 
@@ -209,6 +238,14 @@ std::string checkpoint_name(const std::string& model) { return model == "xgboost
 
 std::shared_ptr<Model> make_model(const ModelSpec& spec, const TaskInfo& info) {
   const std::string& name = spec.name;
+  if (spec.is_text_baseline()) {
+    if (!info.has_text)
+      throw ConfigError(fmt::format("model '{}' reads words and task {} has no text (text tasks: wordnet)", name,
+                                    info.name));
+    return std::make_shared<TextModel>(name == "nb" ? TextLinearClassifier::Method::NaiveBayes
+                                                    : TextLinearClassifier::Method::LogisticRegression,
+                                       spec.text, info.n_classes);
+  }
   if (info.head == HeadKind::Regression) {
     if (name == "ols") return std::make_shared<OlsModel>(info.schema);
     if (name == "xgboost") return std::make_shared<XgbModel>(info.schema, spec.xgb);
@@ -216,7 +253,7 @@ std::shared_ptr<Model> make_model(const ModelSpec& spec, const TaskInfo& info) {
   }
   const auto mixers = mixer_names();
   if (std::find(mixers.begin(), mixers.end(), mixer_for_model(name)) == mixers.end()) {
-    std::string known;
+    std::string known = info.has_text ? "nb, logreg" : "";
     for (const auto& n : seq_model_names()) known += (known.empty() ? "" : ", ") + n;
     throw ConfigError("model '" + name + "' cannot run the sequence task " + info.name + "; available: " + known);
   }

@@ -4,6 +4,8 @@
 
 #include <fmt/core.h>
 
+#include "cerebra/data/tokenizer.h"
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -56,6 +58,10 @@ TaskSpec parse_task(const Config& c) {
   t.max_len = c.get_int("max_len");
   t.error_on_long = c.get_string("length_policy") == "error";
   t.wordnet_dir = c.get_string("wordnet_dir");
+  t.tokenizer.kind = c.get_string("tokenizer");
+  t.tokenizer.vocab_size = c.get_int("vocab_size");
+  t.tokenizer.model_type = c.get_string("sentencepiece_model");
+  validate_tokenizer(t.tokenizer, t.name);
   if (t.max_rows < 0) throw ConfigError(fmt::format("max_rows must be >= 0 (0 = all), got {}", t.max_rows));
   return t;
 }
@@ -69,6 +75,24 @@ ModelSpec parse_model(const Config& c) {
   m.xgb.eta = c.get_float("xgb_eta");
   m.xgb.subsample = c.get_float("xgb_subsample");
   m.xgb.seed = static_cast<uint64_t>(c.get_int("seed"));
+  TextBaselineParams& tb = m.text;
+  tb.ngrams = c.get_int("text_ngrams");
+  tb.min_df = c.get_int("text_min_df");
+  tb.nb_alpha = c.get_float("nb_alpha");
+  tb.logreg_epochs = c.get_int("logreg_epochs");
+  tb.logreg_patience = c.get_int("logreg_patience");
+  tb.logreg_batch = c.get_int("logreg_batch");
+  tb.logreg_lr = c.get_float("logreg_lr");
+  tb.logreg_l2 = c.get_float("logreg_l2");
+  tb.seed = static_cast<uint64_t>(c.get_int("seed"));
+  if (tb.ngrams < 1 || tb.ngrams > 2) throw ConfigError(fmt::format("text_ngrams must be 1 or 2, got {}", tb.ngrams));
+  if (tb.min_df < 1) throw ConfigError(fmt::format("text_min_df must be >= 1, got {}", tb.min_df));
+  if (tb.nb_alpha < 0) throw ConfigError("nb_alpha must be >= 0 (0 = chosen on validation), got " + c.get_string("nb_alpha"));
+  if (tb.logreg_epochs < 1 || tb.logreg_patience < 1 || tb.logreg_batch < 1)
+    throw ConfigError(fmt::format("logreg_epochs, logreg_patience and logreg_batch must be >= 1, got {}, {}, {}",
+                                  tb.logreg_epochs, tb.logreg_patience, tb.logreg_batch));
+  if (!(tb.logreg_lr > 0)) throw ConfigError("logreg_lr must be > 0, got " + c.get_string("logreg_lr"));
+  if (tb.logreg_l2 < 0) throw ConfigError("logreg_l2 must be >= 0, got " + c.get_string("logreg_l2"));
   BackboneOptions& b = m.backbone;
   b.mixer = mixer_for_model(m.name);
   b.n_layers = c.get_int("n_layers");

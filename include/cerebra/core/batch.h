@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <torch/types.h>
@@ -15,6 +16,7 @@ struct Batch {
   torch::Tensor tokens;  // (B, n) int64
   torch::Tensor mask;    // (B, n) bool, true = real token
   torch::Tensor y;       // (B,) or (B, n): the target
+  std::vector<std::string> text;  // text tasks: each example's raw text (what the bag-of-words baselines read)
   int64_t size() const {
     if (y.defined()) return y.size(0);
     if (num.defined()) return num.size(0);

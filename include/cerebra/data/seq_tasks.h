@@ -28,10 +28,11 @@
 // (seed, val | test, 0, i), i < val_examples | test_examples. The same seed always gives the same data.
 //
 // wordnet: each synset of /usr/share/wordnet/data.{noun,verb,adj,adv} (Debian wordnet-base) is one example; the
-//   input is the definition part of its gloss (before the quoted usage examples), bytes as tokens (byte + 1;
-//   0 = padding); the label is lex_filenum (the 2nd field), one of 45 lexicographer categories. The words of the
+//   input is the definition part of its gloss (before the quoted usage examples), as bytes (byte + 1; 0 = padding)
+//   or SentencePiece subwords learned from the training part only (tokenizer, vocab_size; data/tokenizer.h);
+//   batches also carry the raw text (the bag-of-words baselines read it); the label is lex_filenum (the 2nd field), one of 45 lexicographer categories. The words of the
 //   synset are not used (they give the label away). Shuffled split by seed, val_fraction, test_fraction.
-//   Glosses longer than max_len bytes: length_policy truncate (with a warning giving the count) or error.
+//   Glosses longer than max_len tokens: length_policy truncate (with a warning giving the count) or error.
 // janeausten: data/janeausten.txt as bytes (vocab 256); contiguous split: train | val | test by the fractions;
 //   training windows of seq_len + 1 bytes at seeded offsets, validation and test windows consecutive; the model
 //   predicts every next byte; metric: bits per character. Causal models only.
@@ -52,11 +53,12 @@ namespace cerebra {
 
 
 // ---- registry
-using SeqTaskFactory = std::function<std::unique_ptr<Task>(const TaskSpec&)>;
+// `run_dir` non-empty: what an earlier run saved there (wordnet: its tokenizer) is restored.
+using SeqTaskFactory = std::function<std::unique_ptr<Task>(const TaskSpec&, const std::string& run_dir)>;
 void register_seq_task(const std::string& name, SeqTaskFactory factory);
 std::vector<std::string> seq_task_names();
 bool is_seq_task(const std::string& name);
-std::unique_ptr<Task> make_seq_task(const TaskSpec& spec);  // by spec.name
+std::unique_ptr<Task> make_seq_task(const TaskSpec& spec, const std::string& run_dir = "");  // by spec.name
 // What a task's model needs (vocab, n, head), from the spec alone, without loading data.
 TaskInfo seq_task_info(const TaskSpec& spec);
 
@@ -90,8 +92,11 @@ struct TextExample {
 std::vector<TextExample> load_wordnet_file(const std::string& path);
 std::vector<TextExample> load_wordnet(const std::string& dir);  // data.{noun,verb,adj,adv}
 std::string load_lm_text(const std::string& path, int64_t min_bytes);
-// Byte tokens of a text (byte + 1, 0 = padding); longer than max_len: truncated (truncated = true) or, when
-// `error_on_long`, std::runtime_error naming the origin.
+// Tokens cut to max_len: longer is truncated (truncated = true) or, when `error_on_long`, std::runtime_error naming
+// the origin and the length in `unit`s; an empty text is one padding token.
+std::vector<int64_t> fit_to_length(std::vector<int64_t> tokens, int64_t max_len, bool error_on_long,
+                                   const std::string& origin, const std::string& unit, bool* truncated);
+// Byte tokens of a text (byte + 1, 0 = padding), fitted to max_len as above.
 std::vector<int64_t> byte_tokens(const std::string& text, int64_t max_len, bool error_on_long,
                                  const std::string& origin, bool* truncated);
 

@@ -37,6 +37,7 @@ struct TaskInfo {
   int64_t n = 0;          // token tasks: tokens per example (the longest, for variable-length tasks); tabular: 0
   int64_t n_classes = 0;  // outputs per prediction (1 for regression)
   bool needs_causal = false;
+  bool has_text = false;  // batches carry each example's raw text (Batch::text): text classification
   std::string metric;     // the primary test metric, e.g. "test_accuracy"
   bool higher_is_better = true;
   InputSchema schema;     // tabular: the features the model reads
@@ -78,7 +79,8 @@ class Task {
 };
 
 // The task of a spec: a sequence task from its registry (include/cerebra/data/seq_tasks.h) or a tabular data set
-// (include/cerebra/data/tabular.h). `run_dir` non-empty: the split saved by an earlier run there is restored.
+// (include/cerebra/data/tabular.h). `run_dir` non-empty: what an earlier run saved there (a tabular split, a text
+// task's tokenizer) is restored.
 std::unique_ptr<Task> make_task(const TaskSpec& spec, const std::string& run_dir = "");
 
 // Accuracy (and macro-F1, exact match or bits per character by head) of a classification head.

@@ -18,6 +18,13 @@ struct SyntheticSpec {
   int64_t num_triggers = 1;         // induction_heads: occurrences of each trigger-X bigram in the context
 };
 
+// How text becomes tokens (wordnet): bytes, or SentencePiece subwords trained on the training split only.
+struct TokenizerSpec {
+  std::string kind = "bytes";       // bytes | sentencepiece
+  int64_t vocab_size = 8000;        // sentencepiece: pieces, including <unk> and the 256 byte-fallback pieces
+  std::string model_type = "unigram";  // sentencepiece: unigram | bpe
+};
+
 struct TaskSpec {
   std::string name = "cps1988";  // a tabular data set, csv, or a sequence task
   uint64_t seed = 42;            // of the split and of generated examples
@@ -35,9 +42,10 @@ struct TaskSpec {
   // induction_heads) size their training part steps × batch_size and read example i at (step i / batch_size,
   // index i % batch_size) of the stream.
   int64_t steps = 0, batch_size = 1;
-  int64_t max_len = 256;               // wordnet: longest gloss in bytes
+  int64_t max_len = 256;               // wordnet: longest gloss in tokens (bytes or pieces)
   bool error_on_long = false;          // wordnet: length_policy error (else truncate with a warning)
   std::string wordnet_dir = "/usr/share/wordnet";
+  TokenizerSpec tokenizer;             // wordnet
 };
 
 }  // namespace cerebra

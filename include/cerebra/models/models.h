@@ -21,6 +21,7 @@
 #include "cerebra/models/baselines.h"
 #include "cerebra/models/mixer.h"
 #include "cerebra/models/moe.h"
+#include "cerebra/models/text_baselines.h"
 
 namespace cerebra {
 
@@ -127,11 +128,14 @@ TORCH_MODULE(Backbone);
 
 // What to build for a run (config keys of group "model", and the mixer's own keys), parsed with the run's spec.
 struct ModelSpec {
-  std::string name = "transformer";  // ols, xgboost, mlp, transformer (= the attention mixer), or a mixer's name
+  std::string name = "transformer";  // ols, xgboost, nb, logreg, mlp, transformer (= the attention mixer), or a mixer's name
   BackboneOptions backbone;          // sequence models: the mixer (with its own typed options) and the blocks
   int64_t mlp_hidden = 256;          // mlp: hidden width; its depth is backbone.n_layers, its dropout backbone.dropout
   XgbParams xgb;                     // xgboost (threads set by the run)
-  bool is_estimator() const { return name == "ols" || name == "xgboost"; }  // fitted, not trained by gradients
+  TextBaselineParams text;           // nb, logreg (text tasks)
+  // Fitted on the whole training part by the model's own method rather than trained by the run's gradient loop.
+  bool is_estimator() const { return name == "ols" || name == "xgboost" || is_text_baseline(); }
+  bool is_text_baseline() const { return name == "nb" || name == "logreg"; }
 };
 // The mixer a sequence model name stands for ("transformer" -> "attention").
 std::string mixer_for_model(const std::string& model);
