@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <map>
 #include <string>
@@ -171,6 +172,26 @@ TEST_P(EfficientMixer, OwnOptionsAreItsConfigKeys) {
 INSTANTIATE_TEST_SUITE_P(All, EfficientMixer, ::testing::ValuesIn(all_cases()),
                          [](const ::testing::TestParamInfo<Case>& i) { return i.param.label; });
 
+// The mixer against `reference` (plain torch ops) on the same float64 input: outputs at real positions, and the
+// gradients of Σ y·w with respect to the input and every parameter.
+void expect_matches_reference(cerebra::SequenceMixer& mixer, const Tensor& x0, const Tensor& mask, const Tensor& w,
+                              const std::function<Tensor(const Tensor&)>& reference) {
+  std::vector<Tensor> outs, grads;
+  for (int ref = 0; ref < 2; ++ref) {
+    auto x = x0.clone().requires_grad_();
+    auto y = ref ? reference(x) : mixer.forward(x, mask);
+    std::vector<Tensor> inputs = {x};
+    for (auto& p : mixer.parameters()) inputs.push_back(p);
+    auto g = torch::autograd::grad({(y * w).sum()}, inputs);
+    outs.push_back((y * (w != 0)).detach());
+    grads.insert(grads.end(), g.begin(), g.end());
+  }
+  expect_close_f64("output", outs[0], outs[1], 1e-10);
+  const size_t k = grads.size() / 2;
+  for (size_t t = 0; t < k; ++t) expect_close_f64("gradient " + std::to_string(t), grads[t], grads[k + t], 1e-10);
+  EXPECT_GT(max_abs(grads[0]), 1e-3);
+}
+
 // ---- Longformer against dense masked softmax attention ---------------------------------------------------------
 
 struct LfCase {
@@ -227,20 +248,8 @@ TEST(Longformer, EqualsDenseMaskedAttentionOnOutputsAndGradients) {
     mask[2][12] = false;
     const Tensor x0 = torch::randn({B, n, d}, torch::kDouble);
     const Tensor w = torch::randn({B, n, d}, torch::kDouble) * mask.unsqueeze(-1).to(torch::kDouble);
-    std::vector<Tensor> outs, grads;
-    for (int ref = 0; ref < 2; ++ref) {
-      auto x = x0.clone().requires_grad_();
-      auto y = ref ? longformer_reference(*mixer, x, mask, c, heads) : mixer->forward(x, mask);
-      std::vector<Tensor> inputs = {x};
-      for (auto& p : mixer->parameters()) inputs.push_back(p);
-      auto g = torch::autograd::grad({(y * w).sum()}, inputs);
-      outs.push_back((y * (w != 0)).detach());
-      grads.insert(grads.end(), g.begin(), g.end());
-    }
-    expect_close_f64("output", outs[0], outs[1], 1e-10);
-    const size_t k = grads.size() / 2;
-    for (size_t t = 0; t < k; ++t) expect_close_f64("gradient " + std::to_string(t), grads[t], grads[k + t], 1e-10);
-    EXPECT_GT(max_abs(grads[0]), 1e-3);
+    expect_matches_reference(*mixer, x0, mask, w,
+                             [&](const Tensor& x) { return longformer_reference(*mixer, x, mask, c, heads); });
   }
 }
 
@@ -319,32 +328,19 @@ TEST(Aft, FullEqualsItsDefinitionOnOutputsAndGradients) {
     mask[0][4] = false;
     const Tensor x0 = torch::randn({B, n, d}, torch::kDouble);
     const Tensor wout = torch::randn({B, n, d}, torch::kDouble) * mask.unsqueeze(-1).to(torch::kDouble);
-    std::vector<Tensor> outs, grads;
-    for (int ref = 0; ref < 2; ++ref) {
-      auto x = x0.clone().requires_grad_();
-      Tensor y;
-      if (ref) {
-        const Tensor qkv = torch::linear(x, params["qkv.weight"], params["qkv.bias"]);
-        const Tensor q = qkv.narrow(2, 0, d), k = qkv.narrow(2, d, d), v = qkv.narrow(2, 2 * d, d);
-        const Tensor w = params["pair_bias"].narrow(0, 0, n).narrow(1, 0, n);
-        Tensor logits = k.unsqueeze(1) + w.view({1, n, n, 1});  // (B, i, j, d)
-        Tensor allowed = mask.view({B, 1, n, 1}).expand({B, n, n, 1});
-        if (causal) allowed = allowed.logical_and(torch::ones({n, n}, torch::kBool).tril().view({1, n, n, 1}));
-        const Tensor a = torch::softmax(logits.masked_fill(allowed.logical_not(), -1e300), 2);
-        y = torch::linear(torch::sigmoid(q) * (a * v.unsqueeze(1)).sum(2), params["out.weight"], params["out.bias"]);
-      } else {
-        y = mixer->forward(x, mask);
-      }
-      std::vector<Tensor> inputs = {x};
-      for (auto& p : mixer->parameters()) inputs.push_back(p);
-      auto g = torch::autograd::grad({(y * wout).sum()}, inputs);
-      outs.push_back((y * (wout != 0)).detach());
-      grads.insert(grads.end(), g.begin(), g.end());
-    }
-    expect_close_f64("output", outs[0], outs[1], 1e-10);
-    const size_t k = grads.size() / 2;
-    for (size_t t = 0; t < k; ++t) expect_close_f64("gradient " + std::to_string(t), grads[t], grads[k + t], 1e-10);
-    EXPECT_GT(max_abs(grads.back()), 1e-6);  // the pairwise bias learns
+    expect_matches_reference(*mixer, x0, mask, wout, [&](const Tensor& x) {
+      const Tensor qkv = torch::linear(x, params["qkv.weight"], params["qkv.bias"]);
+      const Tensor q = qkv.narrow(2, 0, d), k = qkv.narrow(2, d, d), v = qkv.narrow(2, 2 * d, d);
+      const Tensor w = params["pair_bias"].narrow(0, 0, n).narrow(1, 0, n);
+      Tensor logits = k.unsqueeze(1) + w.view({1, n, n, 1});  // (B, i, j, d)
+      Tensor allowed = mask.view({B, 1, n, 1}).expand({B, n, n, 1});
+      if (causal) allowed = allowed.logical_and(torch::ones({n, n}, torch::kBool).tril().view({1, n, n, 1}));
+      const Tensor a = torch::softmax(logits.masked_fill(allowed.logical_not(), -1e300), 2);
+      return torch::linear(torch::sigmoid(q) * (a * v.unsqueeze(1)).sum(2), params["out.weight"], params["out.bias"]);
+    });
+    auto x = x0.clone();
+    (mixer->forward(x, mask) * wout).sum().backward();
+    EXPECT_GT(max_abs(params["pair_bias"].grad()), 1e-6);  // the pairwise bias learns
   }
 }
 
@@ -431,20 +427,9 @@ TEST(Reformer, EqualsDenseMaskedAttentionOnOutputsAndGradients) {
     mask[2][12] = false;
     const Tensor x0 = torch::randn({B, n, d}, torch::kDouble);
     const Tensor w = torch::randn({B, n, d}, torch::kDouble) * mask.unsqueeze(-1).to(torch::kDouble);
-    std::vector<Tensor> outs, grads;
-    for (int ref = 0; ref < 2; ++ref) {
-      auto x = x0.clone().requires_grad_();
-      auto y = ref ? reformer_reference(*mixer, x, mask, heads, c.rounds, c.buckets, c.chunk) : mixer->forward(x, mask);
-      std::vector<Tensor> inputs = {x};
-      for (auto& p : mixer->parameters()) inputs.push_back(p);
-      auto g = torch::autograd::grad({(y * w).sum()}, inputs);
-      outs.push_back((y * (w != 0)).detach());
-      grads.insert(grads.end(), g.begin(), g.end());
-    }
-    expect_close_f64("output", outs[0], outs[1], 1e-10);
-    const size_t k = grads.size() / 2;
-    for (size_t t = 0; t < k; ++t) expect_close_f64("gradient " + std::to_string(t), grads[t], grads[k + t], 1e-10);
-    EXPECT_GT(max_abs(grads[0]), 1e-3);
+    expect_matches_reference(*mixer, x0, mask, w, [&](const Tensor& x) {
+      return reformer_reference(*mixer, x, mask, heads, c.rounds, c.buckets, c.chunk);
+    });
   }
 }
 

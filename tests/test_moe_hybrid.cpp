@@ -149,21 +149,32 @@ TEST(Moe, BalanceLossIsESumFTimesPAndHasGradients) {
   EXPECT_GT(moe->router()->weight.grad().abs().sum().item<double>(), 0.0);
 }
 
-TEST(Moe, BackboneAuxLossReachesTheObjective) {
+// A 2-layer tabular transformer with moe feed-forwards of 4 experts (`key`, `value`: one more moe option), and a batch
+// of 16 rows for it.
+std::shared_ptr<Model> moe_tabular_model(const std::string& key, const std::string& value, uint64_t seed) {
   Config c = test::fixture_config("transformer");
   c.set("ffn_layers", "moe", "test");
   c.set("n_layers", "2", "test");
   c.set("moe_experts", "4", "test");
-  c.set("moe_aux_weight", "0.5", "test");
-  torch::manual_seed(2);
-  auto model = make_tabular_model(parse_run_spec(c).model, InputSchema{2, {3, 4}, 1});
-  BackboneImpl* bb = model->backbone();
-  ASSERT_TRUE(bb && bb->has_moe());
-  EXPECT_EQ(bb->ffn_units(0), 0);
+  c.set(key, value, "test");
+  torch::manual_seed(seed);
+  return make_tabular_model(parse_run_spec(c).model, InputSchema{2, {3, 4}, 1});
+}
+
+Batch tabular_batch() {
   Batch b;
   b.num = torch::randn({16, 2});
   b.cat = torch::stack({torch::randint(3, {16}), torch::randint(4, {16})}, 1);
   b.y = torch::randn({16});
+  return b;
+}
+
+TEST(Moe, BackboneAuxLossReachesTheObjective) {
+  auto model = moe_tabular_model("moe_aux_weight", "0.5", 2);
+  BackboneImpl* bb = model->backbone();
+  ASSERT_TRUE(bb && bb->has_moe());
+  EXPECT_EQ(bb->ffn_units(0), 0);
+  Batch b = tabular_batch();
   ComputeObjective objective(*model, ComputeSchedule{});
   EXPECT_TRUE(objective.active());
   model->forward(b);
@@ -181,20 +192,11 @@ TEST(Moe, BackboneAuxLossReachesTheObjective) {
 // Assignments over capacity do not run, and the realised FLOPs the trainer reports leave them out: they equal what
 // the counter measured over the whole model's forward.
 TEST(Moe, RealisedFlopsLeaveOutDroppedAssignmentsAndMatchTheCounter) {
-  Config c = test::fixture_config("transformer");
-  c.set("ffn_layers", "moe", "test");
-  c.set("n_layers", "2", "test");
-  c.set("moe_experts", "4", "test");
-  c.set("moe_capacity", "0.3", "test");
-  torch::manual_seed(3);
-  auto model = make_tabular_model(parse_run_spec(c).model, InputSchema{2, {3, 4}, 1});
+  auto model = moe_tabular_model("moe_capacity", "0.3", 3);
   model->eval();
   BackboneImpl* bb = model->backbone();
   ASSERT_TRUE(bb && bb->has_moe());
-  Batch b;
-  b.num = torch::randn({16, 2});
-  b.cat = torch::stack({torch::randint(3, {16}), torch::randint(4, {16})}, 1);
-  b.y = torch::randn({16});
+  Batch b = tabular_batch();
   ComputeObjective objective(*model, ComputeSchedule{});
   double measured;
   {
