@@ -300,14 +300,19 @@ TEST(Resume, NanStopsTheRunAndKeepsTheLastGoodCheckpoint) {
   fs::remove_all(dir);
 }
 
-TEST(Resume, NanPolicySkipStopsAfterTheLimit) {
-  const fs::path dir = test::temp_dir("resume_nan_skip");
+// The error of an overflowing run under `nan_policy: skip` with the given skip limit.
+std::string skip_policy_error(const fs::path& dir, const std::string& limit) {
   Config c = overflowing_config();
   c.set("nan_policy", "skip", "test");
-  c.set("nan_skip_limit", "3", "test");
+  c.set("nan_skip_limit", limit, "test");
   RunOptions quiet;
   quiet.quiet = true;
-  const std::string message = test::error_of([&] { train_run(parse_run_spec(c), dir.string(), quiet); });
+  return test::error_of([&] { train_run(parse_run_spec(c), dir.string(), quiet); });
+}
+
+TEST(Resume, NanPolicySkipStopsAfterTheLimit) {
+  const fs::path dir = test::temp_dir("resume_nan_skip");
+  const std::string message = skip_policy_error(dir, "3");
   EXPECT_NE(message.find("at epoch 1, step 5"), std::string::npos) << message;
   EXPECT_NE(message.find("4 steps were skipped"), std::string::npos) << message;
   EXPECT_NE(message.find("nan_skip_limit 3"), std::string::npos) << message;
@@ -317,12 +322,7 @@ TEST(Resume, NanPolicySkipStopsAfterTheLimit) {
 
 TEST(Resume, NanPolicySkipWritesNoSummaryWithNonFiniteMetrics) {
   const fs::path dir = test::temp_dir("resume_nan_metrics");
-  Config c = overflowing_config();
-  c.set("nan_policy", "skip", "test");
-  c.set("nan_skip_limit", "1000", "test");
-  RunOptions quiet;
-  quiet.quiet = true;
-  const std::string message = test::error_of([&] { train_run(parse_run_spec(c), dir.string(), quiet); });
+  const std::string message = skip_policy_error(dir, "1000");
   EXPECT_NE(message.find("not finite"), std::string::npos) << message;
   EXPECT_FALSE(fs::exists(dir / "summary.json"));
   fs::remove_all(dir);

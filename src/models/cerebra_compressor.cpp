@@ -51,9 +51,13 @@ CompressedMemory CerebraCompressorImpl::forward(const torch::Tensor& x, const to
   // Each sequence gets the slots of its own length, m_b = memory_slots(len_b), so that its memory does not depend on
   // the other sequences of the batch or on the padded length; the batch holds m = memory_slots(n) >= m_b slots and
   // a sequence's slots beyond its own m_b are masked out.
-  const auto lengths = mask.sum(1).to(torch::kLong).cpu();  // (B)
-  std::vector<int64_t> m_b(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) m_b[b] = std::min(m, opts.memory_slots(std::max<int64_t>(1, lengths[b].item<int64_t>())));
+  const auto lengths = mask.sum(1).to(torch::kLong).cpu().contiguous();  // (B)
+  const int64_t* len_of = lengths.data_ptr<int64_t>();
+  std::vector<int64_t> len_b(static_cast<size_t>(B)), m_b(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    len_b[b] = std::max<int64_t>(1, len_of[b]);
+    m_b[b] = std::min(m, opts.memory_slots(len_b[b]));
+  }
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
 
   CompressedMemory mem;
@@ -63,10 +67,7 @@ CompressedMemory CerebraCompressorImpl::forward(const torch::Tensor& x, const to
   if (opts.compressor == CompressorKind::kConv) {
     // Masked mean over m_b contiguous segments of P_b = ceil(len_b / m_b) tokens.
     std::vector<int64_t> per(static_cast<size_t>(B));
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t len = std::max<int64_t>(1, lengths[b].item<int64_t>());
-      per[b] = (len + m_b[b] - 1) / m_b[b];
-    }
+    for (int64_t b = 0; b < B; ++b) per[b] = (len_b[b] + m_b[b] - 1) / m_b[b];
     auto P = torch::tensor(per, long_opts).unsqueeze(1);                                  // (B, 1)
     auto last = torch::tensor(m_b, long_opts).unsqueeze(1) - 1;                           // (B, 1)
     segment = torch::minimum(torch::div(torch::arange(n, long_opts).unsqueeze(0), P, "floor"), last);  // (B, n)
