@@ -1,4 +1,5 @@
 #include "cerebra/data/csv.h"
+#include "test_helpers.h"
 
 #include <gtest/gtest.h>
 
@@ -256,7 +257,7 @@ TEST(Csv, ColumnIndexErrorListsColumns) {
 }
 
 TEST(Csv, Cps1988Fixture) {
-  const CsvTable t = read_csv(CEREBRA_SOURCE_DIR "/data/fixtures/cps1988_small.csv");
+  const CsvTable t = read_csv(cerebra::test::source_path("data/fixtures/cps1988_small.csv"));
   EXPECT_EQ(t.header, (std::vector<std::string>{"wage", "education", "experience", "ethnicity", "smsa",
                                                 "region", "parttime"}));
   ASSERT_EQ(t.rows.size(), 600u);

@@ -12,7 +12,10 @@
 
 namespace cerebra::test {
 
-inline std::string source_path(const std::string& rel) { return std::string(CEREBRA_SOURCE_DIR) + "/" + rel; }
+// The checkout's file `rel` (tests/test_paths.cpp).
+std::string source_path(const std::string& rel);
+// The `cerebra` executable built with these tests.
+std::string cerebra_binary();
 
 // A config on the shipped CPS1988 fixture, small and single-threaded so tests stay fast and deterministic.
 inline Config fixture_config(const std::string& model) {

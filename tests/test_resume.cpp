@@ -44,7 +44,7 @@ struct Child {
 
 // Starts `cerebra args...` with stdout and stderr appended to `log`.
 Child spawn(const std::vector<std::string>& args, const fs::path& log) {
-  std::vector<std::string> argv_s = {CEREBRA_BINARY};
+  std::vector<std::string> argv_s = {test::cerebra_binary()};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
