@@ -14,9 +14,11 @@
 
 namespace {
 
+using cerebra::ops::attention_packed_ref;
 using cerebra::ops::attention_ref;
 using cerebra::ops::AttentionTiling;
 using cerebra::ops::tiled_attention;
+using cerebra::ops::tiled_attention_packed;
 using namespace cerebra::testing;
 using torch::Tensor;
 
@@ -182,6 +184,96 @@ TEST(AttentionKernel, RejectsBadShapes) {
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what_without_backtrace()).find("k must be (B, H, n_k, dh)"), std::string::npos);
   }
+}
+
+// ---- packed variable-length layout ------------------------------------------------------------------------------
+
+// Offsets (S + 1) of sequences with the given lengths laid end to end.
+Tensor offsets_of(const std::vector<int64_t>& lengths) {
+  std::vector<int64_t> cu{0};
+  for (const int64_t n : lengths) cu.push_back(cu.back() + n);
+  return torch::tensor(cu, torch::kLong);
+}
+
+// Sequences of different lengths (empty ones, a query-only one, lengths crossing the small tiles): the packed kernel
+// against one reference call per sequence, output and every gradient, float64, causal or not, 1 and 2 threads.
+TEST(AttentionKernelPacked, MatchesPerSequenceReferenceOnOutputAndGradients) {
+  torch::manual_seed(4);
+  const auto o = torch::TensorOptions().dtype(torch::kDouble);
+  const std::vector<int64_t> lq = {5, 0, 37, 1, 16, 23}, lk_cross = {9, 0, 37, 0, 40, 23};
+  for (bool causal : {false, true}) {
+    // causal: queries and keys of a sequence are the same tokens; otherwise keys differ in number (a sequence
+    // with queries and no keys gives zero rows)
+    const auto& lk = causal ? lq : lk_cross;
+    const Tensor cu_q = offsets_of(lq), cu_k = offsets_of(lk);
+    const int64_t H = 2, dh = 6, Tq = cu_q[-1].item<int64_t>(), Tk = cu_k[-1].item<int64_t>();
+    const Tensor q0 = torch::randn({H, Tq, dh}, o), k0 = torch::randn({H, Tk, dh}, o), v0 = torch::randn({H, Tk, dh}, o),
+                 dout = torch::randn({H, Tq, dh}, o);
+    auto run = [&](bool kernel, int threads) {
+      ThreadScope scope(threads);
+      auto q = q0.clone().requires_grad_(), k = k0.clone().requires_grad_(), v = v0.clone().requires_grad_();
+      auto out = kernel ? tiled_attention_packed(q, k, v, cu_q, cu_k, causal, 0.4, {8, 16})
+                        : attention_packed_ref(q, k, v, cu_q, cu_k, causal, 0.4);
+      auto g = torch::autograd::grad({out}, {q, k, v}, {dout});
+      return std::vector<Tensor>{out.detach(), g[0], g[1], g[2]};
+    };
+    const auto ref = run(false, 1);
+    const char* names[] = {"out", "dq", "dk", "dv"};
+    for (int threads : {1, 2}) {
+      std::printf("[packed causal=%d threads=%d]\n", causal, threads);
+      const auto ker = run(true, threads);
+      for (int i = 0; i < 4; ++i) expect_close_f64(names[i], ker[i], ref[i]);
+    }
+    if (!causal) EXPECT_EQ(max_abs(ref[0].narrow(1, 42, 1)), 0.0);  // the query-only sequence: zeros
+  }
+}
+
+// The packed layout gives the padded kernel's result on the real rows of a padded batch (up to float summation
+// order: the padded kernel's tiles include masked columns).
+TEST(AttentionKernelPacked, EqualsThePaddedKernelOnRealRows) {
+  torch::manual_seed(5);
+  const int64_t B = 3, H = 2, n = 20, dh = 8;
+  const std::vector<int64_t> lengths = {20, 7, 13};
+  auto q = torch::randn({B, H, n, dh}), k = torch::randn({B, H, n, dh}), v = torch::randn({B, H, n, dh});
+  auto mask = torch::zeros({B, n}, torch::kBool);
+  for (int64_t b = 0; b < B; ++b) mask[b].narrow(0, 0, lengths[b]).fill_(true);
+  const auto padded = tiled_attention(q, k, v, mask, false, 0.35, {8, 8});
+  auto pack = [&](const Tensor& t) {
+    std::vector<Tensor> rows;
+    for (int64_t b = 0; b < B; ++b) rows.push_back(t[b].narrow(1, 0, lengths[b]));
+    return torch::cat(rows, 1);  // (H, T, dh)
+  };
+  const Tensor cu = offsets_of(lengths);
+  const auto packed = tiled_attention_packed(pack(q), pack(k), pack(v), cu, cu, false, 0.35, {8, 8});
+  EXPECT_TRUE(torch::allclose(packed, pack(padded), 1e-5, 1e-6)) << diff(packed, pack(padded)).max;
+}
+
+TEST(AttentionKernelPacked, CountsOnlyTheRowsAndKeysOfEachSequence) {
+  const std::vector<int64_t> lq = {3, 0, 10}, lk = {5, 4, 10};
+  const int64_t H = 2, dh = 4;
+  auto q = torch::randn({H, 13, dh}), k = torch::randn({H, 19, dh});
+  cerebra::FlopCounter counter;
+  tiled_attention_packed(q, k, k, offsets_of(lq), offsets_of(lk), false, 1.0, {4, 4});
+  EXPECT_DOUBLE_EQ(counter.by_op()["kernel:tiled_attention"], 4.0 * H * dh * (3 * 5 + 10 * 10));
+}
+
+TEST(AttentionKernelPacked, RejectsBadOffsets) {
+  auto q = torch::randn({2, 6, 4}), k = torch::randn({2, 5, 4});
+  auto message = [&](const Tensor& cu_q, const Tensor& cu_k) {
+    try {
+      tiled_attention_packed(q, k, k, cu_q, cu_k, false, 1.0);
+    } catch (const c10::Error& e) {
+      return std::string(e.what_without_backtrace());
+    }
+    return std::string();
+  };
+  EXPECT_NE(message(offsets_of({2, 3}), offsets_of({2, 3})).find("cu_q must run from 0 to 6"), std::string::npos);
+  EXPECT_NE(message(torch::tensor({0, 4, 2, 6}, torch::kLong), offsets_of({1, 2, 2})).find("must not decrease"),
+            std::string::npos);
+  EXPECT_NE(message(offsets_of({6}), offsets_of({2, 3})).find("same sequences"), std::string::npos);
+  EXPECT_NE(message(offsets_of({6}).to(torch::kInt), offsets_of({5})).find("int64"), std::string::npos);
+  EXPECT_EQ(message(offsets_of({6}), offsets_of({5})), "");  // well-formed: no error
+  EXPECT_THROW(tiled_attention_packed(q.unsqueeze(0), k, k, offsets_of({6}), offsets_of({5}), false, 1.0), c10::Error);
 }
 
 }  // namespace

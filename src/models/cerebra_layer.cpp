@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "cerebra/models/pruning.h"
+#include "cerebra/ops/attention.h"
 
 namespace cerebra {
 
@@ -253,6 +254,8 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
   const CerebraCost c = cerebra_cost(opts_, n);
   const auto sel_counts = r.selected.sum(1).to(torch::kLong).cpu();
   const auto* sel_b = sel_counts.data_ptr<int64_t>();
+  const auto lengths = mask.sum(1).to(torch::kLong).cpu();
+  const auto* len_b = lengths.data_ptr<int64_t>();
   double realised = 0;
   realised_seq_.assign(static_cast<size_t>(B), 0.0);
   for (int64_t b = 0; b < B; ++b) {
@@ -262,8 +265,11 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
                   : c.router + (full_rows > 0 ? c.full_shared + static_cast<double>(full_rows) * c.per_full : 0.0) +
                         static_cast<double>(sel_b[b]) * (c.out_row + c.ffn_row);
     } else if (packed) {
-      rb = c.executed(0, comp_rows, want_rec && comp_rows > 0) +
-           (sel_b[b] > 0 ? c.full_shared + static_cast<double>(sel_b[b]) * c.per_full : 0.0);
+      rb = c.executed(0, comp_rows, want_rec && comp_rows > 0);
+      if (sel_b[b] > 0) {  // the full path over the sequence's real tokens only
+        const CerebraCost cl = cerebra_cost(opts_, len_b[b]);
+        rb += cl.full_shared + static_cast<double>(sel_b[b]) * cl.per_full;
+      }
     } else {
       rb = c.executed(full_rows, comp_rows, want_rec && comp_rows > 0);
     }
@@ -286,10 +292,11 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
   return y;
 }
 
-// Adaptive routing: the selected tokens of the whole batch, packed (no padding rows), attend over their own
-// sequence's keys (with unrouted = skip, as in Mixture-of-Depths, over the selected tokens of their sequence only);
-// one GEMM for their queries, keys/values only for sequences with a selected token (skip: only for the selected
-// tokens), and one small attention product per such sequence. -> (B, n, d) in sequence order, zero elsewhere.
+// Adaptive routing: the selected tokens of the whole batch, packed (no padding rows), attend over the real tokens
+// of their own sequence (with unrouted = skip, as in Mixture-of-Depths, over the selected tokens of their sequence
+// only). One GEMM for all their queries, one for the keys/values of the real tokens of the sequences with a
+// selected token (skip: of the selected tokens), and one packed variable-length attention kernel call
+// (ops::tiled_attention_packed): no padded row or key runs. -> (B, n, d) in sequence order, zero elsewhere.
 torch::Tensor CerebraLayer::full_path_packed(const torch::Tensor& x, const torch::Tensor& key_mask, const Routing& r) {
   const int64_t B = x.size(0), n = x.size(1), d = opts_.d_model, h = opts_.full_head_count(), e = d / opts_.n_heads;
   auto out = torch::zeros({B, n, d}, x.options());
@@ -297,39 +304,29 @@ torch::Tensor CerebraLayer::full_path_packed(const torch::Tensor& x, const torch
   const int64_t R = idx.size(0);
   if (R == 0) return out;
   auto bi = idx.select(1, 0), ii = idx.select(1, 1);
-  auto q = cerebra::linear(q_proj, x.index({bi, ii})).view({R, h, e}) * (1.0 / std::sqrt(static_cast<double>(e)));
-  const auto counts = r.selected.sum(1).to(torch::kLong).cpu();
-  const auto* cnt = counts.data_ptr<int64_t>();
-  std::vector<int64_t> seqs;
-  for (int64_t b = 0; b < B; ++b)
-    if (cnt[b] > 0) seqs.push_back(b);
-  std::vector<torch::Tensor> parts;
+  auto xs = x.index({bi, ii});
+  auto heads = [&](const torch::Tensor& t) { return t.view({t.size(0), h, e}).transpose(0, 1); };  // -> (h, T, e)
+  // (B, n) bool rows -> sequence offsets (B + 1) of their packed true entries
+  auto offsets = [&](const torch::Tensor& rows) {
+    auto cu = torch::zeros({B + 1}, torch::kLong);
+    cu.narrow(0, 1, B).copy_(rows.sum(1).cumsum(0).cpu());
+    return cu;
+  };
+  auto q = heads(cerebra::linear(q_proj, xs));
+  const auto cu_q = offsets(r.selected);
+  torch::Tensor k, v, cu_k;
   if (opts_.unrouted == Unrouted::kSkip) {
-    auto kv = cerebra::linear(kv_proj, x.index({bi, ii})).view({R, 2, h, e});  // the selected tokens' keys and values
-    int64_t off = 0;
-    for (const int64_t b : seqs) {
-      const int64_t rb = cnt[b];
-      auto qs = q.narrow(0, off, rb).permute({1, 0, 2});                           // (h, rb, e)
-      auto ks = kv.narrow(0, off, rb).select(1, 0).permute({1, 0, 2});             // (h, rb, e)
-      auto vs = kv.narrow(0, off, rb).select(1, 1).permute({1, 0, 2});
-      auto p = torch::softmax(torch::matmul(qs, ks.transpose(-2, -1)), -1);       // (h, rb, rb)
-      parts.push_back(torch::matmul(p, vs).permute({1, 0, 2}).reshape({rb, h * e}));
-      off += rb;
-    }
+    auto kv = cerebra::linear(kv_proj, xs).chunk(2, -1);  // the selected tokens' keys and values
+    k = heads(kv[0]), v = heads(kv[1]), cu_k = cu_q;
   } else {
-    auto seq_idx = torch::tensor(seqs, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
-    auto kv = cerebra::linear(kv_proj, x.index_select(0, seq_idx)).chunk(2, -1);
-    auto k = split_heads(kv[0], h), v = split_heads(kv[1], h);  // (S, h, n, e)
-    int64_t off = 0;
-    for (size_t s = 0; s < seqs.size(); ++s) {
-      const int64_t b = seqs[s], rb = cnt[b];
-      auto qs = q.narrow(0, off, rb).permute({1, 0, 2});  // (h, rb, e)
-      auto p = masked_softmax(torch::matmul(qs, k[s].transpose(-2, -1)), key_mask[b].view({1, 1, n}));  // (h, rb, n)
-      parts.push_back(torch::matmul(p, v[s]).permute({1, 0, 2}).reshape({rb, h * e}));
-      off += rb;
-    }
+    auto keys = key_mask.logical_and(r.selected.any(1, /*keepdim=*/true));  // real tokens of sequences with a query
+    auto kidx = keys.nonzero();
+    auto kv = cerebra::linear(kv_proj, x.index({kidx.select(1, 0), kidx.select(1, 1)})).chunk(2, -1);
+    k = heads(kv[0]), v = heads(kv[1]), cu_k = offsets(keys);
   }
-  auto y = torch::cat(parts, 0);  // (R, D_f)
+  auto y = ops::tiled_attention_packed(q, k, v, cu_q, cu_k, /*causal=*/false, 1.0 / std::sqrt(static_cast<double>(e)))
+               .transpose(0, 1)
+               .reshape({R, h * e});  // (R, D_f)
   if (full_cols_.defined()) y = torch::zeros({R, d}, y.options()).index_copy(1, full_cols_, y);  // pruned heads: 0
   auto g = r.gates.index({bi, ii}).unsqueeze(-1);
   return out.index_put({bi, ii}, y * (1.0 + g - g.detach()));

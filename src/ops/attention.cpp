@@ -35,44 +35,62 @@ using namespace rows;
 using torch::Tensor;
 
 // ---------------------------------------------------------------------------------------------------------------
-// Problem description shared by the forward and backward tiles.
+// Problem description shared by the forward and backward tiles. The work is a set of segments, each one attention
+// problem of one head over one sequence: rows [q_off, q_off + nq) of q (and of the output and the logsumexp) attend
+// over rows [k_off, k_off + nk) of k and v, every row dh values.
+//   padded:  q (B, H, n_q, dh), k, v (B, H, n_k, dh): segment bh = b·H + h, every segment n_q x n_k, key mask rows.
+//   packed:  q (H, T_q, dh), k, v (H, T_k, dh) with sequence offsets cu_q, cu_k (S + 1 each): segment h·S + s is
+//            sequence s of head h, rows cu_q[s] .. cu_q[s+1] over keys cu_k[s] .. cu_k[s+1]; no padding, no mask.
+
+struct Segment {
+  int64_t q_off, k_off, nq, nk;
+  const bool* mask;  // nk entries, true = real key; nullptr = all real
+};
 
 template <typename T>
 struct Attn {
-  const T* q;        // (BH, n_q, dh)
-  const T* k;        // (BH, n_k, dh)
-  const T* v;        // (BH, n_k, dh)
-  const bool* mask;  // (B, n_k), true = real key; nullptr = all real
-  int64_t H, nq, nk, dh;
-  int64_t br, bc;  // tile: query rows x key columns
+  const T* q;
+  const T* k;
+  const T* v;
+  const bool* mask;  // padded: (B, n_k), true = real key; nullptr = all real
+  const int64_t* cu_q = nullptr;  // packed: sequence offsets (S + 1); nullptr = padded
+  const int64_t* cu_k = nullptr;
+  int64_t H, nq, nk, dh;  // padded: n_q, n_k per sequence; packed: T_q, T_k
+  int64_t segments;       // padded: B·H; packed: H·S
+  int64_t br, bc;         // tile: query rows x key columns
   bool causal;
   T scale;
 
-  int64_t q_tiles() const { return (nq + br - 1) / br; }
-  int64_t k_tiles() const { return (nk + bc - 1) / bc; }
+  Segment segment(int64_t i) const {
+    if (cu_q == nullptr) return {i * nq, i * nk, nq, nk, mask ? mask + (i / H) * nk : nullptr};
+    const int64_t S = segments / H, h = i / S, s = i % S;
+    return {h * nq + cu_q[s], h * nk + cu_k[s], cu_q[s + 1] - cu_q[s], cu_k[s + 1] - cu_k[s], nullptr};
+  }
+  int64_t q_tiles(const Segment& g) const { return (g.nq + br - 1) / br; }
+  int64_t k_tiles(const Segment& g) const { return (g.nk + bc - 1) / bc; }
   // How many leading keys of the tile starting at key c0 (nc keys) query row r may attend.
   int64_t allowed(int64_t r, int64_t c0, int64_t nc) const {
     return causal ? std::clamp<int64_t>(r - c0 + 1, 0, nc) : nc;
   }
-  const bool* key_mask(int64_t bh) const { return mask ? mask + (bh / H) * nk : nullptr; }
 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// Forward: one (batch·head, query tile). out rows start zeroed. Scratch: S (br x bc), m, l (br), bias (bc).
+// Forward: one (segment, query tile). out rows start zeroed. Scratch: S (br x bc), m, l (br), bias (bc).
 
 template <typename T, int W>
-CEREBRA_INLINE void forward_item(const Attn<T>& a, int64_t bh, int64_t qt, T* out, T* lse, T* S, T* m, T* l, T* bias,
+CEREBRA_INLINE void forward_item(const Attn<T>& a, int64_t seg, int64_t qt, T* out, T* lse, T* S, T* m, T* l, T* bias,
                                  double& flops) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  const int64_t dh = a.dh, r0 = qt * a.br, nr = std::min(a.br, a.nq - r0);
-  const T* Q = a.q + (bh * a.nq + r0) * dh;
-  const T* K = a.k + bh * a.nk * dh;
-  const T* V = a.v + bh * a.nk * dh;
-  const bool* mask = a.key_mask(bh);
-  T* O = out + (bh * a.nq + r0) * dh;
+  const Segment g = a.segment(seg);
+  const int64_t dh = a.dh, r0 = qt * a.br, nr = std::min(a.br, g.nq - r0);
+  const T* Q = a.q + (g.q_off + r0) * dh;
+  const T* K = a.k + g.k_off * dh;
+  const T* V = a.v + g.k_off * dh;
+  const bool* mask = g.mask;
+  T* O = out + (g.q_off + r0) * dh;
   fill(m, nr, kNegInf);
   fill(l, nr, T(0));
-  const int64_t kend = a.causal ? std::min(a.nk, r0 + nr) : a.nk;  // keys past the last row are never attended
+  const int64_t kend = a.causal ? std::min(g.nk, r0 + nr) : g.nk;  // keys past the last row are never attended
   for (int64_t c0 = 0; c0 < kend; c0 += a.bc) {
     const int64_t nc = std::min(a.bc, kend - c0);
     const auto [some_padded, all_padded] = key_bias(mask, 1, c0, nc, bias);
@@ -97,7 +115,7 @@ CEREBRA_INLINE void forward_item(const Attn<T>& a, int64_t bh, int64_t qt, T* ou
     blas::gemm(false, false, nr, dh, nc, T(1), S, nc, V + c0 * dh, dh, T(1), O, dh);
     flops += 4.0 * nr * nc * dh;
   }
-  T* L = lse + bh * a.nq + r0;
+  T* L = lse + g.q_off + r0;
   for (int64_t r = 0; r < nr; ++r) {
     if (l[r] > T(0)) {
       row_scale<T, W>(O + r * dh, dh, T(1) / l[r]);
@@ -108,67 +126,76 @@ CEREBRA_INLINE void forward_item(const Attn<T>& a, int64_t bh, int64_t qt, T* ou
   }
 }
 
-// Work item t -> (batch·head, query tile). Query tiles are interleaved from both ends so that the contiguous item
-// ranges at::parallel_for hands to each thread carry similar work under a causal mask.
-inline std::pair<int64_t, int64_t> forward_item_index(int64_t t, int64_t q_tiles) {
-  const int64_t bh = t / q_tiles, i = t % q_tiles;
-  return {bh, (i % 2 == 0) ? i / 2 : q_tiles - 1 - i / 2};
+// The forward's work items: (segment, query tile) pairs. Within a segment the query tiles are interleaved from both
+// ends so that the contiguous item ranges at::parallel_for hands to each thread carry similar work under a causal
+// mask.
+using Item = std::pair<int64_t, int64_t>;
+
+template <typename T>
+std::vector<Item> forward_work(const Attn<T>& a) {
+  std::vector<Item> items;
+  for (int64_t seg = 0; seg < a.segments; ++seg) {
+    const int64_t tiles = a.q_tiles(a.segment(seg));
+    for (int64_t i = 0; i < tiles; ++i) items.emplace_back(seg, (i % 2 == 0) ? i / 2 : tiles - 1 - i / 2);
+  }
+  return items;
 }
 
 template <typename T, int W>
-CEREBRA_INLINE void forward_items(const Attn<T>& a, int64_t begin, int64_t end, T* out, T* lse, double* flops) {
+CEREBRA_INLINE void forward_items(const Attn<T>& a, const Item* items, int64_t begin, int64_t end, T* out, T* lse,
+                                  double* flops) {
   std::vector<T> work(a.br * a.bc + 2 * a.br + a.bc);
   T *S = work.data(), *m = S + a.br * a.bc, *l = m + a.br, *bias = l + a.br;
-  for (int64_t t = begin; t < end; ++t) {
-    const auto [bh, qt] = forward_item_index(t, a.q_tiles());
-    forward_item<T, W>(a, bh, qt, out, lse, S, m, l, bias, flops[t]);
-  }
+  for (int64_t t = begin; t < end; ++t)
+    forward_item<T, W>(a, items[t].first, items[t].second, out, lse, S, m, l, bias, flops[t]);
 }
 
-CEREBRA_TARGET_AVX2 void forward_items_avx2(const Attn<float>& a, int64_t begin, int64_t end, float* out, float* lse,
-                                            double* flops) {
-  forward_items<float, simd::lanes<float>(true)>(a, begin, end, out, lse, flops);
+CEREBRA_TARGET_AVX2 void forward_items_avx2(const Attn<float>& a, const Item* items, int64_t begin, int64_t end,
+                                            float* out, float* lse, double* flops) {
+  forward_items<float, simd::lanes<float>(true)>(a, items, begin, end, out, lse, flops);
 }
 
 template <typename T>
-void forward_items_any(const Attn<T>& a, int64_t begin, int64_t end, T* out, T* lse, double* flops) {
+void forward_items_any(const Attn<T>& a, const Item* items, int64_t begin, int64_t end, T* out, T* lse,
+                       double* flops) {
   if constexpr (std::is_same_v<T, float>) {
-    if (simd::cpu_has_avx2()) return forward_items_avx2(a, begin, end, out, lse, flops);
+    if (simd::cpu_has_avx2()) return forward_items_avx2(a, items, begin, end, out, lse, flops);
   }
-  forward_items<T, simd::lanes<T>(false)>(a, begin, end, out, lse, flops);
+  forward_items<T, simd::lanes<T>(false)>(a, items, begin, end, out, lse, flops);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Backward: one (batch·head, group of key tiles j = group, group + groups, ...). The dk, dv rows of those key tiles
+// Backward: one (segment, group of key tiles j = group, group + groups, ...). The dk, dv rows of those key tiles
 // start zeroed and are written by this item only; dq is the group's own accumulator.
 // Scratch: S, dP (br x bc), bias (bc).
 
 template <typename T>
 struct AttnGrad {
-  const T* dout;  // (BH, n_q, dh)
-  const T* lse;   // (BH, n_q)
-  const T* D;     // (BH, n_q): rowsum(dout ∘ out)
-  T* dq;          // (groups, BH, n_q, dh)
-  T* dk;          // (BH, n_k, dh)
-  T* dv;          // (BH, n_k, dh)
-  int64_t BH, groups;
+  const T* dout;  // like q
+  const T* lse;   // q's rows
+  const T* D;     // q's rows: rowsum(dout ∘ out)
+  T* dq;          // (groups, q's rows, dh)
+  T* dk;          // like k
+  T* dv;          // like v
+  int64_t q_rows, groups;  // q_rows: every row of q (q.numel() / dh)
 };
 
 template <typename T, int W>
-CEREBRA_INLINE void backward_item(const Attn<T>& a, const AttnGrad<T>& g, int64_t bh, int64_t group, T* S, T* dP,
+CEREBRA_INLINE void backward_item(const Attn<T>& a, const AttnGrad<T>& g, int64_t seg, int64_t group, T* S, T* dP,
                                   T* bias, double& flops) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  const int64_t dh = a.dh, q_off = bh * a.nq, k_off = bh * a.nk;
+  const Segment sg = a.segment(seg);
+  const int64_t dh = a.dh, q_off = sg.q_off, k_off = sg.k_off;
   const T* Q = a.q + q_off * dh;
   const T* K = a.k + k_off * dh;
   const T* V = a.v + k_off * dh;
   const T* dO = g.dout + q_off * dh;
   const T* L = g.lse + q_off;
   const T* D = g.D + q_off;
-  T* dQ = g.dq + (group * g.BH + bh) * a.nq * dh;
-  const bool* mask = a.key_mask(bh);
-  for (int64_t j = group; j < a.k_tiles(); j += g.groups) {
-    const int64_t c0 = j * a.bc, nc = std::min(a.bc, a.nk - c0);
+  T* dQ = g.dq + (group * g.q_rows + q_off) * dh;
+  const bool* mask = sg.mask;
+  for (int64_t j = group; j < a.k_tiles(sg); j += g.groups) {
+    const int64_t c0 = j * a.bc, nc = std::min(a.bc, sg.nk - c0);
     const auto [some_padded, all_padded] = key_bias(mask, 1, c0, nc, bias);
     if (all_padded) continue;
     const T* Kj = K + c0 * dh;
@@ -176,8 +203,8 @@ CEREBRA_INLINE void backward_item(const Attn<T>& a, const AttnGrad<T>& g, int64_
     T* dKj = g.dk + (k_off + c0) * dh;
     T* dVj = g.dv + (k_off + c0) * dh;
     // Causal: the first query tile holding a row r >= c0.
-    for (int64_t r0 = a.causal ? (c0 / a.br) * a.br : 0; r0 < a.nq; r0 += a.br) {
-      const int64_t nr = std::min(a.br, a.nq - r0);
+    for (int64_t r0 = a.causal ? (c0 / a.br) * a.br : 0; r0 < sg.nq; r0 += a.br) {
+      const int64_t nr = std::min(a.br, sg.nq - r0);
       const T* Qi = Q + r0 * dh;
       const T* dOi = dO + r0 * dh;
       blas::gemm(false, true, nr, nc, dh, a.scale, Qi, dh, Kj, dh, T(0), S, nc);  // S = s Q_i K_jᵀ
@@ -224,28 +251,55 @@ void backward_items_any(const Attn<T>& a, const AttnGrad<T>& g, int64_t begin, i
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Drivers on tensors (contiguous q, k, v; mask bool contiguous or undefined).
+// Drivers on tensors (contiguous q, k, v; mask bool contiguous or undefined; cu_q, cu_k int64 contiguous (S + 1)
+// for the packed layout, undefined for the padded one).
+
+struct Layout {
+  Tensor mask, cu_q, cu_k;
+  bool packed() const { return cu_q.defined(); }
+};
 
 template <typename T>
-Attn<T> describe(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal, double scale,
+Attn<T> describe(const Tensor& q, const Tensor& k, const Tensor& v, const Layout& lay, bool causal, double scale,
                  const AttentionTiling& tiling) {
-  return Attn<T>{q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), mask.defined() ? mask.data_ptr<bool>() : nullptr,
-                 q.size(1),       q.size(2),       k.size(2),       q.size(3),
-                 tiling.q_rows,   tiling.k_cols,   causal,          static_cast<T>(scale)};
+  Attn<T> a{};
+  a.q = q.data_ptr<T>();
+  a.k = k.data_ptr<T>();
+  a.v = v.data_ptr<T>();
+  a.mask = lay.mask.defined() ? lay.mask.data_ptr<bool>() : nullptr;
+  a.br = tiling.q_rows;
+  a.bc = tiling.k_cols;
+  a.causal = causal;
+  a.scale = static_cast<T>(scale);
+  if (lay.packed()) {  // (H, T, dh)
+    a.cu_q = lay.cu_q.data_ptr<int64_t>();
+    a.cu_k = lay.cu_k.data_ptr<int64_t>();
+    a.H = q.size(0), a.nq = q.size(1), a.nk = k.size(1), a.dh = q.size(2);
+    a.segments = a.H * (lay.cu_q.numel() - 1);
+  } else {  // (B, H, n, dh)
+    a.H = q.size(1), a.nq = q.size(2), a.nk = k.size(2), a.dh = q.size(3);
+    a.segments = q.size(0) * a.H;
+  }
+  return a;
 }
 
-// -> out: (B, H, n_q, dh), lse: (B, H, n_q)
-std::pair<Tensor, Tensor> forward_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
+// Every dimension of t but the last (a row per entry): the logsumexp's shape.
+std::vector<int64_t> row_shape(const Tensor& t) { return std::vector<int64_t>(t.sizes().begin(), t.sizes().end() - 1); }
+
+// -> out shaped like q, lse: q's rows
+std::pair<Tensor, Tensor> forward_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Layout& lay,
                                          bool causal, double scale, const AttentionTiling& tiling) {
   auto out = torch::zeros_like(q);
-  auto lse = torch::empty({q.size(0), q.size(1), q.size(2)}, q.options());
+  auto lse = torch::full(row_shape(q), -std::numeric_limits<double>::infinity(), q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "tiled_attention_forward", [&] {
-    const auto a = describe<scalar_t>(q, k, v, mask, causal, scale, tiling);
-    const int64_t items = q.size(0) * q.size(1) * a.q_tiles();
+    const auto a = describe<scalar_t>(q, k, v, lay, causal, scale, tiling);
+    const std::vector<Item> work = forward_work(a);
+    const int64_t items = static_cast<int64_t>(work.size());
     std::vector<double> flops(items, 0.0);
     scalar_t* o = out.data_ptr<scalar_t>();
     scalar_t* l = lse.data_ptr<scalar_t>();
-    at::parallel_for(0, items, 1, [&](int64_t b, int64_t e) { forward_items_any(a, b, e, o, l, flops.data()); });
+    at::parallel_for(0, items, 1,
+                     [&](int64_t b, int64_t e) { forward_items_any(a, work.data(), b, e, o, l, flops.data()); });
     add_kernel_flops("tiled_attention", std::accumulate(flops.begin(), flops.end(), 0.0));
   });
   return {out, lse};
@@ -253,49 +307,53 @@ std::pair<Tensor, Tensor> forward_kernel(const Tensor& q, const Tensor& k, const
 
 // -> dq, dk, dv shaped like q, k, v
 std::tuple<Tensor, Tensor, Tensor> backward_kernel(const Tensor& q, const Tensor& k, const Tensor& v,
-                                                   const Tensor& mask, const Tensor& out, const Tensor& lse,
+                                                   const Layout& lay, const Tensor& out, const Tensor& lse,
                                                    const Tensor& dout, bool causal, double scale,
                                                    const AttentionTiling& tiling) {
-  const int64_t BH = q.size(0) * q.size(1);
-  const auto D = (dout * out).sum(-1).contiguous();  // (B, H, n_q)
+  const auto D = (dout * out).sum(-1).contiguous();  // q's rows
   auto dk = torch::zeros_like(k), dv = torch::zeros_like(v);
-  const int64_t k_tiles = (k.size(2) + tiling.k_cols - 1) / tiling.k_cols;
   const int64_t threads = at::get_num_threads();
-  // Enough key-tile groups to give every thread work; each extra group costs one dq copy (O(n) memory).
-  const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(k_tiles, (threads + BH - 1) / BH));
-  auto dq = torch::zeros({groups, q.size(0), q.size(1), q.size(2), q.size(3)}, q.options());
+  std::vector<int64_t> dq_shape = q.sizes().vec();
+  Tensor dq;  // (groups, q's shape): one accumulator per key-tile group
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "tiled_attention_backward", [&] {
-    const auto a = describe<scalar_t>(q, k, v, mask, causal, scale, tiling);
+    const auto a = describe<scalar_t>(q, k, v, lay, causal, scale, tiling);
+    int64_t k_tiles = 0;
+    for (int64_t seg = 0; seg < a.segments; ++seg) k_tiles = std::max(k_tiles, a.k_tiles(a.segment(seg)));
+    // Enough key-tile groups to give every thread work; each extra group costs one dq copy (O(n) memory).
+    const int64_t groups =
+        std::max<int64_t>(1, std::min<int64_t>(k_tiles, (threads + a.segments - 1) / std::max<int64_t>(a.segments, 1)));
+    dq_shape.insert(dq_shape.begin(), groups);
+    dq = torch::zeros(dq_shape, q.options());
     const AttnGrad<scalar_t> g{dout.data_ptr<scalar_t>(),
                                lse.data_ptr<scalar_t>(),
                                D.data_ptr<scalar_t>(),
                                dq.data_ptr<scalar_t>(),
                                dk.data_ptr<scalar_t>(),
                                dv.data_ptr<scalar_t>(),
-                               BH,
+                               q.numel() / a.dh,
                                groups};
-    const int64_t items = BH * groups;
+    const int64_t items = a.segments * groups;
     std::vector<double> flops(items, 0.0);
     at::parallel_for(0, items, 1, [&](int64_t b, int64_t e) { backward_items_any(a, g, b, e, flops.data()); });
     add_kernel_flops("tiled_attention", std::accumulate(flops.begin(), flops.end(), 0.0));
   });
-  return {groups == 1 ? dq.squeeze(0) : dq.sum(0), dk, dv};
+  return {dq.size(0) == 1 ? dq.squeeze(0) : dq.sum(0), dk, dv};
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Autograd function: saves q, k, v, out and the row logsumexp; no (n_q, n_k) tensor survives the forward.
 
 struct TiledAttentionFunction : public torch::autograd::Function<TiledAttentionFunction> {
-  // q: (B, H, n_q, dh), k, v: (B, H, n_k, dh), key_mask: (B, n_k) bool or none -> (B, H, n_q, dh)
-  // (optional rather than undefined: autograd functions take no undefined tensor inputs)
+  // Padded: q (B, H, n_q, dh), k, v (B, H, n_k, dh); packed: q (H, T_q, dh), k, v (H, T_k, dh) -> shaped like q.
+  // The layout's tensors are not differentiable inputs (autograd functions take no undefined tensor inputs).
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const c10::optional<Tensor>& key_mask, bool causal, double scale,
-                        const AttentionTiling& tiling) {
+                        const Layout& lay, bool causal, double scale, const AttentionTiling& tiling) {
     auto qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-    const Tensor mask = key_mask.has_value() ? *key_mask : Tensor();
-    auto [out, lse] = forward_kernel(qc, kc, vc, mask, causal, scale, tiling);
+    auto [out, lse] = forward_kernel(qc, kc, vc, lay, causal, scale, tiling);
     ctx->save_for_backward({qc, kc, vc, out, lse});
-    ctx->saved_data["mask"] = mask;
+    ctx->saved_data["mask"] = lay.mask;
+    ctx->saved_data["cu_q"] = lay.cu_q;
+    ctx->saved_data["cu_k"] = lay.cu_k;
     ctx->saved_data["causal"] = causal;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["q_rows"] = tiling.q_rows;
@@ -308,10 +366,13 @@ struct TiledAttentionFunction : public torch::autograd::Function<TiledAttentionF
     const auto saved = ctx->get_saved_variables();
     if (!grads[0].defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
     const AttentionTiling tiling{ctx->saved_data["q_rows"].toInt(), ctx->saved_data["k_cols"].toInt()};
-    const auto& m = ctx->saved_data["mask"];
-    const Tensor mask = m.isTensor() ? m.toTensor() : Tensor();
+    auto tensor_or_none = [&](const char* key) {
+      const auto& t = ctx->saved_data[key];
+      return t.isTensor() ? t.toTensor() : Tensor();
+    };
+    const Layout lay{tensor_or_none("mask"), tensor_or_none("cu_q"), tensor_or_none("cu_k")};
     auto [dq, dk, dv] =
-        backward_kernel(saved[0], saved[1], saved[2], mask, saved[3], saved[4], grads[0].contiguous(),
+        backward_kernel(saved[0], saved[1], saved[2], lay, saved[3], saved[4], grads[0].contiguous(),
                         ctx->saved_data["causal"].toBool(), ctx->saved_data["scale"].toDouble(), tiling);
     return {dq, dk, dv, Tensor(), Tensor(), Tensor(), Tensor()};
   }
@@ -333,6 +394,44 @@ void check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor
   }
 }
 
+// q, k, v: (H, T, dh) like tiled_attention_packed's; cu_q, cu_k: int64 offsets 0 = c_0 <= ... <= c_S = T.
+void check_packed_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_q,
+                         const Tensor& cu_k) {
+  TORCH_CHECK(q.dim() == 3, op, ": q must be (H, T_q, dh), got ", q.sizes());
+  const int64_t H = q.size(0), dh = q.size(2);
+  TORCH_CHECK(k.dim() == 3 && k.size(0) == H && k.size(2) == dh, op, ": k must be (H, T_k, dh) = (", H, ", T_k, ",
+              dh, ") like q, got ", k.sizes());
+  TORCH_CHECK(v.sizes() == k.sizes(), op, ": v must be (H, T_k, dh) = ", k.sizes(), " like k, got ", v.sizes());
+  TORCH_CHECK(q.is_floating_point() && k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), op,
+              ": q, k, v must share one floating dtype, got ", q.scalar_type(), ", ", k.scalar_type(), ", ",
+              v.scalar_type());
+  auto check_offsets = [&](const char* name, const Tensor& cu, int64_t total) {
+    TORCH_CHECK(cu.dim() == 1 && cu.numel() >= 1 && cu.scalar_type() == torch::kLong && cu.device().is_cpu(), op,
+                ": ", name, " must be a CPU int64 vector of S + 1 sequence offsets, got ", cu.scalar_type(), " ",
+                cu.sizes());
+    const auto c = cu.contiguous();
+    const int64_t* p = c.data_ptr<int64_t>();
+    TORCH_CHECK(p[0] == 0 && p[c.numel() - 1] == total, op, ": ", name, " must run from 0 to ", total,
+                " (the packed rows), got ", p[0], " .. ", p[c.numel() - 1]);
+    for (int64_t s = 1; s < c.numel(); ++s)
+      TORCH_CHECK(p[s] >= p[s - 1], op, ": ", name, " must not decrease, got ", p[s - 1], " then ", p[s],
+                  " at sequence ", s - 1);
+  };
+  check_offsets("cu_q", cu_q, q.size(1));
+  check_offsets("cu_k", cu_k, k.size(1));
+  TORCH_CHECK(cu_q.numel() == cu_k.numel(), op, ": cu_q and cu_k must describe the same sequences, got ",
+              cu_q.numel() - 1, " and ", cu_k.numel() - 1);
+}
+
+void check_kernel_inputs(const char* op, const Tensor& q, const AttentionTiling& tiling) {
+  TORCH_CHECK(q.device().is_cpu(), op, ": CPU tensors expected, got ", q.device());
+  TORCH_CHECK(q.scalar_type() == torch::kFloat || q.scalar_type() == torch::kDouble, op,
+              ": float32 or float64 expected, got ", q.scalar_type());
+  TORCH_CHECK(q.size(-1) > 0, op, ": head dim must be positive, got q ", q.sizes());
+  TORCH_CHECK(tiling.q_rows > 0 && tiling.k_cols > 0, op, ": tile sizes must be positive, got ", tiling.q_rows,
+              " x ", tiling.k_cols);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -340,16 +439,17 @@ void check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor
 Tensor tiled_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask, bool causal,
                        double scale, const AttentionTiling& tiling) {
   check_inputs("tiled_attention", q, k, v, key_padding_mask);
-  TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(),
-              "tiled_attention: CPU tensors expected, got ", q.device());
-  TORCH_CHECK(q.scalar_type() == torch::kFloat || q.scalar_type() == torch::kDouble,
-              "tiled_attention: float32 or float64 expected, got ", q.scalar_type());
-  TORCH_CHECK(q.size(3) > 0, "tiled_attention: head dim must be positive, got q ", q.sizes());
-  TORCH_CHECK(tiling.q_rows > 0 && tiling.k_cols > 0, "tiled_attention: tile sizes must be positive, got ",
-              tiling.q_rows, " x ", tiling.k_cols);
-  c10::optional<Tensor> mask;
-  if (key_padding_mask.defined()) mask = key_padding_mask.contiguous();
-  return TiledAttentionFunction::apply(q, k, v, mask, causal, scale, tiling);
+  check_kernel_inputs("tiled_attention", q, tiling);
+  const Layout lay{key_padding_mask.defined() ? key_padding_mask.contiguous() : Tensor(), Tensor(), Tensor()};
+  return TiledAttentionFunction::apply(q, k, v, lay, causal, scale, tiling);
+}
+
+Tensor tiled_attention_packed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_q,
+                              const Tensor& cu_k, bool causal, double scale, const AttentionTiling& tiling) {
+  check_packed_inputs("tiled_attention_packed", q, k, v, cu_q, cu_k);
+  check_kernel_inputs("tiled_attention_packed", q, tiling);
+  const Layout lay{Tensor(), cu_q.contiguous(), cu_k.contiguous()};
+  return TiledAttentionFunction::apply(q, k, v, lay, causal, scale, tiling);
 }
 
 // q: (B, H, n_q, dh), k, v: (B, H, n_k, dh), key_padding_mask: (B, n_k) bool or undefined -> (B, H, n_q, dh)
@@ -372,6 +472,28 @@ Tensor attention_ref(const Tensor& q, const Tensor& k, const Tensor& v, const Te
                .masked_fill(row_any.logical_not(), 0.0);
   const auto probs = torch::softmax(scores, -1) * row_any.to(q.scalar_type());
   return torch::matmul(probs, v);
+}
+
+// q: (H, T_q, dh), k, v: (H, T_k, dh), cu_q, cu_k: (S + 1) -> (H, T_q, dh), one attention_ref per sequence
+Tensor attention_packed_ref(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_q, const Tensor& cu_k,
+                            bool causal, double scale) {
+  check_packed_inputs("attention_packed_ref", q, k, v, cu_q, cu_k);
+  const auto cq = cu_q.contiguous(), ck = cu_k.contiguous();
+  const int64_t* pq = cq.data_ptr<int64_t>();
+  const int64_t* pk = ck.data_ptr<int64_t>();
+  std::vector<Tensor> parts;
+  for (int64_t s = 0; s + 1 < cq.numel(); ++s) {
+    const int64_t nq = pq[s + 1] - pq[s], nk = pk[s + 1] - pk[s];
+    if (nq == 0) continue;
+    auto qs = q.narrow(1, pq[s], nq).unsqueeze(0);  // (1, H, nq, dh)
+    if (nk == 0) {
+      parts.push_back(torch::zeros_like(qs[0]));
+      continue;
+    }
+    parts.push_back(attention_ref(qs, k.narrow(1, pk[s], nk).unsqueeze(0), v.narrow(1, pk[s], nk).unsqueeze(0),
+                                  Tensor(), causal, scale)[0]);
+  }
+  return parts.empty() ? torch::zeros_like(q) : torch::cat(parts, 1);
 }
 
 }  // namespace cerebra::ops

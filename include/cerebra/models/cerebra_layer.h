@@ -11,6 +11,10 @@
 //                 soft      every token takes both paths: y_i = g_i·y_full,i + (1−g_i)·y_comp,i.
 //                 topk      the min(k, valid_b) highest-ranked real tokens of sequence b take the full path.
 //                 threshold real tokens with g_i ≥ 0.5 take the full path, at most k_max per sequence (best first).
+//                 adaptive  as threshold, but each sequence runs its own count: the selected tokens of the whole
+//                           batch are packed end to end (no padding rows) and attend by one packed variable-length
+//                           kernel call (ops::tiled_attention_packed) over their own sequence's real tokens
+//                           (unrouted = skip: over the selected tokens of their sequence only).
 //               Straight-through in topk/threshold: the selection s_i ∈ {0,1} is hard in the forward pass and
 //                 y_i = s_i·y_full,i·(1 + g_i − sg(g_i)) + (1−s_i)·y_comp,i·(1 − g_i + sg(g_i))
 //               (sg = stop-gradient). The forward value is exactly the hard mixture; the router gradient is
@@ -62,7 +66,8 @@
 // Realised cost of one forward = Σ_b [R_full·c_full + R_comp·c_comp + overheads], where R_full/R_comp are the rows
 // that actually ran through each path (topk: min(k, n) and n − min(k, n); threshold in a batch: the largest routed
 // count and n minus the smallest, because rows are computed as rectangular blocks; soft: n and n). Padded rows
-// that run are counted: realised means executed. Dense mode: 8·n·d² + 4·n²·d, the dense multi-head attention cost.
+// that run are counted: realised means executed. Adaptive: sequence b with R_b selected tokens and L_b real ones
+// runs R_b·(2d² + 4·L_b·d) + 4·L_b·d² on its full path (n − R_b compressed rows), nothing for padding. Dense mode: 8·n·d² + 4·n²·d, the dense multi-head attention cost.
 // Expected cost (differentiable, paper §3.1) = Σ_b Σ_{real i} [g_i·c_full + (1−g_i)·c_comp] + Σ_b overheads; with
 // hard gates that match the selection and no padding it equals the realised cost (topk, threshold).
 #pragma once

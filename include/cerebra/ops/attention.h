@@ -32,7 +32,19 @@ torch::Tensor tiled_attention(const torch::Tensor& q, const torch::Tensor& k, co
                               const torch::Tensor& key_padding_mask, bool causal, double scale,
                               const AttentionTiling& tiling = {});
 
-// Same arguments and result, from plain torch ops.
+// Packed variable-length form (flash-attention's varlen): S sequences of different lengths laid end to end, no
+// padding. Sequence s has query rows cu_q[s] .. cu_q[s+1] and key rows cu_k[s] .. cu_k[s+1] (causal: top-left
+// aligned within the sequence); a sequence without keys gives zero rows.
+// q: (H, T_q, dh), k, v: (H, T_k, dh), cu_q, cu_k: CPU int64 (S + 1), from 0 to T_q / T_k -> (H, T_q, dh)
+torch::Tensor tiled_attention_packed(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                     const torch::Tensor& cu_q, const torch::Tensor& cu_k, bool causal, double scale,
+                                     const AttentionTiling& tiling = {});
+
+// Same arguments and result, one attention_ref per sequence.
+torch::Tensor attention_packed_ref(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                   const torch::Tensor& cu_q, const torch::Tensor& cu_k, bool causal, double scale);
+
+// Same arguments and result as tiled_attention, from plain torch ops.
 torch::Tensor attention_ref(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                             const torch::Tensor& key_padding_mask, bool causal, double scale);
 
