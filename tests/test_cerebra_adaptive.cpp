@@ -50,6 +50,15 @@ TEST(CerebraAdaptive, PackedFullPathEqualsThresholdWithoutCap) {
   EXPECT_LE(adaptive.realised_flops(), threshold.realised_flops());
   const auto counts = adaptive.last_selected().sum(1);
   EXPECT_GT(counts.max().item<int64_t>(), counts.min().item<int64_t>()) << "the test needs unequal routed counts";
+  // What ran is what the layer reports: the packed full path over each sequence's real tokens (20, 13, 7 keys, not
+  // the padded 20), plus the compressed path.
+  double measured = 0;
+  {
+    FlopCounter counter;
+    adaptive.forward(x, mask);
+    measured = counter.total();
+  }
+  EXPECT_NEAR(measured, adaptive.realised_flops(), 1e-9 * measured);
 }
 
 TEST(CerebraAdaptive, SkippedTokensGetNothingAndRunNoFeedForward) {
