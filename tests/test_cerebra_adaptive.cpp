@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "cerebra/core/config.h"
 #include "cerebra/core/flop_counter.h"
 #include "cerebra/models/cerebra_layer.h"
 #include "cerebra/models/models.h"
@@ -116,6 +117,22 @@ TEST(CerebraAdaptive, GradientsReachTheRouter) {
     EXPECT_TRUE(g.isfinite().all().item<bool>());
     EXPECT_GT(g.abs().sum().item<double>(), 0.0) << (u == Unrouted::kSkip ? "skip" : "compressed");
   }
+}
+
+// unrouted: auto (the default) skips unrouted tokens under adaptive routing and keeps the compressed path for the
+// fixed-count modes; an explicit value wins.
+TEST(CerebraAdaptive, UnroutedAutoSkipsUnderAdaptiveRouting) {
+  auto unrouted = [](const std::string& mode, const std::string& value) {
+    Config c;
+    c.set("router_mode", mode, "test");
+    if (!value.empty()) c.set("unrouted", value, "test");
+    return CerebraOptions::from_config(c).unrouted;
+  };
+  EXPECT_EQ(unrouted("adaptive", ""), Unrouted::kSkip);
+  EXPECT_EQ(unrouted("topk", ""), Unrouted::kCompressed);
+  EXPECT_EQ(unrouted("soft", ""), Unrouted::kCompressed);
+  EXPECT_EQ(unrouted("adaptive", "compressed"), Unrouted::kCompressed);
+  EXPECT_EQ(unrouted("topk", "skip"), Unrouted::kSkip);
 }
 
 TEST(CerebraAdaptive, SkipNeedsAHardRouterMode) {

@@ -81,8 +81,11 @@ CerebraOptions CerebraOptions::from_config(const Config& c) {
   o.conv_kernel = c.get_int("conv_kernel");
   o.pool_queries = c.get_int("pool_queries");
   o.full_heads = c.get_int("full_heads");
+  // auto: adaptive routing (the compute the gates decide) skips unrouted tokens; the fixed-count modes keep the
+  // paper's compressed path.
   const std::string unrouted = c.get_string("unrouted");
-  o.unrouted = unrouted == "skip" ? Unrouted::kSkip : Unrouted::kCompressed;
+  const bool skip = unrouted == "skip" || (unrouted == "auto" && o.mode == RoutingMode::kAdaptive);
+  o.unrouted = skip ? Unrouted::kSkip : Unrouted::kCompressed;
   return o;
 }
 
@@ -101,9 +104,10 @@ std::vector<KeySpec> CerebraOptions::keys() {
        "gate), topk (k per sequence), threshold (gate >= 0.5, at most k_max), adaptive (gate >= 0.5, as many as the "
        "gates decide; the routed tokens of the whole batch run packed, without padding)",
        {"soft", "topk", "threshold", "adaptive"}, ""},
-      {"unrouted", VT::String, "compressed", "cerebra: what a token the router does not select gets: the compressed "
+      {"unrouted", VT::String, "auto", "cerebra: what a token the router does not select gets: the compressed "
        "path, or nothing (skip: Mixture-of-Depths, it skips the block's attention and feed-forward and keeps its "
-       "residual; hard router modes)", {"compressed", "skip"}, ""},
+       "residual; hard router modes); auto = skip with router_mode adaptive, compressed otherwise",
+       {"auto", "compressed", "skip"}, ""},
       {"topk", VT::Int, "16", "cerebra: tokens per sequence on the full path in topk mode (0 = compression only; "
        "capped by the sequence length)", {}, ""},
       {"k_max", VT::Int, "64", "cerebra: cap on routed tokens per sequence in threshold mode", {}, ""},
