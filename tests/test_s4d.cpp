@@ -92,6 +92,19 @@ TEST(S4dMixer, ShapeFlopsAndGradients) {
   }
 }
 
+// Every initialisation gives finite gradients (float32, as training runs), whatever the draw.
+TEST(S4dMixer, GradientsFiniteForEveryInitialisation) {
+  for (int seed = 0; seed < 40; ++seed) {
+    torch::manual_seed(seed);
+    auto mixer = cerebra::make_mixer("s4d", options(16));
+    auto x = torch::randn({2, 29, 16}).requires_grad_();
+    mixer->forward(x, {}).pow(2).sum().backward();
+    EXPECT_TRUE(torch::isfinite(x.grad()).all().item<bool>()) << "seed " << seed << " input";
+    for (const auto& p : mixer->named_parameters())
+      EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << "seed " << seed << " " << p.key();
+  }
+}
+
 TEST(S4dMixer, CausalAndPadding) {
   torch::manual_seed(3);
   auto mixer = cerebra::make_mixer("s4d", options(8));

@@ -62,9 +62,10 @@ Tensor causal_conv_fft(const Tensor& u, const Tensor& K) {
               "causal_conv_fft: u (B, H, L) and K (H, L) expected, got ", u.sizes(), " and ", K.sizes());
   const int64_t B = u.size(0), H = u.size(1), L = u.size(2);
   if (L == 0) return torch::zeros_like(u);
-  const auto uf = torch::fft::rfft(u, 2 * L);                 // (B, H, L + 1)
-  const auto kf = torch::fft::rfft(K, 2 * L);                 // (H, L + 1)
-  auto y = torch::fft::irfft(uf * kf, 2 * L).narrow(-1, 0, L);  // (B, H, L)
+  const int64_t m = s4d_fft_length(L);
+  const auto uf = torch::fft::rfft(u, m);                 // (B, H, m/2 + 1)
+  const auto kf = torch::fft::rfft(K, m);                 // (H, m/2 + 1)
+  auto y = torch::fft::irfft(uf * kf, m).narrow(-1, 0, L);  // (B, H, L)
   add_kernel_flops("fft_conv", s4d_conv_flops(B, H, L));
   return y;
 }

@@ -10,8 +10,10 @@
 //
 // FLOPs (s4d_conv_flops): the kernel K depends only on the parameters and L (computed once per forward, element-wise
 // ops; not counted, like any parameter transform). Per sequence and channel, the FFT convolution runs an rfft and an
-// irfft of length 2L (the conventional 2.5·m·log2(m) FLOPs each for a real transform of length m) and L + 1 complex
-// products (8 FLOPs each): H·(5·2L·log2(2L) + 8·(L + 1)). causal_conv_fft reports this as "kernel:fft_conv".
+// irfft of length m = the smallest power of two ≥ 2L (the conventional 2.5·m·log2(m) FLOPs each for a real
+// transform of length m) and m/2 + 1 complex products (8 FLOPs each): H·(5·m·log2(m) + 8·(m/2 + 1)).
+// causal_conv_fft reports this as "kernel:fft_conv". (A power of two, not 2L itself: LibTorch's CPU FFT
+// returned non-finite values now and then for lengths with a large prime factor, e.g. 2L = 58.)
 #pragma once
 
 #include <torch/types.h>
@@ -22,18 +24,24 @@
 namespace cerebra::ops {
 
 // FLOPs of causal_conv_fft on (B, H, L) (see above).
+// The FFT length of a causal convolution of L steps: the smallest power of two ≥ 2L.
+inline int64_t s4d_fft_length(int64_t L) {
+  int64_t m = 1;
+  while (m < 2 * L) m *= 2;
+  return m;
+}
+
 inline double s4d_conv_flops(int64_t B, int64_t H, int64_t L) {
   if (L <= 0) return 0.0;
-  const double m = 2.0 * static_cast<double>(L);
-  return static_cast<double>(B) * static_cast<double>(H) *
-         (5.0 * m * std::log2(m) + 8.0 * (static_cast<double>(L) + 1.0));
+  const double m = static_cast<double>(s4d_fft_length(L));
+  return static_cast<double>(B) * static_cast<double>(H) * (5.0 * m * std::log2(m) + 8.0 * (m / 2.0 + 1.0));
 }
 
 // log_dt: (H), log_A_real, A_imag: (H, M), C: (H, M, 2) -> K: (H, L)
 torch::Tensor s4d_kernel(const torch::Tensor& log_dt, const torch::Tensor& log_A_real, const torch::Tensor& A_imag,
                          const torch::Tensor& C, int64_t L);
 
-// u: (B, H, L), K: (H, L) -> y: (B, H, L) with y_l = Σ_{j<=l} K_{l-j} u_j, by FFT of length 2L.
+// u: (B, H, L), K: (H, L) -> y: (B, H, L) with y_l = Σ_{j<=l} K_{l-j} u_j, by FFT of length s4d_fft_length(L).
 torch::Tensor causal_conv_fft(const torch::Tensor& u, const torch::Tensor& K);
 
 // The same map as causal_conv_fft(u, s4d_kernel(...)) by the recurrence, one step at a time (torch ops). For tests.
