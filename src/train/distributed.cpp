@@ -146,8 +146,9 @@ Distributed::Distributed(const DistSpec& spec) : spec_(spec), impl_(std::make_un
     impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, spec.rank, spec.world_size, opts);
   } catch (const std::exception& e) {
     throw std::runtime_error(fmt::format("distributed: rank {} of {}: connecting the Gloo process group (rendezvous "
-                                         "{}) failed within {} s: {}",
-                                         spec.rank, spec.world_size, where, spec.timeout_seconds, message_of(e)));
+                                         "{}) failed within {} s; did all {} ranks start? ({})",
+                                         spec.rank, spec.world_size, where, spec.timeout_seconds, spec.world_size,
+                                         message_of(e)));
   }
 }
 
