@@ -141,8 +141,9 @@ int rank_of(pid_t pid) {
 bool wait_for_file(const Child& c, const fs::path& file, double seconds) {
   while (std::chrono::duration<double>(Clock::now() - c.started).count() < seconds) {
     if (fs::exists(file)) return true;
-    int status = 0;
-    if (::waitpid(c.pid, &status, WNOHANG | WNOWAIT) == c.pid) return false;
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(c.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == c.pid)
+      return false;  // exited (left to be reaped by wait_exit)
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return false;
