@@ -38,6 +38,7 @@ namespace fs = std::filesystem;
 using namespace cerebra;
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
+using Span = std::pair<int64_t, int64_t>;
 
 namespace {
 
@@ -149,7 +150,10 @@ bool wait_for_file(const Child& c, const fs::path& file, double seconds) {
   return false;
 }
 
-// Every parameter of two runs' final models within `tol` (0: bit for bit).
+// Every parameter of two runs' final models within `tol` (0: bit for bit). With tol > 0 the key third of an
+// attention's qkv bias is left out: softmax does not change when a constant is added to every score of a query, so
+// its gradient is zero in exact arithmetic and AdamW turns the rounding noise of either run into steps of size lr;
+// it has no effect on any output (the runs' test metrics are compared as well).
 void expect_same_weights(const fs::path& a, const fs::path& b, double tol) {
   LoadedRun ra = load_run(a.string(), 1), rb = load_run(b.string(), 1);
   auto pa = ra.model->named_parameters(), pb = rb.model->named_parameters();
@@ -158,11 +162,23 @@ void expect_same_weights(const fs::path& a, const fs::path& b, double tol) {
     const torch::Tensor* q = pb.find(p.key());
     ASSERT_NE(q, nullptr) << p.key();
     ASSERT_EQ(p.value().sizes(), q->sizes()) << p.key();
-    if (tol == 0)
+    if (tol == 0) {
       EXPECT_TRUE(torch::equal(p.value(), *q)) << p.key() << " differs";
-    else
-      EXPECT_TRUE(torch::allclose(p.value(), *q, tol, tol))
-          << p.key() << " differs by " << (p.value() - *q).abs().max().item<double>();
+      continue;
+    }
+    torch::Tensor x = p.value(), y = *q;
+    const std::string& key = p.key();
+    if (key.size() >= 8 && key.compare(key.size() - 8, 8, "qkv.bias") == 0) {
+      const int64_t d = x.size(0) / 3;
+      x = torch::cat({x.narrow(0, 0, d), x.narrow(0, 2 * d, d)});
+      y = torch::cat({y.narrow(0, 0, d), y.narrow(0, 2 * d, d)});
+    }
+    EXPECT_TRUE(torch::allclose(x, y, tol, tol)) << key << " differs by " << (x - y).abs().max().item<double>();
+  }
+  if (tol > 0) {
+    const json ma = read_json_file(a / "summary.json")["metrics"], mb = read_json_file(b / "summary.json")["metrics"];
+    for (const auto& [k, v] : ma.items())
+      if (v.is_number()) EXPECT_NEAR(v.get<double>(), mb[k].get<double>(), 1e-4 * (1 + std::abs(v.get<double>()))) << k;
   }
 }
 
@@ -223,11 +239,11 @@ void expect_two_ranks_match_one(const Config& c, const std::string& name) {
 
 TEST(DistributedSlices, ContiguousInRankOrderCoveringTheBatch) {
   // 7 rows over 2 ranks: 4 + 3; over 3 ranks: 3 + 2 + 2; 1 row over 2 ranks: 1 + 0.
-  EXPECT_EQ(Distributed::slice_of(10, 17, 0, 2), std::make_pair<int64_t, int64_t>(10, 14));
-  EXPECT_EQ(Distributed::slice_of(10, 17, 1, 2), std::make_pair<int64_t, int64_t>(14, 17));
-  EXPECT_EQ(Distributed::slice_of(0, 7, 0, 3), std::make_pair<int64_t, int64_t>(0, 3));
-  EXPECT_EQ(Distributed::slice_of(0, 7, 2, 3), std::make_pair<int64_t, int64_t>(5, 7));
-  EXPECT_EQ(Distributed::slice_of(5, 6, 1, 2), std::make_pair<int64_t, int64_t>(6, 6));
+  EXPECT_EQ(Distributed::slice_of(10, 17, 0, 2), Span(10, 14));
+  EXPECT_EQ(Distributed::slice_of(10, 17, 1, 2), Span(14, 17));
+  EXPECT_EQ(Distributed::slice_of(0, 7, 0, 3), Span(0, 3));
+  EXPECT_EQ(Distributed::slice_of(0, 7, 2, 3), Span(5, 7));
+  EXPECT_EQ(Distributed::slice_of(5, 6, 1, 2), Span(6, 6));
 }
 
 // ---- bad launch input is named
@@ -266,7 +282,7 @@ TEST(DistributedLaunch, BadInputIsNamed) {
   EXPECT_NE(test::error_of([] { exp::parse_shard("1"); }).find("expected i/N"), std::string::npos);
   EXPECT_NE(test::error_of([] { exp::parse_shard("a/2"); }).find("whole numbers"), std::string::npos);
   EXPECT_NE(test::error_of([] { exp::parse_shard("0/0"); }).find("at least 1"), std::string::npos);
-  EXPECT_EQ(exp::parse_shard("2/3"), std::make_pair<int64_t, int64_t>(2, 3));
+  EXPECT_EQ(exp::parse_shard("2/3"), Span(2, 3));
 
   // On the command line: a clear message and exit code 2, before any work.
   const fs::path dir = test::temp_dir("dist_badinput");
