@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <tuple>
 
 #include "cerebra/cli/cli_config.h"
 #include "cerebra/core/config.h"
@@ -41,7 +42,7 @@ struct SweepArgs {
   ConfigArgs config;
   std::vector<std::string> grids;
   int64_t seeds = 3;
-  std::string out, metric, series;
+  std::string out, metric, series, shard;
   bool verbose = false, no_plots = false;
 };
 
@@ -77,6 +78,12 @@ int run_sweep_command(CLI::App* cmd, SweepArgs& a, const std::string& source_dir
   const auto points = exp::grid_points(base, axes, series);
   exp::SweepOptions o;
   o.out = a.out.empty() ? fmt::format("runs/sweep-{}-{}", base_spec.task.name, base_spec.model.name) : a.out;
+  o.title = "sweep " + o.out;
+  if (!a.shard.empty()) {  // this shard's runs go to OUT/shard-i-of-N; `cerebra report OUT` merges the shards
+    std::tie(o.shard_index, o.shard_count) = exp::parse_shard(a.shard);
+    command += " --shard " + a.shard;
+    if (o.shard_count > 1) o.out = (fs::path(o.out) / exp::shard_dir_name(o.shard_index, o.shard_count)).string();
+  }
   check_writable_dir(o.out);
   ensure_data(base_spec.task, source_dir);
   o.seeds = a.seeds;
@@ -85,7 +92,6 @@ int run_sweep_command(CLI::App* cmd, SweepArgs& a, const std::string& source_dir
   o.plots = !a.no_plots;
   command += fmt::format(" --seeds {} --out {}", a.seeds, o.out) + (a.metric.empty() ? "" : " --metric " + a.metric);
   o.extra = {{"command", command}};
-  o.title = "sweep " + o.out;
   const auto r = exp::run_sweep(points, o);
   const auto t = exp::load_sweep(o.out, a.metric);
   std::cout << fmt::format("{:<44} {:>7} {:>20} {:>14} {:>10} {:>8}\n", "point", "ok", t.metric.name + " (mean±std)",
@@ -153,6 +159,10 @@ void add_experiment_commands(CLI::App* app, const std::string& source_dir, Comma
   sweep->add_option("--series", sa->series,
                     "Comma-separated config keys whose values name the plot series (default: model when swept, "
                     "else every grid key but the first, else the model)");
+  sweep->add_option("--shard", sa->shard,
+                    "i/N: run only the planned runs whose index is i modulo N (shards 0 ... N-1), into "
+                    "OUT/shard-i-of-N, so N machines or jobs (a Slurm array, GNU parallel, ssh) share a sweep; "
+                    "`cerebra report OUT` merges the shard directories into one table");
   sweep->add_flag("--verbose,-v", sa->verbose, "Show each run's per-epoch progress");
   sweep->add_flag("--no-plots", sa->no_plots, "Write tables only");
   add_config_options(sweep, sa->config, ", applied to every run");
@@ -184,7 +194,9 @@ void add_experiment_commands(CLI::App* app, const std::string& source_dir, Comma
   auto* report = app->add_subcommand(
       "report",
       "Write DIR/report.md from a sweep / reproduce directory (sweep.json) or a `bench tasks` / `bench layers`\n"
-      "directory (results.json): machine, threads, BLAS, versions, config hashes, tables and the plots.");
+      "directory (results.json): machine, threads, BLAS, versions, config hashes, tables and the plots.\n"
+      "A sweep directory holding shard-i-of-N directories (cerebra sweep --shard i/N) is merged first: its\n"
+      "sweep.json becomes the whole plan and the tables list every run from the shard that ran it.");
   report->add_option("dir", rep->dir, "Directory to report on")->required();
   report->add_flag("--no-plots", rep->no_plots, "Do not (re)draw plots; link those present");
   auto pl = std::make_shared<DirArgs>();

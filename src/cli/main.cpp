@@ -18,11 +18,13 @@
 #include "cerebra/cli/experiment_commands.h"
 #include "cerebra/cli/export_command.h"
 #include "cerebra/cli/flops_command.h"
+#include "cerebra/cli/launch.h"
 #include "cerebra/data/csv.h"
 #include "cerebra/core/runtime.h"
 #include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/tabular.h"
 #include "cerebra/cli/bench_seq.h"
+#include "cerebra/train/distributed.h"
 #include "cerebra/train/spec.h"
 #include "cerebra/train/run.h"
 #include "cerebra/train/train.h"
@@ -144,6 +146,7 @@ void add_train_command(CLI::App* app, Commands& commands) {
     ConfigArgs config;
     std::string out;
     bool quiet = false, resume = false;
+    LaunchArgs launch;
   };
   auto a = std::make_shared<Args>();
   auto* train = app->add_subcommand("train", "Train one model: `cerebra train --config FILE [--key value ...]`");
@@ -154,8 +157,11 @@ void add_train_command(CLI::App* app, Commands& commands) {
                   "if never stopped; a finished run is reported, not retrained; a run of another config is refused "
                   "with the differing keys. Without --config or --key options, the run's own config.yaml is used "
                   "(give --out)");
+  add_launch_options(train, a->launch);
   add_config_options(train, a->config);
   commands.add(train, [train, a] {
+    const Launch launch = resolve_launch(a->launch);
+    const bool is_rank = launch.kind == Launch::Kind::kRank;
     bool config_given = !a->config.files.empty();
     for (const auto& [key, opt] : a->config.options) config_given = config_given || opt->count() > 0;
     Config config;
@@ -168,8 +174,34 @@ void add_train_command(CLI::App* app, Commands& commands) {
     } else {
       config = build_config(train, a->config);
     }
-    const RunSpec spec = parse_run_spec(config);
+    RunSpec spec = parse_run_spec(config);
     const std::string out = a->out.empty() ? spec.default_run_dir() : a->out;
+    if (launch.kind != Launch::Kind::kSingle && spec.model.is_estimator())
+      throw ConfigError(fmt::format("model '{}' is fitted by its own method, not trained by gradient steps; run it as "
+                                    "one process (without --nproc or a world size)", spec.model.name));
+    if (is_rank) {  // one rank: rank 0 writes, and decides for all (train_run)
+      if (spec.runtime.threads == 0) spec.runtime.threads = threads_per_rank(launch.dist.local_world_size);
+      const std::string who = fmt::format("rank {} of {}: ", launch.dist.rank, launch.dist.world_size);
+      try {
+        ensure_data(spec.task, CEREBRA_SOURCE_DIR);
+        Distributed dist(launch.dist);
+        if (dist.root()) print_header(spec);
+        RunOptions options;
+        options.quiet = a->quiet || !dist.root();
+        options.resume = a->resume;
+        options.dist = &dist;
+        const nlohmann::json summary = train_run(spec, out, options);
+        if (dist.root()) print_train_summary(summary, out);
+        return 0;
+      } catch (const ConfigError& e) {  // every message names the rank it comes from
+        throw ConfigError(who + e.what());
+      } catch (const c10::Error& e) {
+        throw std::runtime_error(who + e.what_without_backtrace());
+      } catch (const std::exception& e) {
+        const std::string m = e.what();
+        throw std::runtime_error(m.rfind("distributed:", 0) == 0 ? m : who + m);
+      }
+    }
     check_writable_dir(out);
     const RunProgress progress = run_progress(spec.config, out);
     using State = RunProgress::State;
@@ -190,6 +222,7 @@ void add_train_command(CLI::App* app, Commands& commands) {
     if (!a->resume && progress.has_checkpoint)
       std::cerr << "cerebra: " << out << " holds an unfinished run; starting over (--resume continues it)\n";
     ensure_data(spec.task, CEREBRA_SOURCE_DIR);
+    if (launch.kind == Launch::Kind::kSpawner) return spawn_ranks(launch);  // checked and exported once, here
     print_header(spec);
     RunOptions options;
     options.quiet = a->quiet;
@@ -292,6 +325,7 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   add_bench_tasks_command(bench, commands);
   add_bench_layers_command(bench, commands);
+  add_bench_allreduce_command(bench, commands);
   add_flops_command(&app, commands);
   add_experiment_commands(&app, CEREBRA_SOURCE_DIR, commands);
   add_export_command(&app, commands);

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -90,6 +91,12 @@ std::string sweep_report(const std::string& dir, bool plots) {
   md += fmt::format("- Metric: {}\n", metric_axis_label(t.metric, sample));
   md += fmt::format("- Seeds per point: {} (the run's `seed` key, then +1, +2, ...)\n", t.plan.value("seeds", 0));
   md += fmt::format("- Points: {}; runs planned: {}\n", t.points.size(), t.runs.size());
+  if (t.plan.contains("merged_shards")) {
+    std::string subs;
+    for (const auto& s : t.plan["merged_shards"]["directories"]) subs += (subs.empty() ? "`" : ", `") + s.get<std::string>() + "`";
+    md += fmt::format("- Sharded (`cerebra sweep --shard i/N`): {} of {} shards merged ({})\n",
+                      t.plan["merged_shards"]["directories"].size(), t.plan["merged_shards"].value("count", 0), subs);
+  }
   if (t.plan.contains("extra") && t.plan["extra"].contains("command"))
     md += fmt::format("- Command: `{}`\n", t.plan["extra"]["command"].get<std::string>());
   int64_t ok = 0, failed = 0, missing = 0;
@@ -256,11 +263,80 @@ std::string bench_tasks_report(const std::string& dir, const json& rows, bool pl
 
 }  // namespace
 
+bool merge_sweep_shards(const std::string& dir, std::vector<std::string>* notes) {
+  const fs::path d(dir);
+  struct Shard {
+    std::string sub;
+    json plan;
+  };
+  std::vector<Shard> shards;
+  if (fs::is_directory(d))
+    for (const auto& e : fs::directory_iterator(d)) {
+      const std::string name = e.path().filename().string();
+      if (!e.is_directory() || name.rfind("shard-", 0) != 0 || !fs::exists(e.path() / "sweep.json")) continue;
+      json plan = read_json_file(e.path() / "sweep.json");
+      if (!plan.contains("shard") || !plan.contains("all_runs")) continue;
+      shards.push_back({name, std::move(plan)});
+    }
+  if (shards.empty()) return false;
+  std::sort(shards.begin(), shards.end(), [](const Shard& a, const Shard& b) {
+    return a.plan["shard"].value("index", 0) < b.plan["shard"].value("index", 0);
+  });
+  const Shard& first = shards.front();
+  const int64_t count = first.plan["shard"].value("count", int64_t{0});
+  std::map<int64_t, std::string> by_index;
+  for (const auto& s : shards) {
+    for (const char* key : {"points", "all_runs", "seeds", "metric"})
+      if (s.plan.value(key, json()) != first.plan.value(key, json()))
+        throw std::runtime_error(fmt::format("report: {}/{} is a shard of another sweep: its plan's '{}' differs "
+                                             "from {}'s",
+                                             dir, s.sub, key, first.sub));
+    const int64_t c = s.plan["shard"].value("count", int64_t{0}), i = s.plan["shard"].value("index", int64_t{-1});
+    if (c != count)
+      throw std::runtime_error(fmt::format("report: {} has shards of {} and of {} ({} and {}); shard a sweep one way",
+                                           dir, count, c, first.sub, s.sub));
+    if (!by_index.emplace(i, s.sub).second)
+      throw std::runtime_error(fmt::format("report: {} and {} are both shard {} of {}", by_index[i], s.sub, i, count));
+  }
+  // Every planned run, pointing into the shard that holds it.
+  std::map<std::string, std::string> where;  // run dir -> shard subdirectory
+  for (const auto& s : shards)
+    for (const auto& r : s.plan["runs"]) {
+      const std::string rd = r.value("dir", "");
+      if (!where.emplace(rd, s.sub).second)
+        throw std::runtime_error(fmt::format("report: run {} is planned in both {} and {}", rd, where[rd], s.sub));
+    }
+  json merged = first.plan;
+  merged.erase("shard");
+  merged.erase("all_runs");
+  merged["title"] = first.plan.value("title", "sweep");
+  json runs = json::array();
+  for (auto r : first.plan["all_runs"]) {
+    const std::string rd = r.value("dir", "");
+    if (where.count(rd)) r["dir"] = where[rd] + "/" + rd;
+    runs.push_back(r);
+  }
+  merged["runs"] = runs;
+  json found = json::array();
+  for (const auto& [i, sub] : by_index) found.push_back(sub);
+  merged["merged_shards"] = {{"count", count}, {"directories", found}};
+  if (notes)
+    for (int64_t i = 0; i < count; ++i)
+      if (!by_index.count(i))
+        notes->push_back(fmt::format("{} is not in {}: its runs are reported missing", shard_dir_name(i, count), dir));
+  write_text_file_atomic(d / "sweep.json", merged.dump(2) + "\n");
+  return true;
+}
+
 std::string write_report(const std::string& dir, bool plots) {
   const fs::path d(dir);
   if (!fs::is_directory(d)) throw std::runtime_error("report: directory '" + dir + "' not found");
   std::string md;
-  if (fs::exists(d / "sweep.json")) {
+  std::vector<std::string> notes;
+  if (merge_sweep_shards(dir, &notes)) {  // the shards of a sweep (cerebra sweep --shard i/N): one table
+    for (const auto& n : notes) std::cerr << "report: " << n << "\n";
+    md = sweep_report(dir, plots);
+  } else if (fs::exists(d / "sweep.json")) {
     md = sweep_report(dir, plots);
   } else if (fs::exists(d / "results.json")) {
     json doc;

@@ -126,6 +126,25 @@ std::vector<PlanPoint> grid_points(const Config& base, const std::vector<GridAxi
   }
 }
 
+std::pair<int64_t, int64_t> parse_shard(const std::string& text) {
+  const auto slash = text.find('/');
+  auto number = [&](const std::string& part) -> int64_t {
+    const std::string t = trim(part);
+    if (t.empty() || t.find_first_not_of("0123456789") != std::string::npos || t.size() > 9)
+      throw ConfigError("--shard '" + text + "': expected i/N with whole numbers, e.g. 0/4 (shard 0 of 4)");
+    return std::stoll(t);
+  };
+  if (slash == std::string::npos)
+    throw ConfigError("--shard '" + text + "': expected i/N, e.g. 0/4 (shard 0 of 4; shards are 0 ... N-1)");
+  const int64_t i = number(text.substr(0, slash)), n = number(text.substr(slash + 1));
+  if (n < 1) throw ConfigError("--shard '" + text + "': the number of shards N must be at least 1");
+  if (i >= n)
+    throw ConfigError(fmt::format("--shard '{}': the index must be in 0..{} (shards are numbered from 0)", text, n - 1));
+  return {i, n};
+}
+
+std::string shard_dir_name(int64_t index, int64_t count) { return fmt::format("shard-{}-of-{}", index, count); }
+
 std::string run_dir_name(const PlanPoint& point, int64_t seed) { return point.name + "__seed=" + std::to_string(seed); }
 
 bool run_complete(const std::string& run_dir, const Config& config) {
@@ -135,6 +154,9 @@ bool run_complete(const std::string& run_dir, const Config& config) {
 SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions& options) {
   if (options.out.empty()) throw std::invalid_argument("sweep: no output directory");
   if (options.seeds < 1) throw std::invalid_argument("sweep: --seeds must be at least 1");
+  if (options.shard_count < 1 || options.shard_index < 0 || options.shard_index >= options.shard_count)
+    throw std::invalid_argument(fmt::format("sweep: shard {} of {} does not exist", options.shard_index,
+                                            options.shard_count));
   if (!options.metric.empty()) parse_metric(options.metric);  // reject a bad direction before any run
   const fs::path out(options.out);
   fs::create_directories(out);
@@ -147,7 +169,8 @@ SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions&
     bool done, resume;
   };
   std::vector<Job> jobs;
-  nlohmann::json plan_points = nlohmann::json::array(), plan_runs = nlohmann::json::array();
+  nlohmann::json plan_points = nlohmann::json::array(), plan_runs = nlohmann::json::array(),
+                 all_runs = nlohmann::json::array();
   SweepOutcome outcome;
   std::set<std::string> names;
   for (size_t i = 0; i < points.size(); ++i) {
@@ -164,6 +187,9 @@ SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions&
     const auto base_seed = static_cast<int64_t>(parse_run_spec(p.config).trainer.seed);
     for (int64_t s = 0; s < options.seeds; ++s) {
       Job j{i, base_seed + s, run_dir_name(p, base_seed + s), p.config, false, false};
+      const int64_t index = static_cast<int64_t>(all_runs.size());
+      all_runs.push_back({{"point", p.name}, {"seed", j.seed}, {"dir", j.dir}});
+      if (index % options.shard_count != options.shard_index) continue;  // another shard's run
       j.config.set("seed", std::to_string(j.seed), "sweep seed");
       const RunProgress::State state = run_progress(j.config, (out / j.dir).string()).state;
       j.done = state == RunProgress::State::kFinished;
@@ -175,6 +201,10 @@ SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions&
   nlohmann::json plan = {{"kind", "sweep"},   {"title", options.title}, {"metric", options.metric},
                          {"seeds", options.seeds}, {"points", plan_points}, {"runs", plan_runs},
                          {"extra", options.extra}};
+  if (options.shard_count > 1) {
+    plan["shard"] = {{"index", options.shard_index}, {"count", options.shard_count}};
+    plan["all_runs"] = all_runs;
+  }
   write_text_file_atomic(out / "sweep.json", plan.dump(2) + "\n");
 
   outcome.total = static_cast<int64_t>(jobs.size());
@@ -182,8 +212,12 @@ SweepOutcome run_sweep(const std::vector<PlanPoint>& points, const SweepOptions&
   for (const auto& j : jobs) todo += j.done ? 0 : 1;
   outcome.skipped = outcome.total - todo;
   if (!options.quiet)
-    std::cerr << fmt::format("sweep: {} points x {} seeds = {} runs in {}; {} already complete, {} to run{}\n",
-                             points.size() - static_cast<size_t>(outcome.unavailable), options.seeds, outcome.total,
+    std::cerr << fmt::format("sweep: {} points x {} seeds = {} runs{} in {}; {} already complete, {} to run{}\n",
+                             points.size() - static_cast<size_t>(outcome.unavailable), options.seeds,
+                             all_runs.size(),
+                             options.shard_count > 1 ? fmt::format(", {} of them in shard {} of {}", outcome.total,
+                                                                   options.shard_index, options.shard_count)
+                                                     : "",
                              out.string(), outcome.skipped, todo,
                              outcome.unavailable ? fmt::format(" ({} points unavailable)", outcome.unavailable) : "");
 

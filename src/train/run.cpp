@@ -25,6 +25,7 @@
 #include "cerebra/models/pruning.h"
 #include "cerebra/models/quant.h"
 #include "cerebra/train/compute_objective.h"
+#include "cerebra/train/distributed.h"
 #include "cerebra/train/recipe.h"
 #include "cerebra/train/train.h"
 
@@ -359,27 +360,41 @@ RunProgress run_progress(const Config& config, const std::string& run_dir) {
 
 nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const RunOptions& options) {
   const fs::path out(out_dir);
-  check_writable_dir(out);
-  bool resume = false;
-  if (options.resume) {
-    const RunProgress progress = run_progress(spec.config, out_dir);
-    if (progress.state == RunProgress::State::kOtherConfig) {
-      std::string keys;
-      for (const auto& d : progress.differences) keys += "\n  " + d;
-      throw ConfigError(fmt::format("cannot resume {}: it holds a run of another config (run's value -> this "
-                                    "one):{}", out_dir, keys));
+  Distributed* const dist = options.dist;
+  const bool writer = !dist || dist->root();  // this process writes the run directory
+  if (dist && spec.model.is_estimator())
+    throw ConfigError(fmt::format("model '{}' is fitted by its own method, not trained by gradient steps; run it "
+                                  "as one process (without --nproc or a world size)", spec.model.name));
+  bool resume = false, finished = false;
+  if (writer) {
+    check_writable_dir(out);
+    if (options.resume) {
+      const RunProgress progress = run_progress(spec.config, out_dir);
+      if (progress.state == RunProgress::State::kOtherConfig) {
+        std::string keys;
+        for (const auto& d : progress.differences) keys += "\n  " + d;
+        throw ConfigError(fmt::format("cannot resume {}: it holds a run of another config (run's value -> this "
+                                      "one):{}", out_dir, keys));
+      }
+      finished = progress.state == RunProgress::State::kFinished;
+      resume = progress.state == RunProgress::State::kUnfinished;
     }
-    if (progress.state == RunProgress::State::kFinished) return read_json_file(out / "summary.json");
-    resume = progress.state == RunProgress::State::kUnfinished;
   }
-  if (!resume)  // a new run: nothing an earlier run left may be taken for this one's
+  if (dist) {  // every rank runs rank 0's config and follows its decision
+    dist->require_same(spec.config.to_yaml(), "resolved config");
+    finished = dist->broadcast_int(finished ? 1 : 0, "whether the run is finished") != 0;
+  }
+  if (finished) return writer ? read_json_file(out / "summary.json") : nlohmann::json();
+  if (writer && !resume)  // a new run: nothing an earlier run left may be taken for this one's
     for (const char* stale : {"summary.json", kResumeCheckpointFile, kPruneStateFile}) fs::remove(out / stale);
   const int threads = apply_runtime(spec.runtime);
   const std::string& kind = spec.model.name;
   auto task = make_task(spec.task);
   const TaskInfo& info = task->info();
-  write_text_file_atomic(out / "config.yaml", spec.config.to_yaml());
-  task->save(out_dir);
+  if (writer) {
+    write_text_file_atomic(out / "config.yaml", spec.config.to_yaml());
+    task->save(out_dir);
+  }
 
   reset_peak_tensor_bytes();
   reset_peak_rss();
@@ -390,10 +405,11 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
   auto* estimator = dynamic_cast<Estimator*>(net.get());
 
   TrainerOptions to = spec.trainer;
-  to.quiet = options.quiet;
-  to.metrics_path = (out / "metrics.jsonl").string();
+  to.quiet = options.quiet || !writer;
+  to.metrics_path = writer ? (out / "metrics.jsonl").string() : "";
   to.checkpoint_path = (out / kResumeCheckpointFile).string();
   to.resume = resume;
+  to.dist = dist;
   int64_t n_train = task->size(Part::Train);
   if (spec.trainer.steps > 0 && !estimator) {  // a step budget: steps * batch_size examples (the pool cycled if smaller)
     const int64_t per_epoch = (n_train + to.batch_size - 1) / to.batch_size;
@@ -405,8 +421,8 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
     }
     to.warmup_epochs = std::min(to.warmup_epochs, 0.1 * static_cast<double>(to.epochs));
   }
-  if (!estimator) check_room_for_checkpoints(out, param_count(*net), n_train);
-  if (!options.quiet)
+  if (!estimator && writer) check_room_for_checkpoints(out, param_count(*net), n_train);
+  if (!options.quiet && writer)
     std::cerr << fmt::format("[{}] {}, {} params{}, threads={}\n", kind, task->log_line(), param_count(*net),
                              estimator ? "" : fmt::format(", {} training examples, {} epoch(s)", n_train, to.epochs),
                              threads);
@@ -484,7 +500,9 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
     if (pruner) training["pruning"] = pruner->report();
     if (to.nan_policy == "skip") training["nan_skipped_steps"] = tr.nan_skipped_steps;
     if (tr.resumes > 0) training["resumes"] = tr.resumes;
+    if (dist) training["distributed"] = dist->stats();
   }
+  if (!writer) return nlohmann::json();  // rank 0 evaluates and writes the run
   const int64_t params = param_count(*net);  // of the pruned model, for a pruned run
   const double analytic = net->flops_per_example();
 

@@ -18,6 +18,7 @@
 
 #include "cerebra/core/io.h"
 #include "cerebra/core/state_archive.h"
+#include "cerebra/train/distributed.h"
 #include "cerebra/train/train.h"
 
 namespace cerebra {
@@ -152,20 +153,36 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
   const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size;
   const int64_t total_steps = steps_per_epoch * o.epochs;
   const int64_t warmup = std::max<int64_t>(1, static_cast<int64_t>(std::llround(o.warmup_epochs * steps_per_epoch)));
+  Distributed* const dist = o.dist;  // null: one process
+  const bool writer = !dist || dist->root();
 
   auto val_loss_of = [&]() {
     if (val_rows.empty()) return std::nan("");
     torch::NoGradGuard g;
     model.eval();
     double sum = 0;
-    for (size_t i = 0; i < val_rows.size(); i += static_cast<size_t>(o.eval_batch_size)) {
+    int64_t k = 0;  // distributed: rank r evaluates the batches k with k % world_size == r
+    for (size_t i = 0; i < val_rows.size(); i += static_cast<size_t>(o.eval_batch_size), ++k) {
+      if (dist && k % dist->world_size() != dist->rank()) continue;
       std::vector<int64_t> idx(val_rows.begin() + i,
                                val_rows.begin() + std::min(val_rows.size(), i + o.eval_batch_size));
       Batch b = hooks.make_batch(idx);
       sum += hooks.loss(model.forward(b), b).item<double>() * static_cast<double>(idx.size());
     }
+    if (dist) {
+      std::vector<double> total{sum};
+      dist->allreduce_sum(total, "the validation loss");
+      sum = total[0];
+    }
     model.train();
     return sum / static_cast<double>(val_rows.size());
+  };
+  // Ranks other than 0 draw from streams of their own (dropout, noise), reseeded from the seed, the rank and the
+  // step at the start and at every checkpoint, so a resumed run continues as one never stopped.
+  auto reseed_rank = [&](int64_t steps) {
+    if (!writer)
+      torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(dist->rank()) * 7919ULL +
+                         static_cast<uint64_t>(steps));
   };
 
   // ---- the state of training: everything below is in the resume checkpoint
@@ -190,6 +207,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
   // `epoch` and `batch`: where training goes on; `steps` done so far; `elapsed`: seconds of this epoch so far.
   auto write_checkpoint = [&](int64_t epoch, int64_t batch, int64_t steps, double elapsed, bool done) {
     if (o.checkpoint_path.empty()) return;
+    if (!writer) return reseed_rank(steps);  // rank 0 writes the checkpoint
     torch::serialize::OutputArchive ar;
     write_int(ar, "format", kCheckpointFormat);
     write_int(ar, "train_examples", n);
@@ -232,10 +250,14 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
     last_checkpoint = fmt::format("epoch {}, step {}, in {}", batch > 0 ? epoch : epoch - 1, steps, o.checkpoint_path);
   };
 
-  if (o.resume && !o.checkpoint_path.empty() && std::filesystem::exists(o.checkpoint_path)) {
+  std::string saved;  // the resume checkpoint's bytes (distributed: rank 0's, sent to every rank)
+  if (writer && o.resume && !o.checkpoint_path.empty() && std::filesystem::exists(o.checkpoint_path))
+    saved = read_text_file(o.checkpoint_path);
+  if (dist) saved = dist->broadcast_bytes(std::move(saved), "sending the resume checkpoint");
+  if (!saved.empty()) {
     try {
       torch::serialize::InputArchive ar;
-      ar.load_from(o.checkpoint_path);
+      ar.load_from(saved.data(), saved.size());
       TORCH_CHECK(read_int(ar, "format") == kCheckpointFormat, "unknown checkpoint format");
       TORCH_CHECK(read_int(ar, "train_examples") == n && read_int(ar, "steps_per_epoch") == steps_per_epoch,
                   "it was written for ", read_int(ar, "train_examples"), " training examples in batches of ",
@@ -280,6 +302,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
       at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle on torch's default generator
       std::lock_guard<std::mutex> lock(generator.mutex());
       generator.set_state(rng);
+      saved.clear();
     } catch (const c10::Error& e) {
       throw std::runtime_error("cannot resume from " + o.checkpoint_path + ": " + e.what_without_backtrace());
     } catch (const std::exception& e) {
@@ -328,6 +351,8 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
 
   Progress progress(o.quiet);
   model.train();
+  if (dist) dist->attach(model);
+  reseed_rank(step);
 
   for (int64_t epoch = start_epoch; epoch <= o.epochs && !finished; ++epoch) {
     const bool sampled = sampler && o.sampler.active(epoch);
@@ -352,29 +377,62 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
     auto t0 = Clock::now();
     for (int64_t b = first_batch; b < steps_per_epoch; ++b, ++step) {
       const int64_t lo = b * o.batch_size, hi = std::min(n, lo + o.batch_size);
-      std::vector<int64_t> idx(order.begin() + lo, order.begin() + hi);
-      Batch batch = hooks.make_batch(idx);
+      // This process's rows of the batch: all of them, or this rank's slice [own_lo, own_hi).
+      const auto own = dist ? dist->slice(lo, hi) : std::pair<int64_t, int64_t>(lo, hi);
+      const int64_t own_lo = own.first, own_hi = own.second;
+      const double share = static_cast<double>(own_hi - own_lo) / static_cast<double>(hi - lo);
+      std::vector<int64_t> idx(order.begin() + own_lo, order.begin() + own_hi);
       const double lr = lr_at(o, step, total_steps, warmup);
       for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
       opt->zero_grad();
-      auto pred = model.forward(batch);
-      auto task_loss = hooks.loss(pred, batch);
-      auto loss = hooks.objective ? hooks.objective(task_loss, batch) : task_loss;
-      const double loss_value = loss.item<double>();
+      if (dist) dist->sync_buffers(model);
+      Batch batch;
+      torch::Tensor task_loss, loss;
+      double loss_value = 0, task_value = 0;
+      std::vector<double> losses, costs;  // the sampler's values of the batch's examples
+      if (!idx.empty()) {
+        batch = hooks.make_batch(idx);
+        auto pred = model.forward(batch);
+        task_loss = hooks.loss(pred, batch);
+        loss = hooks.objective ? hooks.objective(task_loss, batch) : task_loss;
+        loss_value = loss.item<double>();
+        task_value = task_loss.item<double>();
+        if (sampler && std::isfinite(loss_value)) {
+          auto per = hooks.per_example_loss(pred.detach(), batch).to(torch::kDouble).contiguous();
+          TORCH_CHECK(per.dim() == 1 && per.size(0) == own_hi - own_lo, "per_example_loss must return (B,) = (",
+                      own_hi - own_lo, "), got ", per.sizes());
+          losses.assign(per.data_ptr<double>(), per.data_ptr<double>() + per.size(0));
+          if (hooks.batch_cost) costs = hooks.batch_cost(batch);
+        }
+      }
+      if (dist) {  // the batch's loss, task loss and sampler values, the same on every rank
+        std::vector<double> v(static_cast<size_t>(3 + (sampler ? 2 * (hi - lo) : 0)), 0.0);
+        v[0] = std::isfinite(loss_value) ? share * loss_value : 0.0;
+        v[1] = std::isfinite(loss_value) ? share * task_value : 0.0;
+        v[2] = std::isfinite(loss_value) ? 0.0 : 1.0;
+        const size_t at = static_cast<size_t>(own_lo - lo), width = static_cast<size_t>(hi - lo);
+        for (size_t i = 0; i < losses.size(); ++i) v[3 + at + i] = losses[i];
+        for (size_t i = 0; i < costs.size(); ++i) v[3 + width + at + i] = costs[i];
+        dist->allreduce_sum(v, "combining the batch's loss");
+        loss_value = v[2] > 0 ? std::nan("") : v[0];
+        task_value = v[1];
+        if (sampler) {
+          losses.assign(v.begin() + 3, v.begin() + 3 + static_cast<int64_t>(width));
+          if (hooks.batch_cost) costs.assign(v.begin() + 3 + static_cast<int64_t>(width), v.end());
+        }
+      }
       if (!std::isfinite(loss_value)) {
         non_finite(fmt::format("the loss is {}", loss_value), epoch, b);
         continue;  // skipped: no backward, no update
       }
       if (sampler) {
-        auto per = hooks.per_example_loss(pred.detach(), batch).to(torch::kDouble).contiguous();
-        TORCH_CHECK(per.dim() == 1 && per.size(0) == hi - lo, "per_example_loss must return (B,) = (", hi - lo,
-                    "), got ", per.sizes());
-        std::vector<double> losses(per.data_ptr<double>(), per.data_ptr<double>() + per.size(0));
         const std::vector<int64_t> positions(epoch_pos.begin() + lo, epoch_pos.begin() + hi);
         sampler->observe(positions, losses);
-        if (hooks.batch_cost) sampler->observe_cost(positions, hooks.batch_cost(batch));
+        if (hooks.batch_cost) sampler->observe_cost(positions, costs);
       }
-      loss.backward();
+      if (dist) dist->begin_backward(share);
+      if (loss.defined()) loss.backward();
+      if (dist) dist->finish_backward();
       if (!gradients_finite(model)) {
         opt->zero_grad();
         non_finite("a gradient is not finite", epoch, b);
@@ -383,7 +441,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
       if (hooks.after_backward) hooks.after_backward(epoch);
       if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), o.grad_clip);
       opt->step();
-      loss_sum += task_loss.item<double>() * static_cast<double>(hi - lo);
+      loss_sum += task_value * static_cast<double>(hi - lo);
       const double el = seconds_since(t0);
       const double rate = static_cast<double>(hi - first_batch * o.batch_size) / std::max(el, 1e-9);
       const double remaining = static_cast<double>((o.epochs - epoch) * n + (n - hi)) / std::max(rate, 1e-9);
@@ -399,6 +457,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
     if (hooks.on_epoch_end && hooks.on_epoch_end(epoch)) {
       // Parameters were replaced (pruning): new optimiser state, and earlier snapshots no longer fit the shapes.
       opt = make_optimizer();
+      if (dist) dist->attach(model);
       best = snapshot(model);
       r.best_val_loss = std::numeric_limits<double>::infinity();
       r.best_epoch = 0;

@@ -137,14 +137,26 @@ struct SweepOptions {
   bool plots = true;
   nlohmann::json extra;         // stored in sweep.json (e.g. the command line)
   RunFunction run;              // default: train_run
+  // Sharding: this process runs the planned runs whose index (in plan order) is shard_index modulo shard_count.
+  int64_t shard_index = 0, shard_count = 1;
 };
+
+// "i/N" (0 <= i < N): the shard of a sweep this process runs. ConfigError naming the problem otherwise.
+std::pair<int64_t, int64_t> parse_shard(const std::string& text);
+// The directory of shard i of N inside a sweep directory: "shard-<i>-of-<N>".
+std::string shard_dir_name(int64_t index, int64_t count);
+// A sweep directory whose shard-*-of-* subdirectories hold the shards of one sweep: writes its sweep.json as the
+// whole plan, each run pointing into the shard that ran it, so load_sweep and the report see one sweep. Throws when
+// the shards belong to different plans or a run is in two shards; returns notes (e.g. shards not there yet).
+// Returns false (and writes nothing) when the directory holds no shards.
+bool merge_sweep_shards(const std::string& dir, std::vector<std::string>* notes = nullptr);
 
 struct SweepOutcome {
   int64_t total = 0, ran = 0, skipped = 0, failed = 0, unavailable = 0;
   std::string plot_error;  // why plots were not drawn (e.g. gnuplot missing); empty when drawn or not asked for
 };
 
-// Runs every point × seed not already complete (summary.json present, with metrics, and config.yaml identical to
+// Runs every point × seed (of its shard) not already complete (summary.json present, with metrics, and config.yaml identical to
 // the planned config), continuing unfinished runs of the planned config from their resume checkpoints (the run
 // function gets RunOptions::resume), records failures (error.txt in the run directory) and goes on, then
 // aggregates.

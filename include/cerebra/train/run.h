@@ -16,9 +16,14 @@
 
 namespace cerebra {
 
+class Distributed;  // cerebra/train/distributed.h
+
 struct RunOptions {
   bool quiet = false;   // no progress display and no per-run log lines
   bool resume = false;  // continue the run in out_dir (see train_run)
+  // Data-parallel training (null = one process): this process is one rank; rank 0 decides whether to resume, reads
+  // the checkpoint and writes the run directory, the others write nothing and return a null summary.
+  Distributed* dist = nullptr;
 };
 
 // The resume checkpoint in a run directory (include/cerebra/train/train.h, "Checkpoints"): written during training,

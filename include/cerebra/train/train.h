@@ -15,6 +15,8 @@
 
 namespace cerebra {
 
+class Distributed;  // cerebra/train/distributed.h
+
 // ---- the generic trainer (AdamW, warm-up + decay, early stopping on validation loss, best weights kept)
 
 struct TrainerOptions {
@@ -33,6 +35,10 @@ struct TrainerOptions {
   // A non-finite loss or gradient: "stop" (throws TrainingDiverged) or "skip" the step, at most nan_skip_limit times.
   std::string nan_policy = "stop";
   int64_t nan_skip_limit = 10;
+  // Data-parallel training (null = one process): each rank trains on its slice of every batch of batch_size rows
+  // (the global batch), gradients and the values that steer training are combined over ranks, and only rank 0
+  // writes (give the others no metrics_path); the resume checkpoint is read by rank 0 and sent to the others.
+  Distributed* dist = nullptr;
 };
 
 // A NaN or inf in the loss or the gradients stopped training (nan_policy stop, or more skipped steps than allowed).
