@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -198,8 +199,11 @@ std::string normalise(const KeySpec& spec, const std::string& raw, const std::st
     }
     case VT::Float: {
       char* end = nullptr;
+      errno = 0;
       double x = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0' || !std::isfinite(x)) fail("expects " + type_name(spec.type) + ", got '" + v + "'");
+      // ERANGE: beyond double's range or below its normal numbers (which std::stod, reading it back, refuses).
+      if (v.empty() || *end != '\0' || !std::isfinite(x) || errno == ERANGE)
+        fail("expects " + type_name(spec.type) + ", got '" + v + "'");
       return v;
     }
     case VT::Bool: {
@@ -307,6 +311,7 @@ void Config::load_yaml_file(const std::string& path) { load_yaml_file_depth(path
 void Config::load_yaml_file_depth(const std::string& path, int depth) {
   if (depth > 16) throw ConfigError(path + ": `base:` chain deeper than 16 files (a cycle?)");
   if (!std::filesystem::exists(path)) throw ConfigError(path + ": config file not found");
+  if (!std::filesystem::is_regular_file(path)) throw ConfigError(path + ": not a regular file");
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -315,7 +320,11 @@ void Config::load_yaml_file_depth(const std::string& path, int depth) {
   }
   if (root.IsNull()) return;  // empty file
   if (!root.IsMap()) throw ConfigError(path + ": expected a mapping of key: value at the top level");
+  for (const auto& kv : root)
+    if (!kv.first.IsScalar())
+      throw ConfigError(path + ":" + std::to_string(kv.first.Mark().line + 1) + ": a key must be a plain name");
   if (root["base"]) {
+    if (!root["base"].IsScalar()) throw ConfigError(path + ": `base:` expects a file name");
     auto base = std::filesystem::path(path).parent_path() / root["base"].as<std::string>();
     load_yaml_file_depth(base.string(), depth + 1);
   }
@@ -328,7 +337,10 @@ void Config::load_yaml_file_depth(const std::string& path, int depth) {
         const KeySpec* spec = find_key(key);
         if (spec != nullptr && spec->type == VT::String && spec->choices.empty()) {
           std::string joined;
-          for (const auto& item : kv.second) joined += (joined.empty() ? "" : ",") + item.as<std::string>();
+          for (const auto& item : kv.second) {
+            if (!item.IsScalar()) throw ConfigError(origin + ": key '" + key + "' expects a list of plain values");
+            joined += (joined.empty() ? "" : ",") + item.as<std::string>();
+          }
           set(key, joined, origin);
           continue;
         }
