@@ -22,9 +22,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     begin = end + 1;
   }
   if (argv.size() > 64) return 0;  // each argument may name a key; more only repeats them
-  CLI::App app{"train"};
-  cerebra::ConfigArgs args;
-  cerebra::add_config_options(&app, args);
+  // One parser for every input (as a process parses once); clear() forgets the previous parse.
+  static cerebra::ConfigArgs args;
+  static CLI::App& app = *[] {
+    auto* a = new CLI::App{"train"};
+    cerebra::add_config_options(a, args);
+    return a;
+  }();
+  app.clear();
+  args.files.clear();
   try {
     std::vector<std::string> reversed(argv.rbegin(), argv.rend());  // CLI11 takes them last first
     app.parse(reversed);

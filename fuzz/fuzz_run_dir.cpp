@@ -55,6 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const cerebra::RunProgress progress = cerebra::run_progress(cerebra::Config(), dir.string());
   (void)progress;
   cerebra_fuzz::attempt([&] { cerebra::read_run_spec(dir.string(), 1); });
+  if (!fs::exists(dir / "pruned.json") && !has_model) return 0;
   auto model = cerebra_fuzz::tiny_model();
   if (!cerebra_fuzz::attempt([&] { cerebra::load_prune_state(*model, dir.string()); })) return 0;
   cerebra_fuzz::forward_check(*model);

@@ -130,5 +130,39 @@ TEST(FuzzRegressions, CheckpointOfOtherShapesIsRefused) {
   load_model(*same, (dir / "model.pt").string());
 }
 
+// A string that is not UTF-8 was accepted, then written to the run's config.yaml as replacement characters: the
+// config read back differed (and a resume refused it).
+TEST(FuzzRegressions, ConfigTextMustBeUtf8) {
+  Config c;
+  EXPECT_THROW(c.set("data", "caf\xe9.csv", "test"), ConfigError);
+  EXPECT_THROW(c.set("layers", "att\xb6" "ention", "test"), ConfigError);
+  EXPECT_THROW(c.set("target", "\xed\xa0\x80", "test"), ConfigError);  // a UTF-16 surrogate
+  EXPECT_THROW(c.set("target", "\xc0\xaf", "test"), ConfigError);      // an overlong '/'
+  c.set("data", "caf\xc3\xa9 \xf0\x9f\x93\x88.csv", "test");
+  const auto dir = test::temp_dir("fuzz_utf8");
+  Config back;
+  back.load_yaml_file(write(dir / "c.yaml", c.to_yaml()));
+  EXPECT_TRUE(c.differences(back).empty());
+  Config file;
+  EXPECT_THROW(file.load_yaml_file(test::source_path("fuzz/corpus/fuzz_config/not_utf8.yaml")), ConfigError);
+}
+
+// A checkpoint whose TorchScript type names are damaged makes torch's reader throw torch::jit::ErrorReport, which
+// is no c10::Error and escaped load_model.
+TEST(FuzzRegressions, CheckpointTorchCannotParseIsRuntimeError) {
+  auto model = tiny_model();
+  const std::string path = test::source_path("fuzz/corpus/fuzz_checkpoint/torch_type_parse_error.bin");
+  const std::string msg = test::error_of([&] {
+    try {
+      load_model(*model, path);
+    } catch (const std::runtime_error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw std::logic_error(std::string("not a std::runtime_error: ") + e.what());
+    }
+  });
+  EXPECT_EQ(msg.rfind("cannot load checkpoint " + path, 0), 0u) << msg;
+}
+
 }  // namespace
 }  // namespace cerebra

@@ -182,6 +182,25 @@ std::string type_name(VT t) {
   return "?";
 }
 
+// True when `s` is well-formed UTF-8 (what a run's config.yaml can hold and read back unchanged).
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    uint32_t cp = n == 1 ? c : c & (0x7F >> n);
+    for (size_t k = 1; k < n; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d >> 6) != 0x2) return false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n;
+  }
+  return true;
+}
+
 // Validates `value` for `spec`; returns the normalised text or throws ConfigError.
 std::string normalise(const KeySpec& spec, const std::string& raw, const std::string& origin) {
   std::string v = trim(raw);
@@ -215,6 +234,7 @@ std::string normalise(const KeySpec& spec, const std::string& raw, const std::st
       return v;
     }
     case VT::String: {
+      if (!valid_utf8(v)) fail("expects UTF-8 text, got bytes that are not");
       if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), v) == spec.choices.end()) {
         std::string c;
         for (const auto& ch : spec.choices) c += (c.empty() ? "" : ", ") + (ch.empty() ? std::string("\"\"") : ch);

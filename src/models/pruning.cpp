@@ -124,7 +124,7 @@ void apply_prune_state(Model& model, const nlohmann::json& state, const std::str
   if (!state.is_object()) throw std::runtime_error(origin + ": expected an object of group -> kept units");
   auto groups = model_prune_groups(model);
   for (auto& [key, value] : state.items()) {
-    auto it = std::find_if(groups.begin(), groups.end(), [&](const ModelPruneGroup& g) { return g.key == key; });
+    auto it = std::find_if(groups.begin(), groups.end(), [&k = key](const ModelPruneGroup& g) { return g.key == k; });
     if (it == groups.end()) throw std::runtime_error(origin + ": group '" + key + "' does not exist in this model");
     if (!value.is_number_integer())
       throw std::runtime_error(origin + ": group '" + key + "' must hold an integer count of kept units");

@@ -469,6 +469,8 @@ void load_model(Model& model, const std::string& path) {
     model.load(ar);
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot load checkpoint " + path + ": " + e.what_without_backtrace());
+  } catch (const std::exception& e) {  // torch's reader also throws others, e.g. torch::jit::ErrorReport
+    throw std::runtime_error("cannot load checkpoint " + path + ": " + e.what());
   }
   const auto params = model.named_parameters();
   const auto buffers = model.named_buffers();
