@@ -164,5 +164,15 @@ TEST(FuzzRegressions, CheckpointTorchCannotParseIsRuntimeError) {
   EXPECT_EQ(msg.rfind("cannot load checkpoint " + path, 0), 0u) << msg;
 }
 
+// A number followed by NUL bytes (or NUL bytes alone) passed as the number before them, then std::stod threw
+// std::invalid_argument on "\0...".
+TEST(FuzzRegressions, ConfigNumberWithNulBytesIsConfigError) {
+  Config c;
+  EXPECT_THROW(c.set("lr", std::string("\0\0ay", 4), "test"), ConfigError);
+  EXPECT_THROW(c.set("lr", std::string("1e-3\0x", 6), "test"), ConfigError);
+  EXPECT_THROW(c.set("epochs", std::string("5\0", 2), "test"), ConfigError);
+  EXPECT_THROW(c.set("epochs", std::string("\0", 1), "test"), ConfigError);
+}
+
 }  // namespace
 }  // namespace cerebra

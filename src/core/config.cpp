@@ -213,7 +213,7 @@ std::string normalise(const KeySpec& spec, const std::string& raw, const std::st
       char* end = nullptr;
       errno = 0;
       long long x = std::strtoll(v.c_str(), &end, 10);
-      if (*end != '\0' || errno != 0) fail("expects " + type_name(spec.type) + ", got '" + v + "'");
+      if (end != v.c_str() + v.size() || errno != 0)  // the whole text (a NUL byte inside is not an end) fail("expects " + type_name(spec.type) + ", got '" + v + "'");
       return std::to_string(x);
     }
     case VT::Float: {
@@ -221,7 +221,7 @@ std::string normalise(const KeySpec& spec, const std::string& raw, const std::st
       errno = 0;
       double x = std::strtod(v.c_str(), &end);
       // ERANGE: beyond double's range or below its normal numbers (which std::stod, reading it back, refuses).
-      if (v.empty() || *end != '\0' || !std::isfinite(x) || errno == ERANGE)
+      if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(x) || errno == ERANGE)
         fail("expects " + type_name(spec.type) + ", got '" + v + "'");
       return v;
     }
