@@ -213,7 +213,8 @@ std::string normalise(const KeySpec& spec, const std::string& raw, const std::st
       char* end = nullptr;
       errno = 0;
       long long x = std::strtoll(v.c_str(), &end, 10);
-      if (end != v.c_str() + v.size() || errno != 0)  // the whole text (a NUL byte inside is not an end) fail("expects " + type_name(spec.type) + ", got '" + v + "'");
+      // The whole text must be the number (a NUL byte inside is not its end).
+      if (end != v.c_str() + v.size() || errno != 0) fail("expects " + type_name(spec.type) + ", got '" + v + "'");
       return std::to_string(x);
     }
     case VT::Float: {
