@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -181,6 +182,25 @@ std::string type_name(VT t) {
   return "?";
 }
 
+// True when `s` is well-formed UTF-8 (what a run's config.yaml can hold and read back unchanged).
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    uint32_t cp = n == 1 ? c : c & (0x7F >> n);
+    for (size_t k = 1; k < n; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d >> 6) != 0x2) return false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n;
+  }
+  return true;
+}
+
 // Validates `value` for `spec`; returns the normalised text or throws ConfigError.
 std::string normalise(const KeySpec& spec, const std::string& raw, const std::string& origin) {
   std::string v = trim(raw);
@@ -193,13 +213,17 @@ std::string normalise(const KeySpec& spec, const std::string& raw, const std::st
       char* end = nullptr;
       errno = 0;
       long long x = std::strtoll(v.c_str(), &end, 10);
-      if (*end != '\0' || errno != 0) fail("expects " + type_name(spec.type) + ", got '" + v + "'");
+      // The whole text must be the number (a NUL byte inside is not its end).
+      if (end != v.c_str() + v.size() || errno != 0) fail("expects " + type_name(spec.type) + ", got '" + v + "'");
       return std::to_string(x);
     }
     case VT::Float: {
       char* end = nullptr;
+      errno = 0;
       double x = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0' || !std::isfinite(x)) fail("expects " + type_name(spec.type) + ", got '" + v + "'");
+      // ERANGE: beyond double's range or below its normal numbers (which std::stod, reading it back, refuses).
+      if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(x) || errno == ERANGE)
+        fail("expects " + type_name(spec.type) + ", got '" + v + "'");
       return v;
     }
     case VT::Bool: {
@@ -211,6 +235,7 @@ std::string normalise(const KeySpec& spec, const std::string& raw, const std::st
       return v;
     }
     case VT::String: {
+      if (!valid_utf8(v)) fail("expects UTF-8 text, got bytes that are not");
       if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), v) == spec.choices.end()) {
         std::string c;
         for (const auto& ch : spec.choices) c += (c.empty() ? "" : ", ") + (ch.empty() ? std::string("\"\"") : ch);
@@ -307,6 +332,7 @@ void Config::load_yaml_file(const std::string& path) { load_yaml_file_depth(path
 void Config::load_yaml_file_depth(const std::string& path, int depth) {
   if (depth > 16) throw ConfigError(path + ": `base:` chain deeper than 16 files (a cycle?)");
   if (!std::filesystem::exists(path)) throw ConfigError(path + ": config file not found");
+  if (!std::filesystem::is_regular_file(path)) throw ConfigError(path + ": not a regular file");
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -315,7 +341,11 @@ void Config::load_yaml_file_depth(const std::string& path, int depth) {
   }
   if (root.IsNull()) return;  // empty file
   if (!root.IsMap()) throw ConfigError(path + ": expected a mapping of key: value at the top level");
+  for (const auto& kv : root)
+    if (!kv.first.IsScalar())
+      throw ConfigError(path + ":" + std::to_string(kv.first.Mark().line + 1) + ": a key must be a plain name");
   if (root["base"]) {
+    if (!root["base"].IsScalar()) throw ConfigError(path + ": `base:` expects a file name");
     auto base = std::filesystem::path(path).parent_path() / root["base"].as<std::string>();
     load_yaml_file_depth(base.string(), depth + 1);
   }
@@ -328,7 +358,10 @@ void Config::load_yaml_file_depth(const std::string& path, int depth) {
         const KeySpec* spec = find_key(key);
         if (spec != nullptr && spec->type == VT::String && spec->choices.empty()) {
           std::string joined;
-          for (const auto& item : kv.second) joined += (joined.empty() ? "" : ",") + item.as<std::string>();
+          for (const auto& item : kv.second) {
+            if (!item.IsScalar()) throw ConfigError(origin + ": key '" + key + "' expects a list of plain values");
+            joined += (joined.empty() ? "" : ",") + item.as<std::string>();
+          }
           set(key, joined, origin);
           continue;
         }

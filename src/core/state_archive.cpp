@@ -108,6 +108,9 @@ std::vector<std::pair<std::string, torch::Tensor>> read_tensors(torch::serialize
   torch::serialize::InputArchive sub;
   ar.read(key, sub);
   const nlohmann::json names = read_json(sub, "names");
+  if (!names.is_array()) throw std::runtime_error("checkpoint entry '" + key + "' has no list of names");
+  for (const auto& name : names)
+    if (!name.is_string()) throw std::runtime_error("checkpoint entry '" + key + "' has a name that is not text");
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (size_t i = 0; i < names.size(); ++i) {
     torch::Tensor t;

@@ -124,7 +124,7 @@ void apply_prune_state(Model& model, const nlohmann::json& state, const std::str
   if (!state.is_object()) throw std::runtime_error(origin + ": expected an object of group -> kept units");
   auto groups = model_prune_groups(model);
   for (auto& [key, value] : state.items()) {
-    auto it = std::find_if(groups.begin(), groups.end(), [&](const ModelPruneGroup& g) { return g.key == key; });
+    auto it = std::find_if(groups.begin(), groups.end(), [&k = key](const ModelPruneGroup& g) { return g.key == k; });
     if (it == groups.end()) throw std::runtime_error(origin + ": group '" + key + "' does not exist in this model");
     if (!value.is_number_integer())
       throw std::runtime_error(origin + ": group '" + key + "' must hold an integer count of kept units");
@@ -253,7 +253,14 @@ void Pruner::save(torch::serialize::OutputArchive& ar) const {
 bool Pruner::load(torch::serialize::InputArchive& ar) {
   const nlohmann::json before = prune_state(model_);
   apply_prune_state(model_, read_json(ar, "shapes"), "checkpoint pruner state");
-  original_ = read_json(ar, "original").get<std::map<std::string, int64_t>>();
+  const nlohmann::json original = read_json(ar, "original");
+  if (!original.is_object()) throw std::runtime_error("checkpoint pruner state: 'original' is not an object");
+  original_.clear();
+  for (const auto& [kind, units] : original.items()) {
+    if (!units.is_number_integer())
+      throw std::runtime_error("checkpoint pruner state: 'original' holds a count that is not an integer");
+    original_[kind] = units.get<int64_t>();
+  }
   acc_.clear();
   for (auto& [key, t] : read_tensors(ar, "saliency")) acc_[key] = t;
   batches_ = read_int(ar, "batches");

@@ -387,6 +387,8 @@ void load_int8_weights(torch::nn::Module& model, const std::string& path, const 
     ar.load_from(path);
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot load int8 weights " + path + ": " + e.what_without_backtrace());
+  } catch (const std::exception& e) {  // torch's reader also throws others, e.g. torch::jit::ErrorReport
+    throw std::runtime_error("cannot load int8 weights " + path + ": " + e.what());
   }
   Int8Options o = options;
   for (auto& [p, lin] : linears_of(model)) {

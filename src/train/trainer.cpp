@@ -513,12 +513,34 @@ void save_model(const Model& model, const std::string& path) {
 }
 
 void load_model(Model& model, const std::string& path) {
+  // Loading replaces each tensor by the stored one whatever its shape or type; the model's own must stay.
+  struct Shape {
+    std::string name;
+    std::vector<int64_t> sizes;
+    torch::ScalarType type;
+  };
+  std::vector<Shape> before;
+  for (const auto& p : model.named_parameters()) before.push_back({p.key(), p.value().sizes().vec(), p.value().scalar_type()});
+  for (const auto& b : model.named_buffers()) before.push_back({b.key(), b.value().sizes().vec(), b.value().scalar_type()});
   torch::serialize::InputArchive ar;
   try {
     ar.load_from(path);
     model.load(ar);
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot load checkpoint " + path + ": " + e.what_without_backtrace());
+  } catch (const std::exception& e) {  // torch's reader also throws others, e.g. torch::jit::ErrorReport
+    throw std::runtime_error("cannot load checkpoint " + path + ": " + e.what());
+  }
+  const auto params = model.named_parameters();
+  const auto buffers = model.named_buffers();
+  for (const Shape& s : before) {
+    const torch::Tensor* t = params.find(s.name);
+    if (t == nullptr) t = buffers.find(s.name);
+    if (t == nullptr || t->sizes() != c10::IntArrayRef(s.sizes) || t->scalar_type() != s.type)
+      throw std::runtime_error(fmt::format("cannot load checkpoint {}: '{}' is {} {} there, the model has {} {}", path,
+                                           s.name, t ? c10::toString(t->scalar_type()) : "missing",
+                                           t ? c10::str(t->sizes()) : "", c10::toString(s.type),
+                                           c10::str(c10::IntArrayRef(s.sizes))));
   }
 }
 
