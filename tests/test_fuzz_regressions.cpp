@@ -81,6 +81,17 @@ TEST(FuzzRegressions, ConfigThatIsNotARegularFileIsRefused) {
   EXPECT_NE(msg.find("/dev/zero: not a regular file"), std::string::npos) << msg;
 }
 
+// A `base:` name the file system refuses (longer than NAME_MAX) escaped as std::filesystem::filesystem_error.
+TEST(FuzzRegressions, ConfigBaseNameTheSystemRefusesIsConfigError) {
+  const auto dir = test::temp_dir("fuzz_long_base");
+  Config c;
+  const std::string msg =
+      test::error_of([&] { c.load_yaml_file(write(dir / "c.yaml", "base: " + std::string(300, 'x') + "\n")); });
+  EXPECT_NE(msg.find("cannot open config file"), std::string::npos) << msg;
+  EXPECT_NE(test::error_of([&] { c.load_yaml_file((dir / "missing.yaml").string()); }).find("config file not found"),
+            std::string::npos);
+}
+
 // read_tensors on names that are not a list of strings threw nlohmann::json::type_error.
 TEST(FuzzRegressions, CheckpointTensorNamesMustBeAListOfText) {
   const auto dir = test::temp_dir("fuzz_names");

@@ -64,7 +64,11 @@ TEST(MixerRegistry, EveryOptionIsSetFromAConfig) {
       Config expect;
       expect.set(key.name, value, "test");
       EXPECT_EQ(got[key.name], expect.to_json()[key.name]) << got.dump();
-      // and the default config builds the default
+      // and the default config builds the default (an `auto` default reports what it resolved to)
+      if (key.default_value == "auto") {
+        ++checked;
+        continue;
+      }
       const RunSpec base = parse_run_spec(test::fixture_config(name == "attention" ? "transformer" : name));
       EXPECT_EQ(make_mixer(name, base.model.backbone.mixer_options)->own_options()[key.name],
                 Config().to_json()[key.name]);

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cmath>
 #include <filesystem>
+#include <system_error>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -331,8 +332,13 @@ void Config::load_yaml_file(const std::string& path) { load_yaml_file_depth(path
 
 void Config::load_yaml_file_depth(const std::string& path, int depth) {
   if (depth > 16) throw ConfigError(path + ": `base:` chain deeper than 16 files (a cycle?)");
-  if (!std::filesystem::exists(path)) throw ConfigError(path + ": config file not found");
-  if (!std::filesystem::is_regular_file(path)) throw ConfigError(path + ": not a regular file");
+  std::error_code ec;  // a name the system refuses (too long, a file used as a directory) is an error, not a throw
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status))
+    throw ConfigError(path + (ec && ec != std::errc::no_such_file_or_directory
+                                  ? ": cannot open config file (" + ec.message() + ")"
+                                  : std::string(": config file not found")));
+  if (!std::filesystem::is_regular_file(status)) throw ConfigError(path + ": not a regular file");
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);

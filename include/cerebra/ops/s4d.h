@@ -12,8 +12,8 @@
 // ops; not counted, like any parameter transform). Per sequence and channel, the FFT convolution runs an rfft and an
 // irfft of length m = the smallest power of two ≥ 2L (the conventional 2.5·m·log2(m) FLOPs each for a real
 // transform of length m) and m/2 + 1 complex products (8 FLOPs each): H·(5·m·log2(m) + 8·(m/2 + 1)).
-// causal_conv_fft reports this as "kernel:fft_conv". (A power of two, not 2L itself: LibTorch's CPU FFT
-// returned non-finite values now and then for lengths with a large prime factor, e.g. 2L = 58.)
+// causal_conv_fft reports this as "kernel:fft_conv". (A power of two, not 2L itself: a length with a large
+// prime factor, e.g. 2L = 58, takes pocketfft's slower Bluestein path.)
 #pragma once
 
 #include <torch/types.h>
