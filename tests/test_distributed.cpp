@@ -53,24 +53,9 @@ struct Child {
 
 // Starts `cerebra args...` with stdout and stderr appended to `log`.
 Child spawn(const std::vector<std::string>& args, const fs::path& log) {
-  std::vector<std::string> argv_s = {test::cerebra_binary()};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const std::string log_s = log.string();
   Child c;
   c.started = Clock::now();
-  c.pid = ::fork();
-  if (c.pid == 0) {
-    const int fd = ::open(log_s.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-    }
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
+  c.pid = test::spawn_cerebra(args, log);
   return c;
 }
 

@@ -5,6 +5,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
@@ -16,6 +17,8 @@ namespace cerebra::test {
 std::string source_path(const std::string& rel);
 // The `cerebra` executable built with these tests.
 std::string cerebra_binary();
+// Starts `cerebra args...` as a child process with stdout and stderr appended to `log`; returns its pid.
+pid_t spawn_cerebra(const std::vector<std::string>& args, const std::filesystem::path& log);
 
 // A config on the shipped CPS1988 fixture, small and single-threaded so tests stay fast and deterministic.
 inline Config fixture_config(const std::string& model) {
