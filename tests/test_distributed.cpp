@@ -79,20 +79,9 @@ bool wait_exit(Child& c, double seconds) {
 
 int exit_code(const Child& c) { return WIFEXITED(c.status) ? WEXITSTATUS(c.status) : 128 + WTERMSIG(c.status); }
 
-std::string read_log(const fs::path& log) { return fs::exists(log) ? read_text_file(log) : std::string(); }
-
-std::vector<std::string> config_args(const Config& c) {
-  std::vector<std::string> args;
-  for (const auto& [k, v] : c.changed()) {
-    args.push_back("--" + k);
-    args.push_back(v);
-  }
-  return args;
-}
-
 std::vector<std::string> train_args(const Config& c, const fs::path& out, std::vector<std::string> extra) {
   std::vector<std::string> a = {"train", "-q", "--out", out.string()};
-  const auto ca = config_args(c);
+  const auto ca = test::config_args(c);
   a.insert(a.end(), ca.begin(), ca.end());
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
@@ -202,8 +191,8 @@ void expect_two_ranks_match_one(const Config& c, const std::string& name) {
   ro.quiet = true;
   train_run(parse_run_spec(c), one.string(), ro);
   Child ch = spawn(train_args(c, two, {"--nproc", "2"}), dir / "log");
-  ASSERT_TRUE(wait_exit(ch, 120)) << read_log(dir / "log");
-  ASSERT_EQ(exit_code(ch), 0) << read_log(dir / "log");
+  ASSERT_TRUE(wait_exit(ch, 120)) << test::read_log(dir / "log");
+  ASSERT_EQ(exit_code(ch), 0) << test::read_log(dir / "log");
   expect_same_weights(one, two, 2e-5);
   const auto a = metric_lines(one), b = metric_lines(two);
   ASSERT_EQ(a.size(), b.size());
@@ -274,7 +263,8 @@ TEST(DistributedLaunch, BadInputIsNamed) {
   Child ch = spawn(train_args(tabular_config(), dir / "run", {"--nproc", "0"}), dir / "log");
   ASSERT_TRUE(wait_exit(ch, 60));
   EXPECT_EQ(exit_code(ch), 2);
-  EXPECT_NE(read_log(dir / "log").find("--nproc must be at least 1, got 0"), std::string::npos) << read_log(dir / "log");
+  const std::string log = test::read_log(dir / "log");
+  EXPECT_NE(log.find("--nproc must be at least 1, got 0"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(dir / "run" / "config.yaml"));
   fs::remove_all(dir);
 }
@@ -301,7 +291,7 @@ TEST(Distributed, KilledRankStopsTheOtherAndTheRunResumes) {
   c.set("checkpoint_every", "2", "test");
   const fs::path run = dir / "run", ref = dir / "ref";
   Child ch = spawn(train_args(c, run, {"--nproc", "2", "--dist_timeout", "20"}), dir / "log");
-  ASSERT_TRUE(wait_for_file(ch, run / "resume.pt", 60)) << read_log(dir / "log");
+  ASSERT_TRUE(wait_for_file(ch, run / "resume.pt", 60)) << test::read_log(dir / "log");
   pid_t victim = -1;
   for (pid_t p : children_of(ch.pid))
     if (rank_of(p) == 1) victim = p;
@@ -312,7 +302,7 @@ TEST(Distributed, KilledRankStopsTheOtherAndTheRunResumes) {
   const double stop_s = std::chrono::duration<double>(Clock::now() - t0).count();
   EXPECT_LT(stop_s, 15.0);
   EXPECT_NE(exit_code(ch), 0);
-  const std::string log = read_log(dir / "log");
+  const std::string log = test::read_log(dir / "log");
   EXPECT_NE(log.find("rank 1 was killed by signal 9"), std::string::npos) << log;
   if (fs::exists(run / "summary.json")) GTEST_SKIP() << "the run finished before rank 1 was killed";
 
@@ -321,8 +311,8 @@ TEST(Distributed, KilledRankStopsTheOtherAndTheRunResumes) {
   Child uninterrupted = spawn(train_args(c, ref, {"--nproc", "2"}), dir / "log_ref");
   ASSERT_TRUE(wait_exit(resumed, 120));
   ASSERT_TRUE(wait_exit(uninterrupted, 120));
-  ASSERT_EQ(exit_code(resumed), 0) << read_log(dir / "log_resume");
-  ASSERT_EQ(exit_code(uninterrupted), 0) << read_log(dir / "log_ref");
+  ASSERT_EQ(exit_code(resumed), 0) << test::read_log(dir / "log_resume");
+  ASSERT_EQ(exit_code(uninterrupted), 0) << test::read_log(dir / "log_ref");
   expect_same_weights(run, ref, 0);
   EXPECT_EQ(read_json_file(run / "summary.json")["training"]["resumes"], 1);
   fs::remove_all(dir);
@@ -343,14 +333,15 @@ TEST(Distributed, DeadRankFailsTheOtherWithoutALauncher) {
   };
   Child r0 = spawn(rank_args(0), dir / "log0");
   Child r1 = spawn(rank_args(1), dir / "log1");
-  ASSERT_TRUE(wait_for_file(r0, dir / "run" / "resume.pt", 60)) << read_log(dir / "log0") << read_log(dir / "log1");
+  ASSERT_TRUE(wait_for_file(r0, dir / "run" / "resume.pt", 60))
+      << test::read_log(dir / "log0") << test::read_log(dir / "log1");
   ::kill(r1.pid, SIGKILL);
   wait_exit(r1, 10);
   const auto t0 = Clock::now();
   ASSERT_TRUE(wait_exit(r0, 60)) << "rank 0 hung after rank 1 died";
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 25.0);
   EXPECT_EQ(exit_code(r0), 1);
-  const std::string log = read_log(dir / "log0");
+  const std::string log = test::read_log(dir / "log0");
   EXPECT_NE(log.find("distributed:"), std::string::npos) << log;
   EXPECT_NE(log.find("rank 0 of 2"), std::string::npos) << log;
   fs::remove_all(dir);

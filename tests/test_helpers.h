@@ -17,6 +17,17 @@ namespace cerebra::test {
 std::string source_path(const std::string& rel);
 // The `cerebra` executable built with these tests.
 std::string cerebra_binary();
+// The config's changed keys as command-line overrides: --key value ...
+inline std::vector<std::string> config_args(const Config& c) {
+  std::vector<std::string> args;
+  for (const auto& [k, v] : c.changed()) {
+    args.push_back("--" + k);
+    args.push_back(v);
+  }
+  return args;
+}
+// A child's log so far (empty before it exists).
+std::string read_log(const std::filesystem::path& log);
 // Starts `cerebra args...` as a child process with stdout and stderr appended to `log`; returns its pid.
 pid_t spawn_cerebra(const std::vector<std::string>& args, const std::filesystem::path& log);
 

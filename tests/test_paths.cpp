@@ -6,11 +6,17 @@
 
 #include <vector>
 
+#include "cerebra/core/io.h"
+
 namespace cerebra::test {
 
 std::string source_path(const std::string& rel) { return std::string(CEREBRA_SOURCE_DIR) + "/" + rel; }
 
 std::string cerebra_binary() { return CEREBRA_BINARY; }
+
+std::string read_log(const std::filesystem::path& log) {
+  return std::filesystem::exists(log) ? read_text_file(log) : std::string();
+}
 
 pid_t spawn_cerebra(const std::vector<std::string>& args, const std::filesystem::path& log) {
   std::vector<std::string> argv_s = {cerebra_binary()};

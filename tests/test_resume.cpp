@@ -56,27 +56,16 @@ int wait_status(const Child& c) {
   return status;
 }
 
-std::string read_log(const fs::path& log) { return fs::exists(log) ? read_text_file(log) : std::string(); }
-
 // Waits until `log` holds `needle` beyond `from`; false when the child exited first (it is then reaped: do not
 // wait for it again).
 bool wait_for_text(const Child& c, const fs::path& log, const std::string& needle, size_t from) {
   for (;;) {
-    const std::string text = read_log(log);
+    const std::string text = test::read_log(log);
     if (text.size() > from && text.find(needle, from) != std::string::npos) return true;
     int status = 0;
     if (::waitpid(c.pid, &status, WNOHANG) == c.pid) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-}
-
-std::vector<std::string> config_args(const Config& c) {
-  std::vector<std::string> args;
-  for (const auto& [k, v] : c.changed()) {
-    args.push_back("--" + k);
-    args.push_back(v);
-  }
-  return args;
 }
 
 // metrics.jsonl without the wall-clock fields.
@@ -119,7 +108,7 @@ void expect_same_weights(const fs::path& a, const fs::path& b) {
 // moments during training and resumed each time (`cerebra train --resume`), and compares the two runs.
 void kill_and_resume(const Config& config, const std::string& name) {
   const fs::path root = test::temp_dir("resume_" + name);
-  const std::vector<std::string> args = config_args(config);
+  const std::vector<std::string> args = test::config_args(config);
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> a = {"train"};  // not --quiet: the log says where each attempt resumed
     a.insert(a.end(), args.begin(), args.end());
@@ -132,9 +121,9 @@ void kill_and_resume(const Config& config, const std::string& name) {
   // Uninterrupted, timing the training part.
   const fs::path whole = root / "whole", whole_log = root / "whole.log";
   Child c = spawn(with({"--out", whole.string()}), whole_log);
-  ASSERT_TRUE(wait_for_text(c, whole_log, kTrainingStarts, 0)) << read_log(whole_log);
+  ASSERT_TRUE(wait_for_text(c, whole_log, kTrainingStarts, 0)) << test::read_log(whole_log);
   const auto t_train = Clock::now();
-  ASSERT_EQ(wait_status(c), 0) << read_log(whole_log);
+  ASSERT_EQ(wait_status(c), 0) << test::read_log(whole_log);
   const double train_s = std::chrono::duration<double>(Clock::now() - t_train).count();
 
   std::random_device rd;
@@ -152,7 +141,7 @@ void kill_and_resume(const Config& config, const std::string& name) {
     moments.clear();
     std::uniform_real_distribution<double> delay(0.05 * train_s / (1 << attempt), 0.3 * train_s / (1 << attempt));
     for (int k = 0; k < 3; ++k) {
-      const size_t from = read_log(cut_log).size();
+      const size_t from = test::read_log(cut_log).size();
       Child r = spawn(with({"--out", cut.string(), "--resume"}), cut_log);
       if (!wait_for_text(r, cut_log, kTrainingStarts, from)) break;  // it exited before training: an error
       const double d = delay(rng);
@@ -168,12 +157,12 @@ void kill_and_resume(const Config& config, const std::string& name) {
   for (double m : moments) when += " " + std::to_string(m) + " s";
   SCOPED_TRACE("random seed " + std::to_string(seed) + "; killed after training for" + when + " (whole training " +
                std::to_string(train_s) + " s)");
-  ASSERT_EQ(kills, 3) << read_log(cut_log);
+  ASSERT_EQ(kills, 3) << test::read_log(cut_log);
   EXPECT_FALSE(fs::exists(cut / "summary.json"));
 
   Child last = spawn(with({"--out", cut.string(), "--resume"}), cut_log);
-  ASSERT_EQ(wait_status(last), 0) << read_log(cut_log);
-  const std::string log = read_log(cut_log);
+  ASSERT_EQ(wait_status(last), 0) << test::read_log(cut_log);
+  const std::string log = test::read_log(cut_log);
   EXPECT_NE(log.find("resuming at epoch"), std::string::npos) << "no attempt resumed from a checkpoint:\n" << log;
 
   const nlohmann::json a = read_json_file(whole / "summary.json"), b = read_json_file(cut / "summary.json");
@@ -373,7 +362,7 @@ TEST(Resume, EarlyChecksComeBeforeTheDataExport) {
     fs::remove(log);
     Child c = spawn(k.args, log);
     const int status = wait_status(c);
-    const std::string out = read_log(log);
+    const std::string out = test::read_log(log);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << out;
     EXPECT_NE(out.find(k.expected), std::string::npos) << out;
     EXPECT_EQ(out.find("exporting"), std::string::npos) << out;
