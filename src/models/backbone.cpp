@@ -15,6 +15,10 @@ int64_t Model::parameter_count() const {
   return n;
 }
 
+torch::Tensor Model::step(const torch::Tensor&, GenerationState&) {
+  throw std::logic_error("this model cannot generate: only causal language models (task janeausten) can");
+}
+
 namespace {
 // The per-layer keys of the model group (read by the spec parse, src/train/spec.cpp).
 struct BackboneKeys {
@@ -68,8 +72,6 @@ torch::Tensor ShortConvImpl::forward(const torch::Tensor& x, const torch::Tensor
   return conv->forward(h).transpose(1, 2);
 }
 
-// ---- backbone
-
 BackboneImpl::BackboneImpl(const BackboneOptions& options) : options_(options) {
   const int64_t d = options.mixer_options.d_model;
   const int64_t L = options.layer_count();
@@ -119,11 +121,39 @@ void BackboneImpl::tell_feedforward_flops(int64_t l) {
   mixers_.at(static_cast<size_t>(l))->set_feedforward_flops(moe ? 0.0 : 4.0 * d * static_cast<double>(ffn_units(l)));
 }
 
-torch::Tensor BackboneImpl::forward(torch::Tensor x, const torch::Tensor& mask) {
+torch::Tensor ShortConvImpl::step(const torch::Tensor& x, torch::Tensor& buffer) {
+  if (!buffer.defined()) buffer = torch::zeros({x.size(0), kernel_ - 1, d_}, x.options());
+  auto h = torch::cat({buffer, x}, 1);  // (B, k-1+m, d): the k-1 inputs before the chunk, then the chunk
+  buffer = h.slice(1, h.size(1) - (kernel_ - 1)).clone();
+  return conv->forward(h.transpose(1, 2)).transpose(1, 2);
+}
+
+// ---- backbone
+
+int64_t GenerationState::bytes() const {
+  int64_t b = 0;
+  for (const auto& m : mixers) b += m.bytes();
+  for (const auto& c : conv)
+    if (c.defined()) b += c.numel() * static_cast<int64_t>(c.element_size());
+  return b;
+}
+
+torch::Tensor BackboneImpl::forward(torch::Tensor x, const torch::Tensor& mask) { return run(std::move(x), mask, nullptr); }
+
+torch::Tensor BackboneImpl::step(torch::Tensor x, GenerationState& state) {
+  TORCH_CHECK(options_.mixer_options.causal, "backbone: step needs a causal model");
+  state.mixers.resize(mixers_.size());
+  state.conv.resize(mixers_.size());
+  auto y = run(std::move(x), torch::Tensor(), &state);
+  state.position += y.size(1);
+  return y;
+}
+
+torch::Tensor BackboneImpl::run(torch::Tensor x, const torch::Tensor& mask, GenerationState* state) {
   for (size_t l = 0; l < mixers_.size(); ++l) {
     auto h = norm1_[l]->forward(x);
-    if (!conv_.empty()) h = conv_[l]->forward(h, mask);
-    x = x + drop_->forward(mixers_[l]->forward(h, mask));
+    if (!conv_.empty()) h = state ? conv_[l]->step(h, state->conv[l]) : conv_[l]->forward(h, mask);
+    x = x + drop_->forward(state ? mixers_[l]->step(h, state->mixers[l]) : mixers_[l]->forward(h, mask));
     if (options_.ffn_mult <= 0) continue;
     if (moe_[l]) {
       x = x + drop_->forward(moe_[l]->forward(norm2_[l]->forward(x), mask));

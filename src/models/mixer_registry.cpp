@@ -1,12 +1,29 @@
 #include "cerebra/models/mixer.h"
 
 #include <nlohmann/json.hpp>
+#include <torch/torch.h>
 
 #include <stdexcept>
 
 namespace cerebra {
 
 nlohmann::json SequenceMixer::own_options() const { return nlohmann::json::object(); }
+
+int64_t MixerState::bytes() const {
+  int64_t b = 0;
+  for (const auto& [k, t] : tensors)
+    if (t.defined()) b += t.numel() * static_cast<int64_t>(t.element_size());
+  return b;
+}
+
+torch::Tensor SequenceMixer::step(const torch::Tensor& x, MixerState& state) {
+  if (!is_causal()) throw std::logic_error("step: this mixer is not causal, so it cannot generate token by token");
+  TORCH_CHECK(x.dim() == 3, "step: x must be (B, m, d), got ", x.sizes());
+  auto& seen = state.tensors["inputs"];
+  seen = seen.defined() ? torch::cat({seen, x}, 1) : x;
+  state.position += x.size(1);
+  return forward(seen, torch::Tensor()).slice(1, seen.size(1) - x.size(1));
+}
 
 namespace {
 std::map<std::string, MixerDef>& registry() {

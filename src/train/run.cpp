@@ -79,6 +79,16 @@ class SeqModel final : public Model {
     return cerebra::linear(head_, h);
   }
 
+  torch::Tensor step(const torch::Tensor& tokens, GenerationState& state) override {
+    if (info_.head != HeadKind::CausalLM)
+      throw std::logic_error("this model cannot generate: task " + info_.name + " is not a causal language model");
+    TORCH_CHECK(tokens.dim() == 2, "step: tokens must be (B, m), got ", tokens.sizes());
+    const int64_t end = state.position + tokens.size(1);
+    if (pe_.size(0) < end) pe_ = sinusoidal_positions(std::max(2 * end, info_.n), d_);
+    auto x = embed_->forward(tokens) + pe_.slice(0, state.position, end);
+    return cerebra::linear(head_, backbone_->step(x, state));
+  }
+
   double flops_per_example() const override {
     const double head = 2.0 * static_cast<double>(d_ * info_.n_classes);
     const double n = static_cast<double>(info_.n);

@@ -54,6 +54,16 @@ struct PrunableGroup {
   double unit_flops = 0;
 };
 
+// What a causal mixer keeps of the tokens it has seen, so that the next ones cost what one recurrent step costs: a
+// key/value cache (attention), a recurrent state (lstm, mamba, ...), a ring buffer of recent inputs (cnn). Named
+// tensors, so each mixer keeps what it needs; `position` counts the tokens seen.
+struct MixerState {
+  int64_t position = 0;
+  std::map<std::string, torch::Tensor> tensors;
+  int64_t bytes() const;  // memory the tensors hold
+  bool has(const std::string& key) const { return tensors.count(key) > 0; }
+};
+
 class SequenceMixer : public torch::nn::Module {
  public:
   // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
@@ -62,6 +72,15 @@ class SequenceMixer : public torch::nn::Module {
   virtual double flops(int64_t n) const = 0;
   // Whether the output at position i depends only on inputs at positions <= i.
   virtual bool is_causal() const = 0;
+
+  // ---- causal generation (mixers whose is_causal() is true) ----
+  // x: (B, m, d), the m real tokens that follow the `state.position` tokens the state has seen (a fresh state has
+  // seen none) -> (B, m, d): the rows the full causal forward over all position + m tokens gives at the last m
+  // positions (float rounding aside), in the mixer's current mode (eval for generation). Advances the state by m.
+  // The default keeps every input it has seen and re-runs forward() over them: right for any causal mixer, at a
+  // cost that grows with the prefix; mixers with a state of their own override it and has_recurrent_step().
+  virtual torch::Tensor step(const torch::Tensor& x, MixerState& state);
+  virtual bool has_recurrent_step() const { return false; }
   // The mixer's own options as {key: value} (the keys of its registration), as built.
   virtual nlohmann::json own_options() const;  // default: {}
   // An auxiliary loss the mixer wants added to the objective (undefined when none).

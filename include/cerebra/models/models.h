@@ -26,6 +26,7 @@
 namespace cerebra {
 
 class BackboneImpl;
+struct GenerationState;
 
 class Model : public torch::nn::Module {
  public:
@@ -39,6 +40,9 @@ class Model : public torch::nn::Module {
   virtual int64_t tokens_per_example() const { return 0; }
   // The backbone that holds prunable structures (cerebra/pruning.h); nullptr for models without one.
   virtual BackboneImpl* backbone() { return nullptr; }
+  // Causal language models: tokens (B, m) int64, the m tokens after the state.position seen -> logits (B, m, vocab),
+  // the rows forward() gives at those positions; advances the state. Others throw std::logic_error.
+  virtual torch::Tensor step(const torch::Tensor& tokens, GenerationState& state);
   int64_t parameter_count() const;
 };
 
@@ -74,6 +78,9 @@ class ShortConvImpl : public torch::nn::Module {
   ShortConvImpl(int64_t d_model, int64_t kernel);
   // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask);
+  // x: (B, m, d), the m tokens after those `buffer` has seen (buffer: the last kernel-1 inputs, (B, k-1, d); undefined
+  // = none seen) -> (B, m, d), as forward gives at those positions; the buffer advances.
+  torch::Tensor step(const torch::Tensor& x, torch::Tensor& buffer);
   double flops(int64_t n) const { return 2.0 * static_cast<double>(n * kernel_ * d_); }
   torch::nn::Conv1d conv{nullptr};  // (d, 1, k), groups = d
 
@@ -82,11 +89,23 @@ class ShortConvImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ShortConv);
 
+// What a causal model keeps of the tokens it has seen, for generation: each layer's mixer state and short-convolution
+// buffer. `position` counts the tokens seen.
+struct GenerationState {
+  int64_t position = 0;
+  std::vector<MixerState> mixers;
+  std::vector<torch::Tensor> conv;
+  int64_t bytes() const;
+};
+
 class BackboneImpl : public torch::nn::Module {
  public:
   explicit BackboneImpl(const BackboneOptions& options);
   // x: (B, n, d), mask: (B, n) bool or undefined -> (B, n, d)
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask);
+  // Causal models: x (B, m, d), the m real tokens after the state.position seen -> (B, m, d), the rows forward()
+  // gives at those positions (moe layers: when no assignment is dropped for capacity). Advances the state.
+  torch::Tensor step(torch::Tensor x, GenerationState& state);
   // Analytic forward FLOPs of n real tokens (moe layers: no assignment dropped).
   double flops(int64_t n) const;
   const std::vector<std::shared_ptr<SequenceMixer>>& mixers() const { return mixers_; }
@@ -113,6 +132,7 @@ class BackboneImpl : public torch::nn::Module {
   void mask_ffn(int64_t l, const std::vector<int64_t>& keep);
 
  private:
+  torch::Tensor run(torch::Tensor x, const torch::Tensor& mask, GenerationState* state);
   void tell_feedforward_flops(int64_t l);
   void check_dense_ffn(int64_t l, const char* what) const;
   BackboneOptions options_;
