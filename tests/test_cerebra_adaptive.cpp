@@ -34,6 +34,32 @@ std::pair<torch::Tensor, torch::Tensor> batch() {
   return {x, mask};
 }
 
+// The readout token of a feature-token model is always selected, whatever its gate; nothing else changes.
+TEST(CerebraAdaptive, TheReadoutTokenIsAlwaysRouted) {
+  torch::manual_seed(5);
+  auto x = torch::randn({4, 9, 16});
+  for (RoutingMode mode : {RoutingMode::kAdaptive, RoutingMode::kThreshold, RoutingMode::kTopK}) {
+    CerebraOptions o = small(mode, Unrouted::kSkip);
+    o.topk = 2;
+    o.route_last = true;
+    CerebraLayer layer(o);
+    {
+      torch::NoGradGuard g;
+      layer.router->score->bias.fill_(-20.0);  // every gate ~0: nothing would be routed
+      layer.router->score->weight[0][0] = 1.0;
+    }
+    layer.eval();
+    torch::NoGradGuard g;
+    layer.forward(x, torch::Tensor());
+    auto sel = layer.last_selected();
+    EXPECT_TRUE(sel.select(1, 8).all().item<bool>()) << to_string(mode);
+    if (mode != RoutingMode::kTopK)
+      EXPECT_EQ(sel.sum().item<int64_t>(), 4) << to_string(mode);
+    else
+      EXPECT_EQ(sel.sum().item<int64_t>(), 8);
+  }
+}
+
 TEST(CerebraAdaptive, PackedFullPathEqualsThresholdWithoutCap) {
   auto [x, mask] = batch();
   torch::manual_seed(11);

@@ -56,10 +56,10 @@ std::string to_string(CompressorKind kind) {
 // ---- options ---------------------------------------------------------------------------------------------------
 
 CerebraOptions CerebraOptions::from_mixer(const MixerOptions& m) {
-  TORCH_CHECK(!m.causal, "cerebra: the layer is non-causal; causal = true is not supported");
   CerebraOptions o = m.own_as<CerebraOptions>();
   o.d_model = m.d_model;
   o.n_heads = m.n_heads;
+  o.causal = m.causal;
   o.validate();
   return o;
 }
@@ -81,6 +81,8 @@ CerebraOptions CerebraOptions::from_config(const Config& c) {
   o.conv_kernel = c.get_int("conv_kernel");
   o.pool_queries = c.get_int("pool_queries");
   o.full_heads = c.get_int("full_heads");
+  o.memory_block = c.get_int("memory_block");
+  o.eval_topk = c.get_string("eval_routing") == "topk";
   // auto: adaptive routing (the compute the gates decide) skips unrouted tokens; the fixed-count modes keep the
   // paper's compressed path.
   const std::string unrouted = c.get_string("unrouted");
@@ -94,7 +96,8 @@ nlohmann::json CerebraOptions::describe() const {
           {"compressor", to_string(compressor)}, {"compression_ratio", compression_ratio},
           {"width_scale", width_scale}, {"memory_max", memory_max}, {"window", window}, {"rec_weight", rec_weight},
           {"cerebra_reference", use_reference}, {"conv_kernel", conv_kernel}, {"pool_queries", pool_queries},
-          {"full_heads", full_heads}, {"unrouted", unrouted == Unrouted::kSkip ? "skip" : "compressed"}};
+          {"full_heads", full_heads}, {"unrouted", unrouted == Unrouted::kSkip ? "skip" : "compressed"},
+          {"memory_block", memory_block}, {"eval_routing", eval_topk ? "topk" : "predictor"}};
 }
 
 std::vector<KeySpec> CerebraOptions::keys() {
@@ -123,6 +126,11 @@ std::vector<KeySpec> CerebraOptions::keys() {
       {"pool_queries", VT::Int, "64", "cerebra: learned-query bank of attnpool/hybrid when memory_max <= 0", {}, ""},
       {"full_heads", VT::Int, "0", "cerebra: heads of the full path (0 = n_heads; set by structured pruning)", {},
        ""},
+      {"memory_block", VT::Int, "0", "causal cerebra (language models): tokens summarised by one memory slot, a "
+       "slot per block of tokens already seen (0 = ceil(1 / compression_ratio))", {}, ""},
+      {"eval_routing", VT::String, "predictor", "causal cerebra: the routing rule when evaluating: predictor (from "
+       "each token alone, causal; what generation uses) or topk (reads the whole sequence: not causal, for measuring "
+       "what the predictor costs)", {"predictor", "topk"}, ""},
       {"cerebra_reference", VT::Bool, "false", "cerebra: run both paths the plain way (every query against all keys, "
        "band-masked window): the same function as the fast paths, for tests", {}, ""},
   };
@@ -145,6 +153,26 @@ void CerebraOptions::validate() const {
   TORCH_CHECK(!(unrouted == Unrouted::kSkip && mode == RoutingMode::kSoft),
               "cerebra: unrouted = skip needs a hard router_mode (topk, threshold or adaptive), not soft");
   TORCH_CHECK(full_heads >= 0 && full_heads <= n_heads, "cerebra: full_heads must be in [0, n_heads], got ", full_heads);
+  TORCH_CHECK(memory_block >= 0, "cerebra: memory_block must be >= 0, got ", memory_block);
+  if (!causal) return;
+  // The causal layer (language models): top-k routing in training, the causal predictor when evaluating and
+  // generating; the compressed path over a window of the past and memory slots of finished blocks.
+  TORCH_CHECK(mode == RoutingMode::kTopK, "cerebra: the causal layer routes by top-k while training and by its causal "
+              "predictor when evaluating and generating; router_mode must be topk, got ", to_string(mode));
+  TORCH_CHECK(unrouted == Unrouted::kCompressed, "cerebra: the causal layer sends unrouted tokens to the compressed "
+              "path; unrouted = skip is not supported");
+  TORCH_CHECK(compressor == CompressorKind::kConv, "cerebra: the causal layer's memory is the causal conv compressor "
+              "(mean of a causal depthwise convolution over each finished block); compressor must be conv, got ",
+              to_string(compressor));
+  TORCH_CHECK(rec_weight == 0, "cerebra: the causal layer has no reconstruction loss; rec_weight must be 0, got ",
+              rec_weight);
+  TORCH_CHECK(full_heads == 0 || full_heads == n_heads, "cerebra: the causal layer's full-path heads are not pruned");
+  TORCH_CHECK(window >= 1, "cerebra: the causal layer's window (the token and the window - 1 before it) must be "
+              ">= 1, got ", window);
+}
+
+int64_t CerebraOptions::memory_block_size() const {
+  return memory_block > 0 ? memory_block : std::max<int64_t>(1, ceil_of(1.0 / compression_ratio));
 }
 
 int64_t CerebraOptions::compressed_width() const {

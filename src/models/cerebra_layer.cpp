@@ -1,6 +1,7 @@
 // The Cerebra layer: router + compressor + full / compressed attention paths, the compute hooks of
 // SequenceMixer, and the registration as mixer "cerebra". Design and FLOP formulas: include/cerebra/cerebra_layer.h.
 #include "cerebra/models/cerebra_layer.h"
+#include "cerebra/models/cerebra_causal.h"
 #include "cerebra/models/quant.h"
 
 #include <torch/torch.h>
@@ -414,7 +415,9 @@ namespace {
 MixerRegistration reg(define_mixer<CerebraOptions>(
     "cerebra", CerebraOptions::keys(), &CerebraOptions::from_config,
     [](const MixerOptions& o, const CerebraOptions&) {
-      return std::make_shared<CerebraLayer>(CerebraOptions::from_mixer(o));
+      const CerebraOptions c = CerebraOptions::from_mixer(o);
+      if (c.causal) return std::shared_ptr<SequenceMixer>(std::make_shared<CausalCerebraLayer>(c));
+      return std::shared_ptr<SequenceMixer>(std::make_shared<CerebraLayer>(c));
     }));
 }  // namespace
 

@@ -28,6 +28,13 @@ Routing CerebraRouterImpl::forward(const torch::Tensor& x, const torch::Tensor& 
   auto logits = z / o.tau;
   Routing r;
   r.gates = torch::where(mask, torch::sigmoid(logits), torch::zeros_like(logits));
+  torch::Tensor forced;  // (B, n) bool: the readout token, always selected
+  if (o.route_last && n > 0) {
+    forced = torch::zeros({B, n}, mask.options());
+    forced.select(1, n - 1).copy_(mask.select(1, n - 1));
+    r.gates = torch::where(forced, torch::ones_like(r.gates), r.gates);
+    logits = torch::where(forced, torch::full_like(logits, std::numeric_limits<double>::infinity()), logits);
+  }
 
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
   const auto valid = mask.sum(1);  // (B) int64
@@ -55,7 +62,7 @@ Routing CerebraRouterImpl::forward(const torch::Tensor& x, const torch::Tensor& 
   } else {
     // g ≥ 0.5 among real tokens is a prefix of the ranking (σ is monotone); threshold keeps at most k_max of it,
     // adaptive all of it.
-    auto above = (r.gates >= 0.5).logical_and(mask).sum(1);
+    auto above = (r.gates >= 0.5).logical_and(mask).sum(1);  // the forced token's gate is 1
     r.count = o.mode == RoutingMode::kAdaptive ? above : torch::clamp_max(above, o.k_max);
     r.full_rows = B > 0 ? r.count.max().item<int64_t>() : 0;
     r.comp_start = B > 0 ? r.count.min().item<int64_t>() : 0;

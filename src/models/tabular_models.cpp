@@ -1,11 +1,12 @@
 // Models for tabular tasks: an MLP over numerics and one-hot categories, and sequence models over feature tokens
 // (FT-Transformer style: each feature becomes a d-dimensional token, a learned CLS token is appended last, the
-// backbone mixes them, and the head reads the CLS token).
+// backbone mixes them, and the head reads the CLS token; a routing mixer always routes the CLS token).
 #include <torch/torch.h>
 
 #include <algorithm>
 
 #include "cerebra/core/config.h"
+#include "cerebra/models/cerebra_layer.h"
 #include "cerebra/models/models.h"
 #include "cerebra/models/quant.h"
 
@@ -57,9 +58,28 @@ class MlpModel final : public Model {
   torch::nn::Dropout drop_{nullptr};
 };
 
+// The backbone options with every Cerebra layer told that the last token is the readout (always routed: a CLS token
+// that skipped its blocks would leave the head reading its initial embedding).
+BackboneOptions route_readout(BackboneOptions bo) {
+  auto mark = [](const std::string& mixer, std::any& own) {
+    if (mixer != "cerebra") return;
+    CerebraOptions o = own.has_value() ? std::any_cast<CerebraOptions>(own) : CerebraOptions{};
+    o.route_last = true;
+    own = o;
+  };
+  mark(bo.mixer, bo.mixer_options.own);
+  for (auto& [name, own] : bo.layer_own) mark(name, own);
+  if (!bo.layers.empty())
+    for (int64_t l = 0; l < bo.layer_count(); ++l)
+      if (bo.layer_mixer(l) == "cerebra" && !bo.layer_own.count("cerebra")) mark("cerebra", bo.layer_own["cerebra"]);
+  return bo;
+}
+
 class FeatureTokenModel final : public Model {
  public:
-  FeatureTokenModel(const InputSchema& s, const BackboneOptions& bo) : n_num_(s.n_numeric), n_out_(s.n_outputs) {
+  FeatureTokenModel(const InputSchema& s, const BackboneOptions& options)
+      : n_num_(s.n_numeric), n_out_(s.n_outputs) {
+    const BackboneOptions bo = route_readout(options);
     const int64_t d = bo.mixer_options.d_model;
     d_ = d;
     if (n_num_ > 0) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cerebra/core/state_archive.h"
+#include "cerebra/models/cerebra_causal.h"
 #include "cerebra/models/cerebra_layer.h"
 
 namespace cerebra {
@@ -16,6 +17,11 @@ double ramp_progress(const ComputeSchedule& s, int64_t epoch) {
   if (s.ramp_epochs <= 0) return 1.0;
   const double e = static_cast<double>(epoch - s.warm_epochs - 1);
   return std::clamp(e / static_cast<double>(s.ramp_epochs), 0.0, 1.0);
+}
+
+// A Cerebra layer, causal or not: a compute-aware mixer with gates, statistics and an auxiliary loss.
+bool is_cerebra(const std::shared_ptr<SequenceMixer>& m) {
+  return std::dynamic_pointer_cast<CerebraLayer>(m) || std::dynamic_pointer_cast<CausalCerebraLayer>(m);
 }
 }  // namespace
 
@@ -37,6 +43,8 @@ ComputeBreakdown compute_breakdown(const Model& model) {
     if (auto layer = std::dynamic_pointer_cast<CerebraLayer>(m))  // its block's feed-forward, when it routes it
       dense += dense_attention_flops(n, layer->options().d_model) +
                (layer->owns_feedforward() ? static_cast<double>(n) * layer->options().ffn_token_flops : 0.0);
+    else if (auto causal = std::dynamic_pointer_cast<CausalCerebraLayer>(m))
+      dense += dense_attention_flops(n, causal->options().d_model);
     else
       dense += m->flops(n);
   }
@@ -48,7 +56,7 @@ ComputeBreakdown compute_breakdown(const Model& model) {
 ComputeObjective::ComputeObjective(Model& model, const ComputeSchedule& schedule)
     : model_(model), schedule_(schedule), breakdown_(compute_breakdown(model)) {
   for (const auto& m : model.mixers())
-    if (std::dynamic_pointer_cast<CerebraLayer>(m)) adaptive_ = true;
+    if (is_cerebra(m)) adaptive_ = true;
   // A backbone with moe feed-forwards has a load-balancing loss for objective() to add: active for that too.
   if (BackboneImpl* bb = model.backbone(); bb && bb->has_moe()) adaptive_ = true;
 }
@@ -134,7 +142,7 @@ double ComputeObjective::expected_per_example(int64_t batch_size) const {
 nlohmann::json ComputeObjective::layer_stats() const {
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& m : model_.mixers())
-    if (std::dynamic_pointer_cast<CerebraLayer>(m)) layers.push_back(m->stats());
+    if (is_cerebra(m)) layers.push_back(m->stats());
   return layers;
 }
 

@@ -121,13 +121,21 @@ struct CerebraOptions {
   // output fills only their columns before the output projection.
   int64_t full_heads = 0;
   Unrouted unrouted = Unrouted::kCompressed;  // hard modes only
+  // The causal form (MixerOptions::causal; cerebra/models/cerebra_causal.h): tokens per memory slot, 0 = ⌈1/r⌉.
+  bool causal = false;
+  int64_t memory_block = 0;
+  bool eval_topk = false;  // eval_routing = topk: evaluate with top-k (reads the future; measures the predictor)
+  // Set by a model that reads its output from the last token (the feature-token models' readout token): that token
+  // is always selected, with gate 1 (it takes the full path in every hard mode and is charged as such).
+  bool route_last = false;
+  int64_t memory_block_size() const;
   // FLOPs per token of the block's feed-forward (set by the backbone); with unrouted = skip the layer runs it only for
   // its selected tokens and counts it in flops / realised / expected.
   double ffn_token_flops = 0;
   bool owns_feedforward() const { return unrouted == Unrouted::kSkip && ffn_token_flops > 0; }
 
-  // The registered options (MixerOptions::own, defaults when empty) with d_model and n_heads from the common
-  // options; `causal` must be false. dropout is not used. Validated.
+  // The registered options (MixerOptions::own, defaults when empty) with d_model, n_heads and causal from the common
+  // options. dropout is not used. Validated.
   static CerebraOptions from_mixer(const MixerOptions& o);
   // The layer's own config keys and their parse (the mixer registration); the options under those keys
   // (CerebraLayer::own_options).
