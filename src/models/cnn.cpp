@@ -5,6 +5,8 @@
 // Causal (MixerOptions::causal): all padding on the left, so y_t sees x_{t - (k-1)(2^depth - 1)} .. x_t; otherwise
 // "same" padding split around t. Padded tokens are zeroed before every convolution, so their values never reach a
 // real token. Own options (CnnOptions, config keys of the same names): kernel_size (3), cnn_depth (2).
+// Generation state (step, causal only): per sub-layer i, "conv<i>" holds the last (k-1)·2^i inputs of that
+// convolution, (B, d, (k-1)·2^i), zeros before the first token (the left padding of the full forward).
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -59,6 +61,30 @@ class CnnMixer final : public SequenceMixer {
     }
     return h.transpose(1, 2);  // (B, n, d)
   }
+
+  // x: (B, m, d) -> (B, m, d): each convolution runs over its buffered inputs followed by the chunk's.
+  torch::Tensor step(const torch::Tensor& x, MixerState& state) override {
+    if (!causal_) return SequenceMixer::step(x, state);  // refuses: not causal
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "cnn: step: x must be (B, m, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), m = x.size(1);
+    if (m == 0) return torch::zeros_like(x);
+    auto h = x.transpose(1, 2);  // (B, d, m)
+    for (int64_t i = 0; i < depth_; ++i) {
+      const int64_t span = (k_ - 1) * (int64_t{1} << i);
+      auto& buffer = state.tensors["conv" + std::to_string(i)];
+      if (!buffer.defined()) buffer = torch::zeros({B, d_, span}, x.options());
+      TORCH_CHECK(buffer.size(0) == B, "cnn: step: the state holds a batch of ", buffer.size(0), ", x has ", B);
+      auto in = torch::cat({buffer, h}, 2);  // (B, d, span + m): the span inputs before the chunk, then the chunk
+      buffer = in.narrow(2, in.size(2) - span, span).clone();
+      auto g = F::glu(convs_[i]->forward(in), 1);  // (B, c_i, m)
+      if (static_cast<size_t>(i) < kept_.size() && kept_[i].defined())
+        g = torch::zeros({B, d_, m}, g.options()).index_copy(1, kept_[i], g);
+      h = i == 0 ? g : h + g;
+    }
+    state.position += m;
+    return h.transpose(1, 2);  // (B, m, d)
+  }
+  bool has_recurrent_step() const override { return causal_; }
 
   // Per convolution (aten::convolution): 2·n·C_in·C_out·k = 2·n·d·2c_i·k, c_i = d until channels are pruned.
   double flops(int64_t n) const override {

@@ -1,7 +1,10 @@
 // A unidirectional LSTM as a SequenceMixer ("lstm"). Written with linear ops (one GEMM for the input projection
 // of all steps, one per step for the recurrence) so its FLOPs are visible to the measured counter; padded steps
 // leave the state unchanged.
+// Generation state (step): "h" and "c", the hidden and cell state after the tokens seen, (B, d) each.
 #include <torch/torch.h>
+
+#include <vector>
 
 #include "cerebra/models/mixer.h"
 #include "cerebra/models/quant.h"
@@ -50,6 +53,33 @@ class LstmMixer final : public SequenceMixer {
     }
     return torch::stack(outs, 1);
   }
+
+  // x: (B, m, d) -> (B, m, d): one input projection for the chunk, then the recurrence from the state's (h, c).
+  torch::Tensor step(const torch::Tensor& x, MixerState& state) override {
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "lstm: step: x must be (B, m, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), m = x.size(1);
+    if (!state.has("h")) {
+      state.tensors["h"] = torch::zeros({B, d_}, x.options());
+      state.tensors["c"] = torch::zeros({B, d_}, x.options());
+    }
+    auto h = state.tensors.at("h"), c = state.tensors.at("c");
+    TORCH_CHECK(h.size(0) == B, "lstm: step: the state holds a batch of ", h.size(0), ", x has ", B);
+    const auto steps = cerebra::linear(w_ih_, x).unbind(1);  // m x (B, 4d)
+    std::vector<torch::Tensor> outs;
+    outs.reserve(m);
+    for (int64_t t = 0; t < m; ++t) {
+      auto ch = (steps[t] + cerebra::linear(w_hh_, h)).chunk(4, 1);
+      auto i = torch::sigmoid(ch[0]), f = torch::sigmoid(ch[1]), gg = torch::tanh(ch[2]), o = torch::sigmoid(ch[3]);
+      c = f * c + i * gg;
+      h = o * torch::tanh(c);
+      outs.push_back(h);
+    }
+    state.tensors["h"] = h;
+    state.tensors["c"] = c;
+    state.position += m;
+    return m > 0 ? torch::stack(outs, 1) : torch::zeros({B, 0, d_}, x.options());
+  }
+  bool has_recurrent_step() const override { return true; }
 
   double flops(int64_t n) const override {
     const double d = static_cast<double>(d_);

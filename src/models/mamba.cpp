@@ -10,9 +10,13 @@
 // Padding mask: padded tokens enter as zeros (before in_proj and before the conv) and get a step size of 0, so the
 // state passes through them unchanged: nothing of a padded token reaches a real one, wherever the padding is.
 // Causal by construction (left-padded conv, forward scan).
+// Generation state (step): "conv", the last d_conv - 1 inputs of the convolution (B, E, d_conv - 1), zeros before the
+// first token (the left padding of the full forward), and "ssm", the scan's state x after the tokens seen (B, E, N).
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "cerebra/models/mixer.h"
@@ -87,6 +91,33 @@ class MambaMixer final : public SequenceMixer {
     return cerebra::linear(out_proj_, y.transpose(1, 2));  // (B, n, d)
   }
 
+  // x: (B, m, d) -> (B, m, d). A fresh state takes the chunk in one piece, a state that has seen tokens in pieces of
+  // at most kSelectiveScanChunk tokens (see step_piece).
+  torch::Tensor step(const torch::Tensor& x, MixerState& state) override {
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "mamba: step: x must be (B, m, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), m = x.size(1);
+    if (m == 0) return torch::zeros_like(x);
+    const bool fresh = !state.has("ssm");
+    if (fresh) {
+      state.tensors["conv"] = torch::zeros({B, E_, k_ - 1}, x.options());
+      state.tensors["ssm"] = torch::zeros({B, E_, N_}, x.options());
+    }
+    TORCH_CHECK(state.tensors.at("ssm").size(0) == B, "mamba: step: the state holds a batch of ",
+                state.tensors.at("ssm").size(0), ", x has ", B);
+    torch::Tensor y;
+    if (fresh) {
+      y = step_piece(x, state, /*zero_state=*/true);
+    } else {
+      std::vector<torch::Tensor> ys;
+      for (int64_t at = 0; at < m; at += ops::kSelectiveScanChunk)
+        ys.push_back(step_piece(x.narrow(1, at, std::min(ops::kSelectiveScanChunk, m - at)), state, false));
+      y = ys.size() == 1 ? ys[0] : torch::cat(ys, 1);
+    }
+    state.position += m;
+    return y;
+  }
+  bool has_recurrent_step() const override { return true; }
+
   double flops(int64_t n) const override {
     const double N = static_cast<double>(n), d = static_cast<double>(d_), E = static_cast<double>(E_);
     const double R = static_cast<double>(R_), S = static_cast<double>(N_), k = static_cast<double>(k_);
@@ -111,6 +142,42 @@ class MambaMixer final : public SequenceMixer {
     dt_proj_->weight.uniform_(-std, std);
     auto dt = torch::exp(torch::rand({E_}) * (std::log(0.1) - std::log(1e-3)) + std::log(1e-3)).clamp_min(1e-4);
     dt_proj_->bias.copy_(dt + torch::log(-torch::expm1(-dt)));
+  }
+
+  // x: (B, m, d) -> (B, m, d), advancing state's "conv" and "ssm" (not its position). The chunk runs through the
+  // convolution over the buffered inputs and the scan from a zero state, as forward(); the state h carried in then
+  // adds, the recurrence being linear in its state, with S_l = dt_0 + .. + dt_l per channel,
+  //   y_l += silu(z_l) · Σ_n Cm_l[n] · e^{A[e, n] · S_l} · h[e, n],
+  // and the state after the chunk gains e^{A · S_last} ∘ h (a (B, E, m, N) tensor: the caller bounds m unless h is
+  // known to be zero).
+  torch::Tensor step_piece(const torch::Tensor& x, MixerState& state, bool zero_state) {
+    const int64_t m = x.size(1);
+    auto& conv_in = state.tensors.at("conv");
+    auto& h = state.tensors.at("ssm");
+    auto xz = cerebra::linear(in_proj_, x);         // (B, m, 2E)
+    auto u = xz.narrow(2, 0, E_).transpose(1, 2);   // (B, E, m)
+    auto z = xz.narrow(2, E_, E_).transpose(1, 2);  // (B, E, m)
+    auto in = torch::cat({conv_in, u}, 2);          // (B, E, k-1 + m): the k-1 inputs before the chunk, then the chunk
+    conv_in = in.narrow(2, m, k_ - 1).clone();
+    u = torch::silu(conv_->forward(in));                                                          // (B, E, m)
+    auto x_dbl = cerebra::linear(x_proj_, u.transpose(1, 2));                                      // (B, m, R + 2N)
+    auto delta = cerebra::linear(dt_proj_, x_dbl.narrow(2, 0, R_), /*add_bias=*/false).transpose(1, 2);  // (B, E, m)
+    auto dt = torch::softplus(delta + dt_proj_->bias.unsqueeze(-1));                       // (B, E, m), as the scan's
+    auto Bm = x_dbl.narrow(2, R_, N_).transpose(1, 2);                                     // (B, N, m)
+    auto Cm = x_dbl.narrow(2, R_ + N_, N_).transpose(1, 2);                                // (B, N, m)
+    auto A = -torch::exp(A_log_);                                                          // (E, N)
+    auto [y, last] = scan_impl_ == 0
+                         ? ops::selective_scan(u, dt, A, Bm, Cm, D_, z, torch::Tensor(), false)
+                         : ops::selective_scan_ref(u, dt, A, Bm, Cm, D_, z, torch::Tensor(), false);
+    if (!zero_state) {
+      // e^{A · S_l}: cumulative step sizes in float64, so long chunks do not lose the small exponents.
+      auto S = dt.to(torch::kDouble).cumsum(-1);                                                    // (B, E, m)
+      auto decay = torch::exp(S.unsqueeze(-1) * A.to(torch::kDouble).unsqueeze(1)).to(x.scalar_type());  // (B, E, m, N)
+      y = y + torch::silu(z) * (decay * h.unsqueeze(2) * Cm.transpose(1, 2).unsqueeze(1)).sum(-1);
+      last = last + decay.select(2, m - 1) * h;
+    }
+    h = last;
+    return cerebra::linear(out_proj_, y.transpose(1, 2));  // (B, m, d)
   }
 
   int64_t d_, N_, E_, k_, R_;

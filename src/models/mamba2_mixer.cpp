@@ -13,6 +13,9 @@
 // Padding mask: padded tokens enter as zeros (before in_proj), their conv outputs are zeroed and their step size is
 // 0, so the state passes through them unchanged: nothing of a padded token reaches a real one, wherever the padding
 // is. Causal by construction (left-padded conv, forward recurrence).
+// Generation state (step): "conv", the last d_conv - 1 inputs of the convolution (B, E + 2N, d_conv - 1), zeros
+// before the first token (the left padding of the full forward), and "ssd", the SSD state per head after the tokens
+// seen (B, H, P, N).
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -76,10 +79,48 @@ class Mamba2Mixer final : public SequenceMixer {
     auto dt = torch::softplus(zxbcdt.narrow(2, 2 * E_ + 2 * N_, H_) + dt_bias_);  // (B, n, H)
     if (m.defined()) dt = dt * m;  // step size 0 on padded tokens: the state passes through them unchanged
     auto y = std::get<0>(ops::ssd(xs, dt, -torch::exp(A_log_), Bm, Cm, chunk_));  // (B, n, H, P)
-    y = (y + xs * D_.unsqueeze(-1)).reshape({B, n, E_}) * torch::silu(z);        // (B, n, E)
-    y = y * torch::rsqrt(y.pow(2).mean(-1, /*keepdim=*/true) + 1e-5) * norm_weight_;
-    return cerebra::linear(out_proj_, y);  // (B, n, d)
+    return output(y, xs, z);
   }
+
+  // x: (B, m, d) -> (B, m, d). The chunk runs through the convolution over the buffered inputs and the chunked SSD
+  // from a zero state, as forward(); the state S carried in then adds, the recurrence being linear in its state, with
+  // a⁺_l = dt_0·A + .. + dt_l·A per head (the off-diagonal term of ops::ssd's chunked form):
+  //   y_l += e^{a⁺_l} S · C_l,   and the state after the chunk gains e^{a⁺_last} S.
+  torch::Tensor step(const torch::Tensor& x, MixerState& state) override {
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "mamba2: step: x must be (B, m, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), m = x.size(1);
+    if (m == 0) return torch::zeros_like(x);
+    const bool fresh = !state.has("ssd");
+    if (fresh) {
+      state.tensors["conv"] = torch::zeros({B, E_ + 2 * N_, k_ - 1}, x.options());
+      state.tensors["ssd"] = torch::zeros({B, H_, P_, N_}, x.options());
+    }
+    auto& conv_in = state.tensors.at("conv");
+    auto& S = state.tensors.at("ssd");
+    TORCH_CHECK(S.size(0) == B, "mamba2: step: the state holds a batch of ", S.size(0), ", x has ", B);
+    auto zxbcdt = cerebra::linear(in_proj_, x);                     // (B, m, 2E + 2N + H)
+    auto z = zxbcdt.narrow(2, 0, E_);                               // (B, m, E)
+    auto in = torch::cat({conv_in, zxbcdt.narrow(2, E_, E_ + 2 * N_).transpose(1, 2)}, 2);  // (B, E + 2N, k-1 + m)
+    conv_in = in.narrow(2, m, k_ - 1).clone();
+    auto xBC = torch::silu(conv_->forward(in)).transpose(1, 2);     // (B, m, E + 2N)
+    auto xs = xBC.narrow(2, 0, E_).reshape({B, m, H_, P_});         // (B, m, H, P)
+    auto Bm = xBC.narrow(2, E_, N_).unsqueeze(2);                   // (B, m, 1, N)
+    auto Cm = xBC.narrow(2, E_ + N_, N_).unsqueeze(2);              // (B, m, 1, N)
+    auto dt = torch::softplus(zxbcdt.narrow(2, 2 * E_ + 2 * N_, H_) + dt_bias_);  // (B, m, H)
+    auto A = -torch::exp(A_log_);
+    auto [y, last] = ops::ssd(xs, dt, A, Bm, Cm, chunk_);           // (B, m, H, P), (B, H, P, N)
+    if (!fresh) {
+      // Cumulative decays in float64, as ops::ssd takes them.
+      auto decay = torch::exp((dt * A).to(torch::kDouble).cumsum(1)).to(x.scalar_type());  // (B, m, H)
+      auto carried = torch::matmul(Cm.squeeze(2), S.reshape({B, H_ * P_, N_}).transpose(1, 2));  // (B, m, H·P)
+      y = y + carried.view({B, m, H_, P_}) * decay.unsqueeze(-1);
+      last = last + decay.select(1, m - 1).unsqueeze(-1).unsqueeze(-1) * S;
+    }
+    S = last;
+    state.position += m;
+    return output(y, xs, z);
+  }
+  bool has_recurrent_step() const override { return true; }
 
   double flops(int64_t n) const override {
     const double N = static_cast<double>(n), d = static_cast<double>(d_), E = static_cast<double>(E_);
@@ -96,6 +137,15 @@ class Mamba2Mixer final : public SequenceMixer {
   bool is_causal() const override { return true; }
 
  private:
+  // SSD output y (B, n, H, P), its inputs xs (B, n, H, P) and the gate z (B, n, E) -> (B, n, d): skip D, gate,
+  // RMSNorm and the output projection.
+  torch::Tensor output(const torch::Tensor& y, const torch::Tensor& xs, const torch::Tensor& z) {
+    const int64_t B = y.size(0), n = y.size(1);
+    auto g = (y + xs * D_.unsqueeze(-1)).reshape({B, n, E_}) * torch::silu(z);  // (B, n, E)
+    g = g * torch::rsqrt(g.pow(2).mean(-1, /*keepdim=*/true) + 1e-5) * norm_weight_;
+    return cerebra::linear(out_proj_, g);  // (B, n, d)
+  }
+
   int64_t d_, N_, E_, k_, chunk_, P_ = 0, H_ = 0;
   Mamba2Options own_;
   torch::nn::Linear in_proj_{nullptr}, out_proj_{nullptr};

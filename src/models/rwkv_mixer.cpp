@@ -14,11 +14,14 @@
 // Padding mask: padded tokens enter as zeros (before the token shift, so the token after one sees zeros) and their
 // keys are set to -1e4, so e^{k} of a padded token is exactly 0 next to any real token's: nothing of a padded token
 // reaches a real one. Causal by construction (shift from the past, forward recurrence).
+// Generation state (step): "shift", the last input seen (B, 1, d) (zeros before the first token), and the WKV state
+// after the tokens seen, "wkv_aa", "wkv_bb", "wkv_pp" (B, C) each (ops::WkvState: the running sums scaled by e^{-pp}).
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <vector>
 
 #include "cerebra/models/mixer.h"
 #include "cerebra/models/quant.h"
@@ -79,6 +82,38 @@ class RwkvMixer final : public SequenceMixer {
     auto wkv = impl_ == 0 ? ops::wkv(time_decay_, time_first_, k, v) : ops::wkv_ref(time_decay_, time_first_, k, v);
     return cerebra::linear(output_, torch::sigmoid(r) * wkv);  // (B, n, d)
   }
+
+  // x: (B, m, d) -> (B, m, d): the projections of the chunk at once, then the WKV recurrence token by token from
+  // the state (ops::wkv_step, the recurrence the WKV kernel runs).
+  torch::Tensor step(const torch::Tensor& x, MixerState& state) override {
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "rwkv: step: x must be (B, m, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), m = x.size(1);
+    if (m == 0) return torch::zeros_like(x);
+    if (!state.has("shift")) {
+      auto init = ops::wkv_initial_state(B, C_, x.options());
+      state.tensors["shift"] = torch::zeros({B, 1, d_}, x.options());
+      state.tensors["wkv_aa"] = init.aa;
+      state.tensors["wkv_bb"] = init.bb;
+      state.tensors["wkv_pp"] = init.pp;
+    }
+    auto& shift = state.tensors.at("shift");
+    TORCH_CHECK(shift.size(0) == B, "rwkv: step: the state holds a batch of ", shift.size(0), ", x has ", B);
+    auto xx = torch::cat({shift, x.narrow(1, 0, m - 1)}, 1);  // (B, m, d): token t sees t - 1
+    shift = x.narrow(1, m - 1, 1).clone();
+    auto k = cerebra::linear(key_, xx + mix_k_ * (x - xx)).unbind(1);  // m x (B, C)
+    auto v = cerebra::linear(value_, xx + mix_v_ * (x - xx)).unbind(1);
+    auto r = cerebra::linear(receptance_, xx + mix_r_ * (x - xx));     // (B, m, C)
+    ops::WkvState st{state.tensors.at("wkv_aa"), state.tensors.at("wkv_bb"), state.tensors.at("wkv_pp")};
+    std::vector<torch::Tensor> wkv;
+    wkv.reserve(m);
+    for (int64_t t = 0; t < m; ++t) wkv.push_back(ops::wkv_step(time_decay_, time_first_, k[t], v[t], st));
+    state.tensors["wkv_aa"] = st.aa;
+    state.tensors["wkv_bb"] = st.bb;
+    state.tensors["wkv_pp"] = st.pp;
+    state.position += m;
+    return cerebra::linear(output_, torch::sigmoid(r) * torch::stack(wkv, 1));  // (B, m, d)
+  }
+  bool has_recurrent_step() const override { return true; }
 
   double flops(int64_t n) const override {
     const double N = static_cast<double>(n), d = static_cast<double>(d_), C = static_cast<double>(C_);

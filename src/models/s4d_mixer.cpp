@@ -8,6 +8,9 @@
 // Own options (S4dOptions, config key of the same name): d_state N (16; N/2 complex modes per channel).
 // Padding mask: padded tokens enter as zeros, so nothing of a padded token reaches a real one. Causal by
 // construction (the convolution only looks back).
+// Generation state (step): the SSM state per channel and mode after the tokens seen, x = Σ_{j<=t} λ^{t-j} u_j with
+// λ = e^{dt·A} (the B̄ = (e^{dt·A} - 1)/A of the discretisation folded into C, as in ops/s4d.h's kernel
+// K_l = 2·Re(Σ_n C̃_n λ_n^l), C̃ = C·B̄), as "state_re" and "state_im" (B, d, N/2) each.
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -57,6 +60,57 @@ class S4dMixer final : public SequenceMixer {
     y = torch::gelu(y).transpose(1, 2);                                      // (B, n, H)
     return torch::glu(cerebra::linear(out_, y), -1);                         // (B, n, d)
   }
+
+  // x: (B, m, d) -> (B, m, d). Inside the chunk the same kernel and FFT convolution as forward(); the state x
+  // carried in adds 2·Re(Σ_n C̃_n λ_n^{l+1} x_n) at chunk position l, and the state after the chunk is
+  // λ^m ∘ x + Σ_j λ^{m-1-j} u_j.
+  torch::Tensor step(const torch::Tensor& x, MixerState& state) override {
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "s4d: step: x must be (B, m, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), m = x.size(1);
+    if (m == 0) return torch::zeros_like(x);
+    if (!state.has("state_re")) {
+      state.tensors["state_re"] = torch::zeros({B, d_, M_}, x.options());
+      state.tensors["state_im"] = torch::zeros({B, d_, M_}, x.options());
+    }
+    auto& xr = state.tensors.at("state_re");
+    auto& xi = state.tensors.at("state_im");
+    TORCH_CHECK(xr.size(0) == B, "s4d: step: the state holds a batch of ", xr.size(0), ", x has ", B);
+    auto u = x.transpose(1, 2);                                                    // (B, H, m)
+    auto K = ops::s4d_kernel(log_dt_, log_A_real_, A_imag_, C_, m);               // (H, m)
+    auto y = ops::causal_conv_fft(u, K) + u * D_.unsqueeze(-1);                   // (B, H, m)
+
+    // Discretisation as ops/s4d.h: dt·A = (ar, ai), C̃ = C·(e^{dt·A} - 1)/A = (cr, ci), each (H, M).
+    const auto dt = torch::exp(log_dt_).unsqueeze(-1);
+    const auto Ar = -torch::exp(log_A_real_), Ai = A_imag_;
+    const auto ar = dt * Ar, ai = dt * Ai;
+    const auto p = torch::exp(ar) * torch::cos(ai) - 1, q = torch::exp(ar) * torch::sin(ai);  // e^{dt·A} - 1
+    const auto norm = Ar * Ar + Ai * Ai;
+    const auto br = (p * Ar + q * Ai) / norm, bi = (q * Ar - p * Ai) / norm;                    // (e^{dt·A} - 1) / A
+    const auto Cr = C_.select(-1, 0), Ci = C_.select(-1, 1);
+    const auto cr = Cr * br - Ci * bi, ci = Cr * bi + Ci * br;
+    // Powers λ^l, l = 0..m, each (H, M, m + 1), as the kernel computes them.
+    const auto l = torch::arange(m + 1, x.options());
+    const auto mag = torch::exp(ar.unsqueeze(-1) * l), ang = ai.unsqueeze(-1) * l;
+    const auto pr = mag * torch::cos(ang), pi = mag * torch::sin(ang);
+
+    // The carried state's part: 2·Re(C̃ λ^{l+1} x), l = 0..m-1.
+    const auto later_r = pr.narrow(-1, 1, m), later_i = pi.narrow(-1, 1, m);  // λ^{l+1}
+    const auto wr = cr.unsqueeze(-1) * later_r - ci.unsqueeze(-1) * later_i;  // C̃ λ^{l+1}: (H, M, m)
+    const auto wi = cr.unsqueeze(-1) * later_i + ci.unsqueeze(-1) * later_r;
+    y = y + 2 * (torch::einsum("bhn,hnl->bhl", {xr, wr}) - torch::einsum("bhn,hnl->bhl", {xi, wi}));
+
+    // The state after the chunk: λ^m x + Σ_j λ^{m-1-j} u_j.
+    const auto back_r = pr.narrow(-1, 0, m).flip(-1), back_i = pi.narrow(-1, 0, m).flip(-1);  // λ^{m-1-j}: (H, M, m)
+    const auto last_r = pr.select(-1, m), last_i = pi.select(-1, m);                          // λ^m: (H, M)
+    auto nr = last_r * xr - last_i * xi + torch::einsum("bhj,hnj->bhn", {u, back_r});
+    auto ni = last_r * xi + last_i * xr + torch::einsum("bhj,hnj->bhn", {u, back_i});
+    xr = nr;
+    xi = ni;
+    state.position += m;
+    y = torch::gelu(y).transpose(1, 2);                                            // (B, m, H)
+    return torch::glu(cerebra::linear(out_, y), -1);                               // (B, m, d)
+  }
+  bool has_recurrent_step() const override { return true; }
 
   double flops(int64_t n) const override {
     return ops::s4d_conv_flops(1, d_, n)                                     // FFT convolution
