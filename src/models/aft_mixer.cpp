@@ -20,12 +20,23 @@
 // row max (detached; a common factor of a row's numerator and denominator).
 // Padding mask: padded keys get weight 0; padded query rows are computed and not read.
 //
+// Causal generation (step), for t = state.position tokens seen:
+//   simple: the running sums per channel, "num" = Σ_j exp(K_j - c) ⊙ V_j and "den" = Σ_j exp(K_j - c), (B, 1, d),
+//           under the running max c = "key_max" of the keys seen (B, 1, d); a chunk whose keys exceed c raises it and
+//           rescales the sums. Fixed size: 3·B·d floats.
+//   local:  the same sums, plus the keys and values of the last min(t, s - 1) tokens, "k_recent"/"v_recent"
+//           (B, ., d), the tokens the window's correction still reaches. Fixed size: B·d·(3 + 2·(s - 1)) floats
+//           once t >= s - 1.
+//   full:   a cache of every key and value seen, "k"/"v" (B, t, d) (the pairwise bias w_ij has no recurrent form):
+//           grows by 2·B·d floats per token; a chunk's rows are the forward's rows [t, t + m) of both products.
+//
 // flops(n) (forward, per sequence): 8·n·d² (projections); full adds 4·n²·d (the two products; causal ones run
 // dense with zeros above the diagonal); local adds the convolution, 2·n·2d·(2s - 1) (causal: 2·n·2d·s).
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -134,11 +145,99 @@ class AftMixer final : public SequenceMixer {
     return projections + (local_ ? 2.0 * N * 2.0 * d * static_cast<double>(taps_) : 0.0);
   }
   bool is_causal() const override { return causal_; }
+
+  // x: (B, m, d), the m tokens after the state.position tokens seen -> (B, m, d); see the header comment.
+  Tensor step(const Tensor& x, MixerState& state) override {
+    if (!causal_) throw std::logic_error("step: this mixer is not causal, so it cannot generate token by token");
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "aft: step x must be (B, m, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), m = x.size(1), t = state.position;
+    if (m == 0) return torch::zeros({B, 0, d_}, x.options());
+    const auto qkv = cerebra::linear(qkv_, x);  // (B, m, 3d)
+    const Tensor q = qkv.narrow(2, 0, d_), k = qkv.narrow(2, d_, d_), v = qkv.narrow(2, 2 * d_, d_);
+    const Tensor ratio = full_ ? full_step(k, v, t, state) : running_step(k, v, state);  // (B, m, d)
+    state.position += m;
+    return cerebra::linear(out_, torch::sigmoid(q) * ratio);
+  }
+  bool has_recurrent_step() const override { return causal_; }
   nlohmann::json own_options() const override {
     return {{"aft_variant", own_.variant}, {"window", own_.window}, {"aft_max_len", own_.max_len}};
   }
 
  private:
+  // AFT-full, causal: rows [t, t + m) of the forward over the cached keys and values plus the chunk's k, v (B, m, d)
+  // -> num / den (B, m, d); appends k, v to the cache.
+  Tensor full_step(const Tensor& k, const Tensor& v, int64_t t, MixerState& state) const {
+    const int64_t B = k.size(0), m = k.size(1), n = t + m;
+    if (n > own_.max_len)
+      throw std::invalid_argument("aft: sequence length " + std::to_string(n) + " exceeds aft_max_len = " +
+                                  std::to_string(own_.max_len) +
+                                  " (the positions its pairwise bias covers); set aft_max_len >= " + std::to_string(n));
+    auto& kc = state.tensors["k"];
+    auto& vc = state.tensors["v"];
+    TORCH_CHECK(!kc.defined() || (kc.size(0) == B && kc.size(1) == t), "aft: step state holds keys ", kc.sizes(),
+                ", expected (", B, ", ", t, ", ", d_, ")");
+    kc = kc.defined() ? torch::cat({kc, k}, 1) : k.clone(torch::MemoryFormat::Contiguous);  // (B, n, d)
+    vc = vc.defined() ? torch::cat({vc, v}, 1) : v.clone(torch::MemoryFormat::Contiguous);
+    const Tensor stab = std::get<0>(kc.detach().max(1, /*keepdim=*/true));  // (B, 1, d)
+    const Tensor e = torch::exp(kc - stab);
+    // Row i = t + r of the bias sees the keys j <= i.
+    const auto lopts = torch::TensorOptions().dtype(torch::kLong);
+    const Tensor future = torch::arange(n, lopts).view({1, n}).gt(torch::arange(t, n, lopts).view({m, 1}));
+    const Tensor w =
+        bias_.narrow(0, t, m).narrow(1, 0, n).masked_fill(future, -std::numeric_limits<double>::infinity());
+    const Tensor ew = torch::exp(w - std::get<0>(w.detach().max(1, /*keepdim=*/true))).to(k.scalar_type());  // (m, n)
+    const Tensor num = torch::matmul(ew, e * vc), den = torch::matmul(ew, e);
+    return num / den.clamp_min(std::numeric_limits<float>::min());
+  }
+
+  // AFT-simple and AFT-local, causal: the chunk's k, v (B, m, d) -> num / den (B, m, d) from the running sums (and,
+  // local, the window's correction over the recent tokens); advances the sums.
+  Tensor running_step(const Tensor& k, const Tensor& v, MixerState& state) const {
+    const int64_t B = k.size(0), m = k.size(1);
+    auto& key_max = state.tensors["key_max"];
+    auto& num_sum = state.tensors["num"];
+    auto& den_sum = state.tensors["den"];
+    Tensor c = std::get<0>(k.detach().max(1, /*keepdim=*/true));  // (B, 1, d)
+    Tensor num0, den0;  // the sums so far under the new max
+    if (key_max.defined()) {
+      TORCH_CHECK(key_max.size(0) == B, "aft: step state has batch ", key_max.size(0), ", x has ", B);
+      c = torch::maximum(c, key_max);
+      const Tensor rescale = torch::exp(key_max - c);
+      num0 = num_sum * rescale;
+      den0 = den_sum * rescale;
+    } else {
+      num0 = torch::zeros({B, 1, d_}, k.options());
+      den0 = torch::zeros({B, 1, d_}, k.options());
+    }
+    const Tensor e = torch::exp(k - c), ev = e * v;
+    Tensor num = num0 + ev.cumsum(1), den = den0 + e.cumsum(1);  // (B, m, d)
+    key_max = c;
+    num_sum = num.narrow(1, m - 1, 1).clone(torch::MemoryFormat::Contiguous);
+    den_sum = den.narrow(1, m - 1, 1).clone(torch::MemoryFormat::Contiguous);
+    if (local_) {
+      // The forward's depthwise correction over [ev | e] of the recent tokens and the chunk, left-padded with zeros
+      // to s - 1 positions before the chunk (positions before 0 contribute nothing).
+      const int64_t s = own_.window;
+      auto& kr = state.tensors["k_recent"];
+      auto& vr = state.tensors["v_recent"];
+      const Tensor ka = kr.defined() ? torch::cat({kr, k}, 1) : k, va = vr.defined() ? torch::cat({vr, v}, 1) : v;
+      const int64_t L = ka.size(1) - m;  // recent tokens, <= s - 1
+      const Tensor ea = torch::exp(ka - c);
+      const Tensor taps = (torch::exp(bias_) - 1.0).flip({1});                                    // (h, taps)
+      const Tensor w = taps.repeat_interleave(d_ / h_, 0).repeat({2, 1}).unsqueeze(1);            // (2d, 1, taps)
+      const Tensor in = torch::cat({ea * va, ea}, 2).transpose(1, 2);                             // (B, 2d, L + m)
+      const Tensor padded = torch::constant_pad_nd(in, {s - 1 - L, 0});                          // (B, 2d, s - 1 + m)
+      const Tensor corr = torch::conv1d(padded, w.to(in.scalar_type()), c10::optional<Tensor>(), torch::IntArrayRef{1},
+                                        torch::IntArrayRef{0}, torch::IntArrayRef{1}, 2 * d_).transpose(1, 2);
+      num = num + corr.narrow(2, 0, d_);
+      den = den + corr.narrow(2, d_, d_);
+      const int64_t keep = std::min(s - 1, L + m);
+      kr = ka.narrow(1, L + m - keep, keep).clone(torch::MemoryFormat::Contiguous);
+      vr = va.narrow(1, L + m - keep, keep).clone(torch::MemoryFormat::Contiguous);
+    }
+    return num / den.clamp_min(std::numeric_limits<float>::min());
+  }
+
   int64_t d_, h_, taps_ = 0;
   bool causal_, local_, full_;
   AftOptions own_;

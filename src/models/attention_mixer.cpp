@@ -11,11 +11,17 @@
 // masked). Causal, tiled: exactly what the kernel runs for an unpadded sequence with its default tiling, i.e.
 // 4·d·Σ_tiles nr·min(n, r0 + nr) over the query tiles [r0, r0 + nr) of q_rows rows (roughly half of 4·n²·d).
 // Key tiles that are entirely padding are skipped by the kernel; flops(n) does not know the padding and counts them.
+//
+// Causal generation (step): the state is a key/value cache, tensors "k" and "v" of shape (B, h, t, dh) holding the
+// keys and values of the t = state.position tokens seen (it grows by 2·B·h·dh floats per token). A chunk of m new
+// tokens appends its keys and values, and its query at position t + r attends the cached keys and the chunk's keys
+// up to its own (materialised (B, h, m, t + m) scores, torch ops).
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 
 #include "cerebra/models/mixer.h"
@@ -96,6 +102,30 @@ class AttentionMixer final : public SequenceMixer {
            + 2.0 * N * N * di;     // probabilities x values
   }
   bool is_causal() const override { return causal_; }
+
+  // x: (B, m, d), the m tokens after the state.position tokens in the cache -> (B, m, d); appends to the cache.
+  torch::Tensor step(const torch::Tensor& x, MixerState& state) override {
+    if (!causal_) throw std::logic_error("step: this mixer is not causal, so it cannot generate token by token");
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "attention: step x must be (B, m, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), m = x.size(1), dh = dh_, inner = h_ * dh_, t = state.position;
+    auto qkv = cerebra::linear(qkv_, x).view({B, m, 3, h_, dh}).permute({2, 0, 3, 1, 4});  // (3, B, h, m, dh)
+    auto& kc = state.tensors["k"];
+    auto& vc = state.tensors["v"];
+    TORCH_CHECK(!kc.defined() || (kc.size(0) == B && kc.size(1) == h_ && kc.size(2) == t),
+                "attention: step state holds keys ", kc.sizes(), ", expected (", B, ", ", h_, ", ", t, ", ", dh, ")");
+    kc = kc.defined() ? torch::cat({kc, qkv[1]}, 2) : qkv[1].clone(torch::MemoryFormat::Contiguous);  // (B,h,t+m,dh)
+    vc = vc.defined() ? torch::cat({vc, qkv[2]}, 2) : qkv[2].clone(torch::MemoryFormat::Contiguous);
+    state.position += m;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+    auto scores = torch::matmul(qkv[0] * scale, kc.transpose(-2, -1));  // (B, h, m, t + m)
+    // Query r (position t + r) sees keys c <= t + r.
+    const auto opts = torch::TensorOptions().dtype(torch::kLong);
+    const auto future = torch::arange(t + m, opts).view({1, t + m}).gt(torch::arange(t, t + m, opts).view({m, 1}));
+    auto probs = torch::softmax(scores.masked_fill(future, -std::numeric_limits<float>::infinity()), -1);
+    auto y = torch::matmul(probs, vc).transpose(1, 2).reshape({B, m, inner});
+    return cerebra::linear(out_, y);
+  }
+  bool has_recurrent_step() const override { return causal_; }
   nlohmann::json own_options() const override { return {{"attention_impl", own_.impl}}; }
   // Whether a sequence of n tokens runs the tiled kernel.
   bool tiled(int64_t n) const { return own_.impl == "tiled" || (own_.impl == "auto" && n >= kTiledFromLength); }

@@ -28,6 +28,12 @@
 // unpadded sequence (its block and tile loop is replayed, band corners included, 4·(rows·cols)·width per tile);
 // with g > 0 the dense global parts: 4·n·g·d (scores and values over the global keys) and, non-causal, 4·g·n·d
 // (the global rows). Padded or masked tiles the kernel skips at run time are counted as flops(n) does not know them.
+//
+// Causal generation (step): the state holds the keys and values of the global tokens seen, "k_global"/"v_global"
+// (B, h, min(g, t), dh), and of the last min(t, w·dilation) tokens, "k_window"/"v_window" (B, h, ., dh), for
+// t = state.position tokens seen: a fixed size, 2·B·h·dh·(g + w·dilation) floats, once t >= max(g, w·dilation).
+// A chunk of m new tokens runs the same joint softmax densely: query i over its window keys i - t'·dilation,
+// t' in [0, w], that are not global, and over the global keys j <= i ((B, h, m, g + w·dilation + m) scores).
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +41,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include "cerebra/models/mixer.h"
 #include "cerebra/models/quant.h"
@@ -136,6 +143,58 @@ class LongformerMixer final : public SequenceMixer {
     return projections + H * 4.0 * pairs * (dh + 1.0) + global;
   }
   bool is_causal() const override { return causal_; }
+
+  // x: (B, m, d), the m tokens after the state.position tokens seen -> (B, m, d); see the header comment.
+  Tensor step(const Tensor& x, MixerState& state) override {
+    if (!causal_) throw std::logic_error("step: this mixer is not causal, so it cannot generate token by token");
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "longformer: step x must be (B, m, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), m = x.size(1), t = state.position, dil = own_.dilation;
+    const int64_t g = own_.global_tokens, reach = own_.window * dil;  // the window's oldest key: i - reach
+    auto qkv = cerebra::linear(qkv_, x).view({B, m, 3, h_, dh_}).permute({2, 0, 3, 1, 4});  // (3, B, h, m, dh)
+    const Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+    auto& kg = state.tensors["k_global"];
+    auto& vg = state.tensors["v_global"];
+    auto& kw = state.tensors["k_window"];
+    auto& vw = state.tensors["v_window"];
+    if (!kg.defined()) {  // a fresh state
+      TORCH_CHECK(t == 0, "longformer: step state at position ", t, " holds no keys");
+      kg = torch::zeros({B, h_, 0, dh_}, q.options());
+      vg = kg;
+      kw = kg;
+      vw = kg;
+    }
+    TORCH_CHECK(kg.size(0) == B && kg.size(1) == h_ && kg.size(2) == std::min(g, t) &&
+                    kw.size(2) == std::min(reach, t),
+                "longformer: step state does not match position ", t, " and batch ", B);
+    // Global keys: the chunk's tokens at positions < g join them.
+    const int64_t new_global = std::clamp<int64_t>(g - t, 0, m);
+    if (new_global > 0) {
+      kg = torch::cat({kg, k.narrow(2, 0, new_global)}, 2);
+      vg = torch::cat({vg, v.narrow(2, 0, new_global)}, 2);
+    }
+    const int64_t G = kg.size(2), L = kw.size(2);
+    const Tensor kl = torch::cat({kw, k}, 2), vl = torch::cat({vw, v}, 2);  // positions t - L .. t + m - 1
+    const auto lopts = torch::TensorOptions().dtype(torch::kLong);
+    const Tensor qpos = torch::arange(t, t + m, lopts).view({m, 1});
+    const Tensor gpos = torch::arange(G, lopts).view({1, G});
+    const Tensor lpos = torch::arange(t - L, t + m, lopts).view({1, L + m});
+    const Tensor back = qpos - lpos;  // how far key j is behind query i
+    const Tensor in_window = back.ge(0).logical_and(back.le(reach)).logical_and(back.remainder(dil).eq(0))
+                                 .logical_and(lpos.ge(g));                                  // (m, L + m)
+    const Tensor allowed = torch::cat({gpos.le(qpos).expand({m, G}), in_window}, 1);       // (m, G + L + m)
+    const double scale = 1.0 / std::sqrt(static_cast<double>(dh_));
+    auto scores = torch::matmul(q * scale, torch::cat({kg, kl}, 2).transpose(-2, -1));   // (B, h, m, G + L + m)
+    // Every query has a key (position 0 when g > 0, itself when g = 0), so no row is all -inf.
+    auto probs = torch::softmax(scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity()), -1);
+    const Tensor y = torch::matmul(probs, torch::cat({vg, vl}, 2));  // (B, h, m, dh)
+    // The window cache keeps the last min(reach, t + m) tokens.
+    const int64_t keep = std::min(reach, L + m);
+    kw = kl.narrow(2, L + m - keep, keep).clone(torch::MemoryFormat::Contiguous);  // a copy: no view of kl
+    vw = vl.narrow(2, L + m - keep, keep).clone(torch::MemoryFormat::Contiguous);
+    state.position += m;
+    return cerebra::linear(out_, y.transpose(1, 2).reshape({B, m, d_}));
+  }
+  bool has_recurrent_step() const override { return causal_; }
   nlohmann::json own_options() const override {
     return {{"window", own_.window}, {"dilation", own_.dilation}, {"global_tokens", own_.global_tokens}};
   }

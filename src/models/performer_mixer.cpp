@@ -14,6 +14,13 @@
 // their last bits, unless it exceeds an earlier key's exponent by ~87 (float underflow of the earlier features).)
 // Padding mask: padded keys' features are zeroed (they contribute to neither sum); padded query rows are
 // computed and not read.
+// Causal generation (step): the state is the causal form's running sum per head, "kv" (B, h, M, dh + 1) =
+// Σ_j φ(k_j) [v_j, 1]ᵀ over the t = state.position tokens seen (its last column is z = Σ_j φ(k_j)), with the keys'
+// stabiliser "key_max" (B, h, 1, 1), the max of the key exponents seen: a fixed size, B·h·(M·(dh + 1) + 1) floats.
+// A chunk of m new tokens raises the stabiliser to its own max if larger (rescaling the sum), then reads
+// y_i = φ(q_i)ᵀ (kv + Σ_{t<=j<=i} φ(k_j) [v_j, 1]ᵀ) with a masked (m x m) product, as one chunk of the forward does.
+// The features ω are the module's buffer, the ones forward() uses; step() never redraws them (with redraw, a
+// training forward between two steps would make the state's features stale).
 //
 // Own options (PerformerOptions): n_features m (64); redraw (false): draw new features at every training forward.
 //
@@ -27,6 +34,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include "cerebra/models/mixer.h"
 #include "cerebra/models/quant.h"
@@ -92,6 +100,41 @@ class PerformerMixer final : public SequenceMixer {
     return base + H * (2.0 * np * C * M + 2.0 * np * C * w + 4.0 * np * M * w);
   }
   bool is_causal() const override { return causal_; }
+
+  // x: (B, m, d), the m tokens after the state.position tokens seen -> (B, m, d); see the header comment.
+  Tensor step(const Tensor& x, MixerState& state) override {
+    if (!causal_) throw std::logic_error("step: this mixer is not causal, so it cannot generate token by token");
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == d_, "performer: step x must be (B, m, ", d_, "), got ", x.sizes());
+    const int64_t B = x.size(0), m = x.size(1), M = own_.n_features;
+    if (m == 0) return torch::zeros({B, 0, d_}, x.options());
+    auto qkv = cerebra::linear(qkv_, x).view({B, m, 3, h_, dh_}).permute({2, 0, 3, 1, 4});  // (3, B, h, m, dh)
+    const Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+    const Tensor fq = features(q, /*query=*/true, Tensor());                              // (B, h, m, M)
+    const Tensor gk = log_features(k);                                                    // (B, h, m, M)
+    Tensor top = std::get<0>(gk.detach().flatten(2).max(-1, /*keepdim=*/true)).unsqueeze(-1);  // (B, h, 1, 1)
+    auto& kv = state.tensors["kv"];
+    auto& key_max = state.tensors["key_max"];
+    Tensor prev;  // (B, h, M, dh + 1): the sum so far under the new stabiliser
+    if (kv.defined()) {
+      TORCH_CHECK(kv.size(0) == B && kv.size(1) == h_ && kv.size(2) == M && kv.size(3) == dh_ + 1,
+                  "performer: step state holds ", kv.sizes(), ", expected (", B, ", ", h_, ", ", M, ", ", dh_ + 1, ")");
+      top = torch::maximum(top, key_max);
+      prev = kv * torch::exp(key_max - top);
+    } else {
+      prev = torch::zeros({B, h_, M, dh_ + 1}, q.options());
+    }
+    const Tensor fk = torch::exp(gk - top) / std::sqrt(static_cast<double>(M));
+    const Tensor v1 = torch::cat({v, torch::ones({B, h_, m, 1}, v.options())}, -1);  // (B, h, m, dh + 1)
+    const Tensor tri = torch::ones({m, m}, torch::TensorOptions().dtype(torch::kBool)).tril();
+    const Tensor intra = torch::matmul(torch::matmul(fq, fk.transpose(-2, -1)).masked_fill(tri.logical_not(), 0.0), v1);
+    const Tensor o = intra + torch::matmul(fq, prev);  // (B, h, m, dh + 1)
+    kv = prev + torch::matmul(fk.transpose(-2, -1), v1);
+    key_max = top;
+    state.position += m;
+    const Tensor y = o.narrow(3, 0, dh_) / o.narrow(3, dh_, 1).clamp_min(std::numeric_limits<float>::min());
+    return cerebra::linear(out_, y.transpose(1, 2).reshape({B, m, d_}));
+  }
+  bool has_recurrent_step() const override { return causal_; }
   nlohmann::json own_options() const override { return {{"n_features", own_.n_features}, {"redraw", own_.redraw}}; }
 
  private:
@@ -107,12 +150,17 @@ class PerformerMixer final : public SequenceMixer {
     return (torch::cat(blocks, 0) * norms).contiguous();
   }
 
-  // x: (B, h, n, dh), m: (B, 1, n, 1) bool or undefined -> φ(x): (B, h, n, M)
-  Tensor features(const Tensor& x, bool query, const Tensor& m) const {
+  // x: (B, h, n, dh) -> the log of the unnormalised features, ω x - |x|²/2 for x scaled by dh^(-1/4): (B, h, n, M)
+  Tensor log_features(const Tensor& x) const {
     const double s = std::pow(static_cast<double>(dh_), -0.25);
     const Tensor xs = x * s;
     const Tensor proj = torch::matmul(xs, omega_.to(x.scalar_type()).t());  // (B, h, n, M)
-    const Tensor g = proj - xs.pow(2).sum(-1, /*keepdim=*/true) * 0.5;  // log of the unnormalised features
+    return proj - xs.pow(2).sum(-1, /*keepdim=*/true) * 0.5;
+  }
+
+  // x: (B, h, n, dh), m: (B, 1, n, 1) bool or undefined -> φ(x): (B, h, n, M)
+  Tensor features(const Tensor& x, bool query, const Tensor& m) const {
+    const Tensor g = log_features(x);
     const double M = static_cast<double>(own_.n_features);
     if (query) {
       const Tensor stab = std::get<0>(g.detach().max(-1, /*keepdim=*/true));
