@@ -187,8 +187,9 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
-// A random context of r.context bytes prefilled in chunks, then `tokens` single-byte steps timed one by one (each
-// fed the greedy byte of the previous step), stopping early once max_seconds have passed (at least one step).
+// A random context of r.context bytes prefilled in chunks, one untimed single-byte step, then `tokens` single-byte
+// steps timed one by one (each fed the greedy byte of the previous step), stopping early once max_seconds have
+// passed (at least one step).
 void measure_generation(Model& model, const BenchGenerateArgs& a, uint64_t seed, GenRecord& r) {
   std::mt19937_64 rng(seed + static_cast<uint64_t>(r.context));
   std::string context(static_cast<size_t>(r.context), '\0');
@@ -201,6 +202,8 @@ void measure_generation(Model& model, const BenchGenerateArgs& a, uint64_t seed,
   r.prefill_tokens_per_s = static_cast<double>(r.context) / std::max(seconds_since(t0), 1e-12);
   torch::Tensor next = logits[0][logits.size(1) - 1];
   auto token = torch::empty({1, 1}, torch::kInt64);
+  token.fill_(next.argmax().item<int64_t>());  // one untimed warm-up step
+  next = model.step(token, state)[0][0];
   std::vector<double> times;
   const auto start = Clock::now();
   for (int64_t i = 0; i < a.tokens; ++i) {
@@ -240,7 +243,8 @@ int run_bench_generate(const CLI::App* cmd, const BenchGenerateArgs& a) {
   const uint64_t seed = base_spec.task.seed;
 
   std::printf("machine  %s\nthreads  %d\n", machine_description().c_str(), threads);
-  std::printf("task     %s, batch 1; random context prefilled in chunks of %lld, then %lld single-byte steps\n",
+  std::printf("task     %s, batch 1; random context prefilled in chunks of %lld, one warm-up step, then %lld timed "
+              "single-byte steps\n",
               info.name.c_str(), static_cast<long long>(a.chunk), static_cast<long long>(a.tokens));
   std::printf("tokens/s and ms/token over the timed steps; state = GenerationState::bytes() after them; recurrent = "
               "every layer's mixer has its own step\n\n");
@@ -352,7 +356,8 @@ int run_bench_generate(const CLI::App* cmd, const BenchGenerateArgs& a) {
 }  // namespace
 
 int64_t sample_token(const at::Tensor& logits, const SamplingOptions& o, std::mt19937_64& rng) {
-  if (!(o.temperature >= 0)) throw std::invalid_argument(fmt::format("temperature must be >= 0, got {}", o.temperature));
+  if (!(o.temperature >= 0))
+    throw std::invalid_argument(fmt::format("temperature must be >= 0, got {}", o.temperature));
   if (o.top_k < 0) throw std::invalid_argument(fmt::format("top-k must be >= 0, got {}", o.top_k));
   const auto l = logits.detach().to(torch::kCPU, torch::kDouble).contiguous().view(-1);
   const int64_t V = l.numel();
@@ -396,10 +401,13 @@ CLI::App* add_generate_command(CLI::App* app, Commands& commands) {
   cmd->add_option("--tokens", a->tokens, "Bytes to generate (>= 0)")->required();
   cmd->add_option("--temperature", a->sampling.temperature, "Softmax temperature (> 0), or 0 for greedy")
       ->capture_default_str();
-  cmd->add_option("--top-k", a->sampling.top_k, "Sample among the k most likely bytes (0 = all)")->capture_default_str();
+  cmd->add_option("--top-k", a->sampling.top_k, "Sample among the k most likely bytes (0 = all)")
+      ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the sampler")->capture_default_str();
   cmd->add_option("--threads", a->threads, "Intra-op threads, 0 = all cores (default: the run's setting)");
-  commands.add(cmd, [a, prompt, prompt_file] { return run_generate(*a, prompt->count() > 0, prompt_file->count() > 0); });
+  commands.add(cmd, [a, prompt, prompt_file] {
+    return run_generate(*a, prompt->count() > 0, prompt_file->count() > 0);
+  });
   return cmd;
 }
 
@@ -408,13 +416,17 @@ CLI::App* add_bench_generate_command(CLI::App* bench, Commands& commands) {
   auto* cmd = bench->add_subcommand(
       "generate",
       "Generation speed per model and context length: each model is built from the config (untrained weights), a\n"
-      "random context of each length is prefilled through Model::step in chunks, then --tokens single-byte steps\n"
-      "are timed. Reports generation tokens/s, ms/token, the state's memory (GenerationState::bytes()) and whether\n"
-      "every layer has a recurrent step; flat tokens/s across contexts marks a recurrent state, falling tokens/s a\n"
-      "key/value cache or a prefix re-read. Needs a causal language model task: --config configs/janeausten.yaml.\n"
+      "random context of each length is prefilled through Model::step in chunks, then after one untimed step\n"
+      "--tokens single-byte steps are timed. Reports generation tokens/s, ms/token, the state's memory\n"
+      "(GenerationState::bytes()) and whether every layer has a recurrent step; flat tokens/s across contexts marks\n"
+      "a recurrent state, falling tokens/s a key/value cache or a prefix re-read. Needs a causal language model\n"
+      "task: --config configs/janeausten.yaml. Config keys (--d_model, --threads, ...) apply to every model.\n"
       "Writes <out>/results.csv and <out>/results.json.");
-  cmd->add_option("--models", a->models, "Comma-separated models (transformer or a mixer name)")->capture_default_str();
-  cmd->add_option("--contexts", a->contexts, "Context lengths (comma-separated)")->delimiter(',')->capture_default_str();
+  cmd->add_option("--models", a->models, "Comma-separated models (transformer or a mixer name)")
+      ->capture_default_str();
+  cmd->add_option("--contexts", a->contexts, "Context lengths (comma-separated)")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->add_option("--tokens", a->tokens, "Timed single-byte steps after each context")->capture_default_str();
   cmd->add_option("--chunk", a->chunk, "Bytes per step of the context's prefill")->capture_default_str();
   cmd->add_option("--max-seconds", a->max_seconds,
