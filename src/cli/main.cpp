@@ -1,4 +1,4 @@
-// The `cerebra` command line: train, eval, data, bench.
+// The `cerebra` command line: train, eval, data, bench, generate.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 #include <torch/torch.h>
@@ -18,6 +18,7 @@
 #include "cerebra/cli/experiment_commands.h"
 #include "cerebra/cli/export_command.h"
 #include "cerebra/cli/flops_command.h"
+#include "cerebra/cli/generate_command.h"
 #include "cerebra/cli/launch.h"
 #include "cerebra/data/csv.h"
 #include "cerebra/core/runtime.h"
@@ -326,9 +327,11 @@ int main(int argc, char** argv) {
   add_bench_tasks_command(bench, commands);
   add_bench_layers_command(bench, commands);
   add_bench_allreduce_command(bench, commands);
+  add_bench_generate_command(bench, commands);
   add_flops_command(&app, commands);
   add_experiment_commands(&app, CEREBRA_SOURCE_DIR, commands);
   add_export_command(&app, commands);
+  add_generate_command(&app, commands);
 
   try {
     app.parse(argc, argv);
