@@ -87,17 +87,18 @@ torch::Tensor CausalCerebraLayer::predictor_logits(const torch::Tensor& x) {
 CausalCerebraLayer::Costs CausalCerebraLayer::costs(int64_t n) const {
   const double N = static_cast<double>(n), d = static_cast<double>(opts_.d_model);
   const double dc = static_cast<double>(opts_.compressed_width()), hp = static_cast<double>(predictor_width());
-  const int64_t S = n / opts_.memory_block_size();
-  const int64_t M = opts_.memory_max > 0 ? std::min(opts_.memory_max, S) : S;
   Costs c;
   c.base = 2.0 * N * d * d + (dense_ ? 0.0 : 2.0 * N * d + 2.0 * N * (d * hp + hp));
   c.full_shared = 4.0 * N * d * d;
   c.per_full = 2.0 * d * d + 4.0 * N * d;
-  c.comp_shared = 4.0 * N * d * dc;  // window keys/values
-  if (S > 0)  // the convolution and the slots, when a block is finished
+  const BlockShape b = block_shape(n);
+  // window keys/values and every position's query; the block GEMMs (scores and values) over all positions
+  c.comp_shared = 6.0 * N * d * dc + 4.0 * static_cast<double>(b.blocks * b.c) *
+                                         static_cast<double>(b.window_keys + b.memory_keys) * dc;
+  if (b.slots > 0)  // the convolution and the slots, when a block is finished
     c.comp_shared += 2.0 * N * d * static_cast<double>(opts_.conv_kernel) +
-                     static_cast<double>(S) * (2.0 * d * dc + 4.0 * dc * dc);
-  c.per_comp = 4.0 * d * dc + 4.0 * static_cast<double>(opts_.window + M) * dc;
+                     static_cast<double>(b.slots) * (2.0 * d * dc + 4.0 * dc * dc);
+  c.per_comp = 2.0 * dc * d;  // back to width d
   return c;
 }
 
@@ -115,9 +116,8 @@ double CausalCerebraLayer::flops(int64_t n) const {
   return executed(n, k, n - k);
 }
 
-// x: (B, n, d), rows (B, R), valid (B, R) -> (B, R, d): each row's query over the keys j <= its position.
-torch::Tensor CausalCerebraLayer::full_path(const torch::Tensor& x, const torch::Tensor& rows,
-                                            const torch::Tensor& valid) {
+// x: (B, n, d), rows (B, R) -> (B, R, d): each row's query over the keys j <= its position.
+torch::Tensor CausalCerebraLayer::full_path(const torch::Tensor& x, const torch::Tensor& rows) {
   const int64_t B = x.size(0), n = x.size(1), R = rows.size(1), h = opts_.n_heads, e = opts_.d_model / h;
   auto kv = cerebra::linear(kv_proj, x).view({B, n, 2, h, e});
   auto k = kv.select(2, 0).permute({0, 2, 1, 3}), v = kv.select(2, 1).permute({0, 2, 1, 3});  // (B, h, n, e)
@@ -127,39 +127,68 @@ torch::Tensor CausalCerebraLayer::full_path(const torch::Tensor& x, const torch:
   auto future = torch::arange(n, torch::kLong).view({1, 1, 1, n}) > rows.view({B, 1, R, 1});
   s = s.masked_fill(future, kMasked);
   auto y = torch::matmul(torch::softmax(s, -1), v);  // (B, h, R, e)
-  (void)valid;
   return y.permute({0, 2, 1, 3}).reshape({B, R, h * e});
 }
 
-// x: (B, n, d), rows (B, R), valid (B, R) -> (B, R, d): each row's query over its window and the memory slots.
-torch::Tensor CausalCerebraLayer::comp_path(const torch::Tensor& x, const torch::Tensor& rows,
-                                            const torch::Tensor& valid) {
-  const int64_t B = x.size(0), n = x.size(1), R = rows.size(1), d = x.size(2);
-  const int64_t dc = opts_.compressed_width(), h = opts_.n_heads, ec = dc / h;
-  const int64_t w = opts_.window, P = opts_.memory_block_size(), S = n / P;
-  const int64_t M = opts_.memory_max > 0 ? std::min(opts_.memory_max, S) : S;
-  (void)valid;
+int64_t CausalCerebraLayer::query_block() const {
+  const int64_t P = opts_.memory_block_size();
+  return (std::max<int64_t>(16, opts_.window) + P - 1) / P * P;
+}
 
-  // Window: keys i − w + 1 .. i.
+CausalCerebraLayer::BlockShape CausalCerebraLayer::block_shape(int64_t n) const {
+  BlockShape b;
+  b.c = query_block();
+  b.blocks = (n + b.c - 1) / b.c;
+  b.window_keys = b.c + opts_.window - 1;
+  b.slots = n / opts_.memory_block_size();
+  const int64_t M = opts_.memory_max > 0 ? std::min(opts_.memory_max, b.slots) : b.slots;
+  b.memory_keys = b.slots > 0 ? M + b.c / opts_.memory_block_size() : 0;
+  return b;
+}
+
+// x: (B, n, d), rows (B, R) -> (B, R, d): the compressed path of every position, computed in blocks of c query
+// positions (one small GEMM per block and head against the keys any of its rows may see: the c + w − 1 window
+// positions and the memory slots visible to its first to last row, masked per row), then gathered at `rows`.
+torch::Tensor CausalCerebraLayer::comp_path(const torch::Tensor& x, const torch::Tensor& rows) {
+  const int64_t B = x.size(0), n = x.size(1), d = x.size(2);
+  const int64_t dc = opts_.compressed_width(), h = opts_.n_heads, ec = dc / h;
+  const int64_t w = opts_.window, P = opts_.memory_block_size();
+  const BlockShape bs = block_shape(n);
+  const int64_t c = bs.c, nb = bs.blocks, np = nb * c, S = bs.slots;
+  const int64_t M = opts_.memory_max > 0 ? std::min(opts_.memory_max, S) : S;
+
+  auto q = torch::constant_pad_nd(cerebra::linear(qc_proj, x), {0, 0, 0, np - n}).view({B, nb, c, h, ec});
+  auto row = (torch::arange(nb, torch::kLong) * c).view({nb, 1, 1}) + torch::arange(c, torch::kLong).view({1, c, 1});
+  // Window keys of block j: positions j·c − (w − 1) + t; row i sees those in [i − w + 1, i] (and >= 0).
+  auto wpos = (torch::arange(nb, torch::kLong) * c - (w - 1)).view({nb, 1}) +
+              torch::arange(bs.window_keys, torch::kLong).view({1, bs.window_keys});  // (nb, Lw)
   auto kvc = cerebra::linear(kvc_proj, x);                                            // (B, n, 2dc)
-  auto widx = rows.unsqueeze(-1) - (w - 1) + torch::arange(w, torch::kLong).view({1, 1, w});  // (B, R, w)
-  auto keys = gather_keys(kvc, widx.clamp_min(0));                                   // (B, R, w, 2dc)
-  auto allowed = widx >= 0;
-  if (M > 0) {
-    // Memory: finished blocks, the last M of those with every token <= i.
+  auto keys = kvc.index_select(1, wpos.clamp(0, n - 1).flatten()).view({B, nb, bs.window_keys, 2 * dc});
+  auto wp = wpos.unsqueeze(1);  // (nb, 1, Lw)
+  auto allowed = (wp >= 0).logical_and(wp <= row).logical_and(wp > row - w);  // (nb, c, Lw)
+  if (bs.memory_keys > 0) {
+    // Memory: row i sees the finished slots [⌊(i+1)/P⌋ − M, ⌊(i+1)/P⌋); block j gathers from its first row's lower
+    // bound on, M + c/P slots.
     auto hx = dwconv->forward(torch::constant_pad_nd(x.transpose(1, 2), {opts_.conv_kernel - 1, 0}));  // (B, d, n)
     auto blocks = hx.transpose(1, 2).slice(1, 0, S * P).reshape({B, S, P, d}).mean(2);            // (B, S, d)
     auto kvm = cerebra::linear(kvm_proj, cerebra::linear(slot_proj, blocks));                      // (B, S, 2dc)
-    auto finished = torch::div(rows + 1, P, "floor");                                              // (B, R)
-    auto midx = finished.unsqueeze(-1) - M + torch::arange(M, torch::kLong).view({1, 1, M});       // (B, R, M)
-    keys = torch::cat({keys, gather_keys(kvm, midx.clamp_min(0))}, 2);
-    allowed = torch::cat({allowed, midx >= 0}, 2);
+    auto first = torch::div(torch::arange(nb, torch::kLong) * c + 1, P, "floor") - M;             // (nb)
+    auto spos = first.view({nb, 1}) + torch::arange(bs.memory_keys, torch::kLong).view({1, bs.memory_keys});
+    keys = torch::cat({keys, kvm.index_select(1, spos.clamp(0, S - 1).flatten())
+                                 .view({B, nb, bs.memory_keys, 2 * dc})}, 2);
+    auto finished = torch::div(row + 1, P, "floor");  // (nb, c, 1)
+    auto sp = spos.unsqueeze(1);                       // (nb, 1, Lm)
+    allowed = torch::cat({allowed, (sp >= 0).logical_and(sp < S).logical_and(sp < finished)
+                                       .logical_and(sp >= finished - M)}, 2);
   }
   const int64_t K = keys.size(2);
-  auto kv = keys.view({B, R, K, 2, h, ec});
-  auto xq = x.gather(1, rows.unsqueeze(-1).expand({B, R, d}));
-  auto q = cerebra::linear(qc_proj, xq).view({B, R, h, ec});
-  return cerebra::linear(up_proj, attend_rows(q, kv.select(3, 0), kv.select(3, 1), allowed));
+  auto kv = keys.view({B, nb, K, 2, h, ec});
+  const double scale = 1.0 / std::sqrt(static_cast<double>(ec));
+  auto sc = torch::einsum("bjrhe,bjkhe->bjhrk", {q, kv.select(3, 0)}) * scale;  // (B, nb, h, c, K)
+  sc = sc.masked_fill(allowed.view({1, nb, 1, c, K}).logical_not(), kMasked);
+  auto y = torch::einsum("bjhrk,bjkhe->bjrhe", {torch::softmax(sc, -1), kv.select(3, 1)}).reshape({B, np, dc});
+  auto yr = y.gather(1, rows.unsqueeze(-1).expand({B, rows.size(1), dc}));
+  return cerebra::linear(up_proj, yr);
 }
 
 torch::Tensor CausalCerebraLayer::forward(const torch::Tensor& x, const torch::Tensor& mask) {
@@ -200,7 +229,7 @@ torch::Tensor CausalCerebraLayer::forward(const torch::Tensor& x, const torch::T
     y = y.scatter_add(1, rows.unsqueeze(-1).expand_as(vals), vals);
   };
   if (Rf > 0) {
-    auto yf = full_path(x, frows, fvalid);
+    auto yf = full_path(x, frows);
     if (gates.defined()) {  // straight-through: forward value 1, gradient to the gate
       auto g = gates.gather(1, frows).unsqueeze(-1);
       yf = yf * (1.0 + g - g.detach());
@@ -208,7 +237,7 @@ torch::Tensor CausalCerebraLayer::forward(const torch::Tensor& x, const torch::T
     put(frows, fvalid, yf);
   }
   if (Rc > 0) {
-    auto yc = comp_path(x, crows, cvalid);
+    auto yc = comp_path(x, crows);
     if (gates.defined()) {
       auto g = gates.gather(1, crows).unsqueeze(-1);
       yc = yc * (1.0 - g + g.detach());

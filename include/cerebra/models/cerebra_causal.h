@@ -36,8 +36,12 @@
 //   router 2·n·d; predictor 2·n·(d·h_p + h_p)
 //   full path       4·n·d² keys/values (when a row runs it) + per row 2·d² + 4·n·d (scores and values over all n
 //                   keys, the future masked)
-//   compressed      4·n·d·d_c window keys/values, and when S > 0 the convolution 2·n·d·κ and the slots
-//                   S·(2·d·d_c + 4·d_c²) (when a row runs it) + per row 2·d·d_c + 4·(w + M)·d_c + 2·d_c·d
+//   compressed      4·n·d·d_c window keys/values, 2·n·d·d_c queries of every position, and the block GEMMs:
+//                   positions cut into ⌈n/c⌉ blocks of c (a multiple of P, ≥ max(16, w)); each block's queries meet
+//                   the c + w − 1 window positions and the M + c/P slots any of its rows may see, masked per row:
+//                   4·⌈n/c⌉·c·(c + w − 1 + M + c/P)·d_c (no slot term when S = 0); when S > 0 the convolution
+//                   2·n·d·κ and the slots S·(2·d·d_c + 4·d_c²). All of it when a row runs the path; per row 2·d_c·d.
+//                   (Generation computes one token's window and slots: 4·(w + M)·d_c.)
 //   output          2·n·d²
 // Rows are computed in rectangular blocks over the batch (the largest routed count, and n minus the smallest), and
 // realised_flops() counts what ran. flops(n) assumes top-k's min(k, n) routed rows.
@@ -85,6 +89,13 @@ class CausalCerebraLayer : public SequenceMixer {
   Costs costs(int64_t n) const;
   double executed(int64_t n, int64_t full_rows, int64_t comp_rows) const;
   int64_t predictor_width() const;
+  // The compressed path's block layout for n positions: c query positions per block (a multiple of P, >= 16 and
+  // >= w), the window keys c + w − 1 and memory keys M + c/P (0 without a finished block) each block meets.
+  struct BlockShape {
+    int64_t c = 0, blocks = 0, window_keys = 0, slots = 0, memory_keys = 0;
+  };
+  BlockShape block_shape(int64_t n) const;
+  int64_t query_block() const;
 
   CerebraRouter router{nullptr};
   torch::nn::Linear pred_in{nullptr}, pred_out{nullptr};  // d -> h_p -> 1 on stop-gradient inputs
@@ -100,9 +111,9 @@ class CausalCerebraLayer : public SequenceMixer {
 
  private:
   torch::Tensor predictor_logits(const torch::Tensor& x);  // (..., d) -> (...), on sg(x)
-  // x (B, n, d), rows (B, R) positions, valid (B, R) -> (B, R, d) outputs before the output projection
-  torch::Tensor full_path(const torch::Tensor& x, const torch::Tensor& rows, const torch::Tensor& valid);
-  torch::Tensor comp_path(const torch::Tensor& x, const torch::Tensor& rows, const torch::Tensor& valid);
+  // x (B, n, d), rows (B, R) positions -> (B, R, d) outputs before the output projection
+  torch::Tensor full_path(const torch::Tensor& x, const torch::Tensor& rows);
+  torch::Tensor comp_path(const torch::Tensor& x, const torch::Tensor& rows);
 
   CerebraOptions opts_;
   bool dense_ = false;
