@@ -9,40 +9,13 @@
 #include <vector>
 
 #include "cerebra/models/mixer.h"
+#include "step_test_util.h"
 
 namespace {
 using namespace cerebra;
 
-std::shared_ptr<SequenceMixer> causal_mixer(const std::string& name, const std::map<std::string, std::string>& own,
-                                            int64_t d = 16, int64_t heads = 2) {
-  MixerOptions common;
-  common.d_model = d;
-  common.n_heads = heads;
-  common.causal = true;
-  auto mixer = make_mixer(name, with_own_options(name, common, own));
-  mixer->eval();
-  return mixer;
-}
-
-// Steps x (B, n, d) through the mixer in the given chunks (summing to n) from a fresh state; checks the stepped rows
-// against forward() and returns the state.
-MixerState expect_steps_like_forward(SequenceMixer& mixer, const torch::Tensor& x, const std::vector<int64_t>& chunks) {
-  torch::NoGradGuard no_grad;
-  const auto full = mixer.forward(x, torch::Tensor());
-  MixerState state;
-  std::vector<torch::Tensor> ys;
-  int64_t at = 0;
-  for (int64_t m : chunks) {
-    ys.push_back(mixer.step(x.slice(1, at, at + m), state));
-    at += m;
-  }
-  EXPECT_EQ(at, x.size(1));
-  EXPECT_EQ(state.position, x.size(1));
-  const auto stepped = torch::cat(ys, 1);
-  EXPECT_TRUE(torch::allclose(stepped, full, 1e-4, 1e-4))
-      << "max |step - forward| = " << (stepped - full).abs().max().item<double>();
-  return state;
-}
+using test::causal_mixer;
+using test::expect_steps_like_forward;
 
 const std::vector<int64_t> kChunks{1, 1, 17, 3, 1, 23};  // 46 tokens
 

@@ -10,19 +10,15 @@
 #include "cerebra/core/config.h"
 #include "cerebra/core/flop_counter.h"
 #include "cerebra/models/cerebra_causal.h"
+#include "step_test_util.h"
 
 namespace {
 using namespace cerebra;
 
 std::shared_ptr<CausalCerebraLayer> causal_layer(std::map<std::string, std::string> own = {}, int64_t d = 16) {
-  MixerOptions common;
-  common.d_model = d;
-  common.n_heads = 2;
-  common.causal = true;
   std::map<std::string, std::string> base{{"window", "5"}, {"topk", "6"}, {"memory_block", "4"}, {"memory_max", "3"}};
   for (const auto& [k, v] : own) base[k] = v;
-  auto m = std::dynamic_pointer_cast<CausalCerebraLayer>(
-      make_mixer("cerebra", with_own_options("cerebra", common, base)));
+  auto m = std::dynamic_pointer_cast<CausalCerebraLayer>(test::causal_mixer("cerebra", base, d));
   EXPECT_TRUE(m) << "mixer cerebra with causal = true is not the causal layer";
   return m;
 }
@@ -124,6 +120,21 @@ TEST(CerebraCausal, PredictorLearnsTheTopKDecision) {
   torch::NoGradGuard ng;
   layer->forward(torch::randn({8, 40, 16}), torch::Tensor());
   EXPECT_GT(layer->stats().at("predictor_agreement"), 0.85);
+}
+
+// Generation equals the full forward in every shape of the memory and window, and in dense mode.
+TEST(CerebraCausal, StepsLikeTheFullForwardInEveryLayout) {
+  for (const auto& own : std::vector<std::map<std::string, std::string>>{
+           {{"memory_max", "0"}}, {{"memory_block", "1"}, {"memory_max", "5"}}, {{"conv_kernel", "5"}, {"window", "1"}},
+           {{"memory_block", "7"}, {"window", "20"}}, {{"topk", "0"}}}) {
+    for (bool dense : {false, true}) {
+      SCOPED_TRACE(own.begin()->first + "=" + own.begin()->second + (dense ? " dense" : ""));
+      torch::manual_seed(9);
+      auto layer = causal_layer(own);
+      layer->set_dense(dense);
+      test::expect_steps_like_forward(*layer, torch::randn({2, 53, 16}), {3, 1, 30, 1, 18});
+    }
+  }
 }
 
 TEST(CerebraCausal, DenseModeIsCausalAttentionCost) {

@@ -13,6 +13,7 @@
 #include "cerebra/models/models.h"
 #include "cerebra/train/run.h"
 #include "cerebra/train/spec.h"
+#include "step_test_util.h"
 
 namespace {
 using namespace cerebra;
@@ -28,13 +29,8 @@ const std::map<std::string, std::map<std::string, std::string>>& small_options()
 }
 
 std::shared_ptr<SequenceMixer> causal_mixer(const std::string& name, int64_t d) {
-  MixerOptions common;
-  common.d_model = d;
-  common.n_heads = 2;
-  common.causal = true;
   auto it = small_options().find(name);
-  const std::map<std::string, std::string> none;
-  return make_mixer(name, with_own_options(name, common, it == small_options().end() ? none : it->second));
+  return test::causal_mixer(name, it == small_options().end() ? std::map<std::string, std::string>{} : it->second, d);
 }
 
 // The registered mixers that have a causal form.
@@ -49,7 +45,7 @@ std::vector<std::string> causal_mixer_names() {
   return out;
 }
 
-// Steps x (B, n, d) through `step` in the given chunk sizes (summing to n) and concatenates the outputs.
+// Steps x (B, n, ...) through `step` in the given chunk sizes (summing to n) and concatenates the outputs.
 template <class Step>
 torch::Tensor in_chunks(const torch::Tensor& x, const std::vector<int64_t>& chunks, Step step) {
   std::vector<torch::Tensor> ys;
@@ -77,14 +73,7 @@ TEST(Generation, EveryCausalMixerStepsLikeItsFullForward) {
     SCOPED_TRACE(name);
     torch::manual_seed(3);
     auto mixer = causal_mixer(name, 16);
-    mixer->eval();
-    auto x = torch::randn({2, 46, 16});
-    auto full = mixer->forward(x, torch::Tensor());
-    MixerState state;
-    auto stepped = in_chunks(x, kChunks, [&](const torch::Tensor& c) { return mixer->step(c, state); });
-    EXPECT_EQ(state.position, 46);
-    EXPECT_TRUE(torch::allclose(stepped, full, 1e-4, 1e-4))
-        << "max |step - forward| = " << (stepped - full).abs().max().item<double>();
+    test::expect_steps_like_forward(*mixer, torch::randn({2, 46, 16}), kChunks);
   }
 }
 
@@ -144,13 +133,7 @@ TEST(Generation, LanguageModelStepsLikeItsFullForward) {
     b.mask = torch::ones({2, 46}, torch::kBool);
     auto full = lm->forward(b);  // (B, n, vocab), positions beyond the training length included
     GenerationState state;
-    std::vector<torch::Tensor> ys;
-    int64_t at = 0;
-    for (int64_t m : kChunks) {
-      ys.push_back(lm->step(tokens.slice(1, at, at + m), state));
-      at += m;
-    }
-    auto stepped = torch::cat(ys, 1);
+    auto stepped = in_chunks(tokens, kChunks, [&](const torch::Tensor& c) { return lm->step(c, state); });
     EXPECT_EQ(state.position, 46);
     EXPECT_TRUE(torch::allclose(stepped, full, 1e-4, 1e-4))
         << "max |step - forward| = " << (stepped - full).abs().max().item<double>();

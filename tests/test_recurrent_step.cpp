@@ -10,34 +10,17 @@
 #include <vector>
 
 #include "cerebra/models/mixer.h"
+#include "step_test_util.h"
 
 namespace {
 using namespace cerebra;
 
-std::shared_ptr<SequenceMixer> causal_mixer(const std::string& name, const std::map<std::string, std::string>& own,
-                                            int64_t d = 16) {
-  MixerOptions common;
-  common.d_model = d;
-  common.n_heads = 2;
-  common.causal = true;
-  return make_mixer(name, with_own_options(name, common, own));
-}
+using test::causal_mixer;
 
 // max |step - forward| over x (B, n, d) stepped in the given chunks (summing to n) from a fresh state.
 double step_error(SequenceMixer& mixer, const torch::Tensor& x, const std::vector<int64_t>& chunks) {
-  auto full = mixer.forward(x, torch::Tensor());
   MixerState state;
-  std::vector<torch::Tensor> ys;
-  int64_t at = 0;
-  for (int64_t m : chunks) {
-    ys.push_back(mixer.step(x.slice(1, at, at + m), state));
-    at += m;
-  }
-  EXPECT_EQ(at, x.size(1));
-  EXPECT_EQ(state.position, x.size(1));
-  auto stepped = torch::cat(ys, 1);
-  EXPECT_TRUE(torch::allclose(stepped, full, 1e-4, 1e-4));
-  return (stepped - full).abs().max().item<double>();
+  return test::expect_steps_like_forward(mixer, x, chunks, state);
 }
 
 struct Case {
