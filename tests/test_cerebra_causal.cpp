@@ -10,7 +10,9 @@
 #include "cerebra/core/config.h"
 #include "cerebra/core/flop_counter.h"
 #include "cerebra/models/cerebra_causal.h"
+#include "cerebra/train/run.h"
 #include "step_test_util.h"
+#include "test_helpers.h"
 
 namespace {
 using namespace cerebra;
@@ -166,6 +168,36 @@ TEST(CerebraCausal, OptionsWithoutACausalFormAreRefusedByName) {
   auto padded = torch::ones({2, 8}, torch::kBool);
   padded[1][7] = false;
   EXPECT_THROW(layer->forward(torch::randn({2, 8, 16}), padded), std::exception);  // causal tasks have no padding
+}
+
+// A causal Cerebra language model trains, reports how often its predictor agreed with top-k on the test text, and
+// `eval` with eval_routing = topk evaluates the same weights with top-k (exactly k of n tokens routed).
+TEST(CerebraCausal, LanguageModelRunReportsThePredictorAndEvaluatesWithTopK) {
+  const auto dir = test::temp_dir("cerebra_causal_lm");
+  Config c;
+  c.set("task", "janeausten", "test");
+  c.set("data", test::source_path("tests/fixtures/lm_small.txt"), "test");
+  c.set("model", "cerebra", "test");
+  for (const auto& [k, v] : std::map<std::string, std::string>{
+           {"threads", "1"}, {"d_model", "16"}, {"n_heads", "2"}, {"n_layers", "1"}, {"seq_len", "24"},
+           {"train_examples", "8"}, {"val_examples", "2"}, {"test_examples", "3"}, {"batch_size", "4"},
+           {"eval_batch_size", "2"}, {"steps", "3"}, {"topk", "4"}, {"window", "4"}, {"memory_block", "4"},
+           {"val_fraction", "0.2"}, {"test_fraction", "0.2"}})
+    c.set(k, v, "test");
+  const nlohmann::json summary = train_run(parse_run_spec(c), (dir / "run").string(), RunOptions{true});
+  const auto& m = summary["metrics"];
+  ASSERT_TRUE(m.contains("test_predictor_agreement")) << m.dump();
+  EXPECT_GE(m["test_predictor_agreement"].get<double>(), 0.0);
+  EXPECT_LE(m["test_predictor_agreement"].get<double>(), 1.0);
+
+  const nlohmann::json same = eval_run((dir / "run").string(), RunOptions{true});
+  EXPECT_TRUE(same["matches_summary"].get<bool>());
+  const nlohmann::json topk = eval_run((dir / "run").string(), RunOptions{true}, {{"eval_routing", "topk"}});
+  EXPECT_DOUBLE_EQ(topk["metrics"]["test_routed_fraction"].get<double>(), 4.0 / 24.0);
+  EXPECT_EQ(topk["overrides"]["eval_routing"], "topk");
+  EXPECT_FALSE(topk.contains("matches_summary"));
+  EXPECT_THROW(eval_run((dir / "run").string(), RunOptions{true}, {{"no_such_key", "1"}}), ConfigError);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -235,10 +235,20 @@ void add_train_command(CLI::App* app, Commands& commands) {
 
 void add_eval_command(CLI::App* app, Commands& commands) {
   auto dir = std::make_shared<std::string>();
+  auto sets = std::make_shared<std::vector<std::string>>();
   auto* eval = app->add_subcommand("eval", "Reload a run's checkpoint and recompute its test metrics");
   eval->add_option("--run", *dir, "Run directory written by `cerebra train`")->required();
-  commands.add(eval, [dir] {
-    nlohmann::json r = eval_run(*dir, RunOptions{});
+  eval->add_option("--set", *sets, "KEY=VALUE: evaluate with a config key changed, one that keeps the model's "
+                   "parameters (e.g. eval_routing=topk for a causal cerebra run, eval_batch_size=64); repeatable");
+  commands.add(eval, [dir, sets] {
+    std::map<std::string, std::string> overrides;
+    for (const auto& kv : *sets) {
+      const auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0)
+        throw ConfigError("--set '" + kv + "': expected KEY=VALUE, e.g. --set eval_routing=topk");
+      overrides[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    nlohmann::json r = eval_run(*dir, RunOptions{}, overrides);
     std::cout << r.dump(2) << "\n";
     if (r.contains("matches_summary"))
       std::cerr << (r["matches_summary"].get<bool>() ? "test metrics reproduce summary.json exactly\n"

@@ -327,14 +327,26 @@ nlohmann::json evaluate(Model& model, const Task& task, Part part, int64_t batch
   model.eval();
   auto sink = task.metrics(part);
   const int64_t N = task.size(part);
+  // Routing statistics of the causal Cerebra layers, averaged over layers and examples.
+  std::map<std::string, double> routing;
+  int64_t routed_batches = 0;
   for (int64_t lo = 0; lo < N; lo += batch_size) {
     std::vector<int64_t> rows(static_cast<size_t>(std::min(batch_size, N - lo)));
     std::iota(rows.begin(), rows.end(), lo);
     Batch b = task.batch(part, rows);
     sink->add(model.forward(b), b);
+    for (const auto& m : model.mixers()) {
+      const auto stats = m->stats();
+      if (!stats.count("predictor_agreement")) continue;
+      for (const char* key : {"predictor_agreement", "routed_fraction"})
+        routing[key] += stats.at(key) * static_cast<double>(rows.size());
+      routed_batches += static_cast<int64_t>(rows.size());
+    }
   }
   model.train(was_training);
-  return sink->result(prefix);
+  nlohmann::json result = sink->result(prefix);
+  for (const auto& [key, sum] : routing) result[prefix + "_" + key] = sum / static_cast<double>(routed_batches);
+  return result;
 }
 
 // ---- training
@@ -619,11 +631,12 @@ std::shared_ptr<Model> load_run_model(const RunSpec& spec, const TaskInfo& info,
   return model;
 }
 
-RunSpec read_run_spec(const std::string& run_dir, int threads) {
+RunSpec read_run_spec(const std::string& run_dir, int threads, const std::map<std::string, std::string>& overrides) {
   const fs::path dir(run_dir);
   if (!fs::is_directory(dir)) throw std::runtime_error("run directory '" + run_dir + "' not found");
   Config config;
   config.load_yaml_file((dir / "config.yaml").string());
+  for (const auto& [key, value] : overrides) config.set(key, value, "command line");
   if (threads >= 0) config.set("threads", std::to_string(threads), "command line");
   return parse_run_spec(config, /*training=*/false);
 }
@@ -640,16 +653,18 @@ LoadedRun load_run(RunSpec spec, const std::string& run_dir) {
   return run;
 }
 
-nlohmann::json eval_run(const std::string& run_dir, const RunOptions&) {
-  LoadedRun run = load_run(run_dir);
+nlohmann::json eval_run(const std::string& run_dir, const RunOptions&,
+                        const std::map<std::string, std::string>& overrides) {
+  LoadedRun run = load_run(read_run_spec(run_dir, -1, overrides), run_dir);
   const RunSpec& spec = run.spec;
   nlohmann::json metrics = evaluate(*run.model, *run.task, Part::Test, spec.trainer.eval_batch_size, "test");
   nlohmann::json result = {{"run", run_dir}, {"task", run.task->info().name}, {"model", spec.model.name},
                            {"metrics", metrics}, {"threads", run.threads}};
+  if (!overrides.empty()) result["overrides"] = overrides;
   if (!spec.model.is_estimator() && (spec.quant.qat || spec.quant.int8))
     result["quant"] = quant_summary(*run.model, spec.quant);
   const fs::path summary_path = fs::path(run_dir) / "summary.json";
-  if (fs::exists(summary_path)) {
+  if (overrides.empty() && fs::exists(summary_path)) {
     const nlohmann::json summary = read_json_file(summary_path);
     if (summary.contains("metrics")) {
       bool identical = true;

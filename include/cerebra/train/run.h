@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,15 +71,19 @@ struct LoadedRun {
   std::shared_ptr<Model> model;
   int threads = 1;  // as applied to this process
 };
-// The spec of a run directory (its config.yaml); `threads` >= 0 overrides the run's own setting.
-RunSpec read_run_spec(const std::string& run_dir, int threads = -1);
+// The spec of a run directory (its config.yaml); `threads` >= 0 overrides the run's own setting, `overrides`
+// (key -> value) any other key (ConfigError for an unknown key or a bad value).
+RunSpec read_run_spec(const std::string& run_dir, int threads = -1,
+                      const std::map<std::string, std::string>& overrides = {});
 LoadedRun load_run(RunSpec spec, const std::string& run_dir);
 LoadedRun load_run(const std::string& run_dir, int threads = -1);
 // Only the model of a run whose spec and task are loaded (e.g. a second copy to compare against).
 std::shared_ptr<Model> load_run_model(const RunSpec& spec, const TaskInfo& info, const std::string& run_dir);
 
 // Reloads a run directory and recomputes its test metrics; "matches_summary" says whether they equal summary.json's.
-nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options);
+// `overrides` change config keys that keep the model's parameters (e.g. eval_routing, eval_batch_size).
+nlohmann::json eval_run(const std::string& run_dir, const RunOptions& options,
+                        const std::map<std::string, std::string>& overrides = {});
 
 // Metrics of `model` over a whole part of the task, batch by batch, keys prefixed (e.g. "test_accuracy").
 nlohmann::json evaluate(Model& model, const Task& task, Part part, int64_t batch_size, const std::string& prefix);
