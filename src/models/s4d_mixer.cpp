@@ -79,15 +79,8 @@ class S4dMixer final : public SequenceMixer {
     auto K = ops::s4d_kernel(log_dt_, log_A_real_, A_imag_, C_, m);               // (H, m)
     auto y = ops::causal_conv_fft(u, K) + u * D_.unsqueeze(-1);                   // (B, H, m)
 
-    // Discretisation as ops/s4d.h: dt·A = (ar, ai), C̃ = C·(e^{dt·A} - 1)/A = (cr, ci), each (H, M).
-    const auto dt = torch::exp(log_dt_).unsqueeze(-1);
-    const auto Ar = -torch::exp(log_A_real_), Ai = A_imag_;
-    const auto ar = dt * Ar, ai = dt * Ai;
-    const auto p = torch::exp(ar) * torch::cos(ai) - 1, q = torch::exp(ar) * torch::sin(ai);  // e^{dt·A} - 1
-    const auto norm = Ar * Ar + Ai * Ai;
-    const auto br = (p * Ar + q * Ai) / norm, bi = (q * Ar - p * Ai) / norm;                    // (e^{dt·A} - 1) / A
-    const auto Cr = C_.select(-1, 0), Ci = C_.select(-1, 1);
-    const auto cr = Cr * br - Ci * bi, ci = Cr * bi + Ci * br;
+    const ops::S4dDiscrete dis = ops::s4d_discretise(log_dt_, log_A_real_, A_imag_, C_);
+    const auto &ar = dis.ar, &ai = dis.ai, &cr = dis.cr, &ci = dis.ci;  // dt·A and C̃, each (H, M)
     // Powers λ^l, l = 0..m, each (H, M, m + 1), as the kernel computes them.
     const auto l = torch::arange(m + 1, x.options());
     const auto mag = torch::exp(ar.unsqueeze(-1) * l), ang = ai.unsqueeze(-1) * l;

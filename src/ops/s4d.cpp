@@ -27,12 +27,10 @@ void check_params(const char* op, const Tensor& log_dt, const Tensor& log_A_real
               ", ", M, ", 2), got ", C.sizes());
 }
 
-// Discretised parameters, each (H, M): dt·A = (ar, ai), and C·(e^{dt·A} - 1)/A = (cr, ci).
-struct Discrete {
-  Tensor ar, ai, cr, ci;
-};
+}  // namespace
 
-Discrete discretise(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& C) {
+S4dDiscrete s4d_discretise(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& C) {
+  check_params("s4d_discretise", log_dt, log_A_real, A_imag, C);
   const auto dt = torch::exp(log_dt).unsqueeze(-1);  // (H, 1)
   const auto Ar = -torch::exp(log_A_real), Ai = A_imag;
   const auto ar = dt * Ar, ai = dt * Ai;
@@ -44,12 +42,10 @@ Discrete discretise(const Tensor& log_dt, const Tensor& log_A_real, const Tensor
   return {ar, ai, Cr * br - Ci * bi, Cr * bi + Ci * br};
 }
 
-}  // namespace
-
 Tensor s4d_kernel(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& C, int64_t L) {
   check_params("s4d_kernel", log_dt, log_A_real, A_imag, C);
   TORCH_CHECK(L >= 0, "s4d_kernel: L must be non-negative, got ", L);
-  const Discrete d = discretise(log_dt, log_A_real, A_imag, C);
+  const S4dDiscrete d = s4d_discretise(log_dt, log_A_real, A_imag, C);
   const auto l = torch::arange(L, log_dt.options());                       // (L)
   const auto mag = torch::exp(d.ar.unsqueeze(-1) * l);                     // (H, M, L)
   const auto ang = d.ai.unsqueeze(-1) * l;                                 // (H, M, L)
@@ -78,7 +74,7 @@ Tensor s4d_ref(const Tensor& u, const Tensor& log_dt, const Tensor& log_A_real, 
   const int64_t B = u.size(0), H = u.size(1), L = u.size(2), M = log_A_real.size(1);
   // Recurrence x_l = e^{dt·A} x_{l-1} + B̄ u_l, y_l = 2 Re(C x_l), with B̄ = (e^{dt·A} - 1)/A folded into C (the
   // state is scaled per mode, the output is the same).
-  const Discrete d = discretise(log_dt, log_A_real, A_imag, C);
+  const S4dDiscrete d = s4d_discretise(log_dt, log_A_real, A_imag, C);
   const auto er = torch::exp(d.ar) * torch::cos(d.ai), ei = torch::exp(d.ar) * torch::sin(d.ai);  // e^{dt·A}
   auto xr = torch::zeros({B, H, M}, u.options()), xi = torch::zeros({B, H, M}, u.options());
   const auto us = u.unbind(2);

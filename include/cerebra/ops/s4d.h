@@ -37,6 +37,14 @@ inline double s4d_conv_flops(int64_t B, int64_t H, int64_t L) {
   return static_cast<double>(B) * static_cast<double>(H) * (5.0 * m * std::log2(m) + 8.0 * (m / 2.0 + 1.0));
 }
 
+// The discretised parameters, each (H, M): dt·A = (ar, ai), and C·(e^{dt·A} - 1)/A = (cr, ci) (the B̄ of the
+// zero-order hold folded into C). The kernel and the recurrence (a mixer's generation state) are built from them.
+struct S4dDiscrete {
+  torch::Tensor ar, ai, cr, ci;
+};
+S4dDiscrete s4d_discretise(const torch::Tensor& log_dt, const torch::Tensor& log_A_real, const torch::Tensor& A_imag,
+                           const torch::Tensor& C);
+
 // log_dt: (H), log_A_real, A_imag: (H, M), C: (H, M, 2) -> K: (H, L)
 torch::Tensor s4d_kernel(const torch::Tensor& log_dt, const torch::Tensor& log_A_real, const torch::Tensor& A_imag,
                          const torch::Tensor& C, int64_t L);
