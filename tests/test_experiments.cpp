@@ -131,6 +131,10 @@ TEST(ExperimentsMetric, DirectionFollowsTheName) {
   EXPECT_EQ(default_metric(json{{"metrics", {{"val_rmse", 1.0}, {"test_rmse", 2.0}}}}), "test_rmse");
   EXPECT_EQ(default_metric(json{{"metrics", {{"val_accuracy", 1.0}, {"test_accuracy", 0.5}}}}), "test_accuracy");
   EXPECT_EQ(default_metric(json{{"metrics", {{"test_exact", 0.5}}}}), "test_exact");
+  // The task's primary metric first (a language model also reports accuracy, but is judged on bits per character).
+  EXPECT_EQ(default_metric(json{{"primary_metric", "test_bits_per_char"},
+                                {"metrics", {{"test_accuracy", 0.5}, {"test_bits_per_char", 2.3}}}}),
+            "test_bits_per_char");
   const json s = fake_summary(0.5, 1000, 2000, 1.5, 4096);
   EXPECT_DOUBLE_EQ(summary_value(s, "test_rmse"), 0.5);
   EXPECT_DOUBLE_EQ(summary_value(s, "flops.realised_per_example"), 1000);

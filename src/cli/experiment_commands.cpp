@@ -155,7 +155,8 @@ void add_experiment_commands(CLI::App* app, const std::string& source_dir, Comma
   sweep->add_option("--out", sa->out, "Sweep directory (default: runs/sweep-<task>-<model>)");
   sweep->add_option("--metric", sa->metric,
                     "Summary metric, e.g. test_rmse, test_accuracy, or name:max / name:min to set the direction "
-                    "(default: test_rmse, else test_accuracy, ...; accuracy/f1/r2-like names are higher-is-better)");
+                    "(default: the task's primary metric, e.g. test_rmse, test_accuracy, test_bits_per_char; "
+                    "accuracy/f1/r2-like names are higher-is-better)");
   sweep->add_option("--series", sa->series,
                     "Comma-separated config keys whose values name the plot series (default: model when swept, "
                     "else every grid key but the first, else the model)");

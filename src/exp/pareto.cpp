@@ -62,7 +62,11 @@ MetricSpec parse_metric(const std::string& text) {
 std::string default_metric(const nlohmann::json& summary) {
   if (!summary.is_object() || !summary.contains("metrics") || !summary["metrics"].is_object()) return "";
   const auto& m = summary["metrics"];
-  for (const char* k : {"test_rmse", "test_accuracy", "test_macro_f1", "test_bpc"})
+  if (summary.contains("primary_metric") && summary["primary_metric"].is_string()) {  // the task's own metric
+    const std::string p = summary["primary_metric"].get<std::string>();
+    if (m.contains(p) && m[p].is_number()) return p;
+  }
+  for (const char* k : {"test_rmse", "test_accuracy", "test_macro_f1"})
     if (m.contains(k) && m[k].is_number()) return k;
   for (auto it = m.begin(); it != m.end(); ++it)
     if (it.key().rfind("test_", 0) == 0 && it.value().is_number()) return it.key();

@@ -38,8 +38,9 @@ struct MetricSpec {
 };
 MetricSpec parse_metric(const std::string& text);
 bool metric_higher_is_better(const std::string& name);
-// The metric to use when none is given: the first of test_rmse, test_accuracy, test_macro_f1, test_bpc present in
-// summary["metrics"], else the first metrics key starting with "test_", else the first key. Empty if none.
+// The metric to use when none is given: the summary's primary_metric (the task's own, e.g. test_bits_per_char),
+// else the first of test_rmse, test_accuracy, test_macro_f1 present in summary["metrics"], else the first metrics
+// key starting with "test_", else the first key. Empty if none.
 std::string default_metric(const nlohmann::json& summary);
 // Value of `name` in a run summary: summary["metrics"][name], or a dotted path from the root
 // ("flops.realised_per_example"). NaN when missing or not a number.
