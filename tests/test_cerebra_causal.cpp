@@ -165,9 +165,9 @@ TEST(CerebraCausal, OptionsWithoutACausalFormAreRefusedByName) {
   layer->train();
   MixerState state;
   EXPECT_THROW(layer->step(torch::randn({1, 1, 16}), state), std::exception);  // top-k in training is not causal
-  auto padded = torch::ones({2, 8}, torch::kBool);
-  padded[1][7] = false;
-  EXPECT_THROW(layer->forward(torch::randn({2, 8, 16}), padded), std::exception);  // causal tasks have no padding
+  auto left_padded = torch::ones({2, 8}, torch::kBool);
+  left_padded[1][0] = false;
+  EXPECT_THROW(layer->forward(torch::randn({2, 8, 16}), left_padded), std::exception);  // padding before real tokens
 }
 
 // A causal Cerebra language model trains, reports how often its predictor agreed with top-k on the test text, and

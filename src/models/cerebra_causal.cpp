@@ -194,30 +194,35 @@ torch::Tensor CausalCerebraLayer::comp_path(const torch::Tensor& x, const torch:
 torch::Tensor CausalCerebraLayer::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   TORCH_CHECK(x.dim() == 3 && x.size(2) == opts_.d_model, "cerebra: x must be (B, n, ", opts_.d_model, "), got ",
               x.sizes());
-  TORCH_CHECK(!mask.defined() || mask.all().item<bool>(),
-              "cerebra: the causal layer takes unpadded batches (causal tasks have no padding)");
   const int64_t B = x.size(0), n = x.size(1);
+  const torch::Tensor real = mask.defined() ? mask : torch::ones({B, n}, torch::kBool);
+  // Padding follows the real tokens (as every task pads), so no real position sees a padded one.
+  TORCH_CHECK(n < 2 || !real.slice(1, 1).logical_and(real.slice(1, 0, n - 1).logical_not()).any().item<bool>(),
+              "cerebra: the causal layer needs padding after the real tokens of each sequence");
   stats_.clear();
   aux_ = torch::Tensor();
   torch::Tensor gates;
   if (dense_) {
     selected_ = torch::ones({B, n}, torch::kBool);
   } else {
-    auto all = torch::ones({B, n}, torch::kBool);
     const bool training = is_training();
-    Routing r = router->forward(x, all, opts_, training && opts_.gumbel);
+    Routing r = router->forward(x, real, opts_, training && opts_.gumbel);  // padding never selected
     gates = r.gates;
     auto p = predictor_logits(x);
-    auto predicted = p > 0;
+    auto predicted = (p > 0).logical_and(real);
+    const auto realf = real.to(p.scalar_type());
+    const double count = std::max(1.0, realf.sum().item<double>());
     if (training || opts_.eval_topk) {
       selected_ = r.selected;
-      if (training) aux_ = torch::binary_cross_entropy_with_logits(p, r.selected.to(p.scalar_type()));
+      if (training)
+        aux_ = (torch::binary_cross_entropy_with_logits(p, r.selected.to(p.scalar_type()), {}, {},
+                                                         at::Reduction::None) * realf).sum() / count;
     } else {
       selected_ = predicted;
     }
-    stats_["routed_fraction"] = selected_.to(torch::kFloat64).mean().item<double>();
-    stats_["predictor_agreement"] = predicted.eq(r.selected).to(torch::kFloat64).mean().item<double>();
-    stats_["gate_mean"] = gates.mean().item<double>();
+    stats_["routed_fraction"] = selected_.sum().item<double>() / count;
+    stats_["predictor_agreement"] = predicted.eq(r.selected).logical_and(real).sum().item<double>() / count;
+    stats_["gate_mean"] = (gates * realf).sum().item<double>() / count;
   }
 
   auto [frows, fvalid] = rows_of(selected_);

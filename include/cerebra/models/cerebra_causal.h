@@ -3,7 +3,8 @@
 // recent past and a memory of the blocks already seen. Every output depends only on the inputs up to its position,
 // so the layer can generate token by token (step()) with the same outputs as its full forward.
 //
-//   x: (B, n, d), no padding (mask undefined or all true) -> y: (B, n, d)        (causal)
+//   x: (B, n, d), mask: (B, n) bool or undefined, padding after each sequence's real tokens -> y: (B, n, d)
+//   (causal: a real position never sees a later one, so never a padded one; padding is never routed)
 //
 // Pieces
 //   Router      z_i = x_i·w + b, gate g_i = σ((z_i + ε_i)/τ) as in the non-causal layer (cerebra_layer.h). Training:
