@@ -29,12 +29,6 @@ std::pair<torch::Tensor, torch::Tensor> rows_of(const torch::Tensor& sel) {
   return {rows, valid};
 }
 
-// x: (B, n, c), idx: (B, R, K) positions -> (B, R, K, c)
-torch::Tensor gather_keys(const torch::Tensor& x, const torch::Tensor& idx) {
-  const int64_t B = idx.size(0), R = idx.size(1), K = idx.size(2), c = x.size(2);
-  return x.gather(1, idx.reshape({B, R * K, 1}).expand({B, R * K, c})).view({B, R, K, c});
-}
-
 // q: (B, R, h, e), k and v: (B, R, K, h, e), allowed: (B, R, K) -> (B, R, h·e): each row's softmax over its K keys.
 torch::Tensor attend_rows(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                           const torch::Tensor& allowed) {
