@@ -101,7 +101,7 @@ std::vector<KeySpec> build_schema() {
       {"tau", VT::Float, "1.0", "cerebra: gate temperature when the router is switched on", {}, "compute"},
       {"tau_min", VT::Float, "0.3", "cerebra: temperature reached at the end of the lambda ramp", {}, "compute"},
       {"lambda", VT::Float, "0", "compute penalty lambda_T of J = L + lambda C (C: expected FLOPs / dense "
-       "Transformer FLOPs of the same shape)", {}, "compute"},
+       "Transformer FLOPs of the same shape; for padded text, at the examples' real lengths)", {}, "compute"},
       {"lambda0", VT::Float, "0", "compute penalty lambda_0 when the router is switched on", {}, "compute"},
       {"warm_epochs", VT::Int, "0", "recipe: dense warm-up epochs (every token on the full path, lambda = 0)", {},
        "compute"},

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -72,7 +73,29 @@ void ComputeObjective::begin_epoch(int64_t epoch) {
   }
 }
 
-torch::Tensor ComputeObjective::objective(const torch::Tensor& task_loss, int64_t batch_size) {
+double ComputeObjective::dense_flops_at(int64_t length) const {
+  const int64_t n = model_.tokens_per_example();
+  if (n <= 0 || length >= n) return breakdown_.dense_flops;
+  length = std::max<int64_t>(length, 1);
+  if (dense_at_.empty()) dense_at_.assign(static_cast<size_t>(n), -1.0);
+  double& f = dense_at_[static_cast<size_t>(length)];
+  if (f >= 0) return f;
+  // The fixed parts scale with the tokens (their per-example head is a small share); the mixers at this length.
+  f = breakdown_.static_flops * static_cast<double>(length) / static_cast<double>(n);
+  for (const auto& m : model_.mixers()) {
+    if (auto layer = std::dynamic_pointer_cast<CerebraLayer>(m))
+      f += dense_attention_flops(length, layer->options().d_model) +
+           (layer->owns_feedforward() ? static_cast<double>(length) * layer->options().ffn_token_flops : 0.0);
+    else if (auto causal = std::dynamic_pointer_cast<CausalCerebraLayer>(m))
+      f += dense_attention_flops(length, causal->options().d_model);
+    else
+      f += m->flops(length);
+  }
+  return f;
+}
+
+torch::Tensor ComputeObjective::objective(const torch::Tensor& task_loss, int64_t batch_size,
+                                          const torch::Tensor& mask) {
   torch::Tensor j = task_loss;
   torch::Tensor expected;  // Σ over compute-aware layers of expected FLOPs, summed over the batch
   for (const auto& m : model_.mixers()) {
@@ -93,8 +116,21 @@ torch::Tensor ComputeObjective::objective(const torch::Tensor& task_loss, int64_
   }
   if (expected.defined()) {
     // C = (fixed FLOPs + expected mixer FLOPs) per example / dense FLOPs per example; only the gates carry gradient.
-    auto cost = (expected.to(torch::kFloat64) / static_cast<double>(batch_size) + breakdown_.static_flops) /
-                breakdown_.dense_flops;
+    // A padded batch: both at the real lengths (the fixed parts run on real tokens only in proportion).
+    double fixed = breakdown_.static_flops, dense = breakdown_.dense_flops;
+    if (mask.defined() && mask.dim() == 2 && model_.tokens_per_example() > 0) {
+      const auto lengths = mask.sum(1).to(torch::kCPU, torch::kInt64).contiguous();
+      const int64_t* len = lengths.data_ptr<int64_t>();
+      double d = 0, real = 0;
+      for (int64_t b = 0; b < lengths.size(0); ++b) {
+        d += dense_flops_at(len[b]);
+        real += static_cast<double>(len[b]);
+      }
+      const double n = static_cast<double>(model_.tokens_per_example()) * static_cast<double>(lengths.size(0));
+      dense = d / static_cast<double>(lengths.size(0));
+      fixed *= real / n;
+    }
+    auto cost = (expected.to(torch::kFloat64) / static_cast<double>(batch_size) + fixed) / dense;
     sum_cost_ += cost.item<double>();
     if (lambda_ > 0) j = j + lambda_ * cost.to(task_loss.scalar_type());
   }

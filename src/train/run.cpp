@@ -486,7 +486,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
                                  "takes the full path; routing cannot save compute on this task at this k\n",
                                  kind, cerebra->topk, n_tokens, n_tokens - 1);
       hooks.on_epoch_begin = [&](int64_t epoch) { compute->begin_epoch(epoch); };
-      hooks.objective = [&](const torch::Tensor& loss, const Batch& b) { return compute->objective(loss, b.size()); };
+      hooks.objective = [&](const torch::Tensor& loss, const Batch& b) { return compute->objective(loss, b.size(), b.mask); };
       hooks.epoch_report = [&]() {
         nlohmann::json r = compute->epoch_summary();
         const int64_t B = probe(Part::Val);

@@ -1,5 +1,7 @@
 // Compute as part of the objective (SPEC §3, paper §3.1 and §3.6): J = L_task + λ·C (+ auxiliary losses), where
 // C = expected FLOPs per example / FLOPs per example of the dense Transformer of the same shape (dimensionless).
+// For padded batches of variable-length text the same shape is each example's real length: C is the batch's
+// expected FLOPs over the dense FLOPs of its real tokens, so λ means the same on short glosses as on long ones.
 // The recipe's schedule: warm epochs dense with λ = 0, then router and compressor on with λ₀, a linear ramp to λ_T
 // over the ramp epochs while the gate temperature anneals geometrically from τ to τ_min.
 #pragma once
@@ -38,8 +40,11 @@ class ComputeObjective {
 
   bool active() const { return adaptive_; }  // the model has compute-aware mixers
   void begin_epoch(int64_t epoch);           // dense mode, temperature, λ for this epoch
-  // Task loss of the last forward of `batch_size` examples -> the objective J.
-  torch::Tensor objective(const torch::Tensor& task_loss, int64_t batch_size);
+  // Task loss of the last forward of `batch_size` examples -> the objective J. `mask` (B, n), true = real token,
+  // when the batch is padded: C is then normalised by the dense FLOPs at the examples' real lengths.
+  torch::Tensor objective(const torch::Tensor& task_loss, int64_t batch_size, const torch::Tensor& mask = {});
+  // Dense FLOPs per example at a real length of `length` tokens (the normaliser of C for padded batches).
+  double dense_flops_at(int64_t length) const;
 
   // After a forward of `batch_size` examples: realised FLOPs per example (what ran) and expected (from the gates).
   double realised_per_example(int64_t batch_size) const;
@@ -65,6 +70,7 @@ class ComputeObjective {
   Model& model_;
   ComputeSchedule schedule_;
   ComputeBreakdown breakdown_;
+  mutable std::vector<double> dense_at_;  // dense_flops_at by length, filled on first use
   bool adaptive_ = false;
   double lambda_ = 0;
   int64_t epoch_ = 0;

@@ -1,0 +1,104 @@
+// The compute term C of J = L + λ·C on padded batches of variable-length text: C is the batch's expected FLOPs over
+// the dense FLOPs of its real tokens, so a batch of short examples is not judged against the dense cost of max_len.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "cerebra/core/config.h"
+#include "cerebra/data/task.h"
+#include "cerebra/train/compute_objective.h"
+#include "cerebra/train/run.h"
+#include "cerebra/train/spec.h"
+
+namespace cerebra {
+namespace {
+
+constexpr int64_t kN = 32, kVocab = 20;
+
+std::shared_ptr<Model> text_model(const std::string& model, int64_t n) {
+  Config c;
+  c.set("task", "wordnet", "test");
+  c.set("model", model, "test");
+  c.set("d_model", "16", "test");
+  c.set("n_heads", "2", "test");
+  c.set("n_layers", "2", "test");
+  c.set("router_mode", "adaptive", "test");
+  TaskInfo info;
+  info.name = "wordnet";
+  info.head = HeadKind::SequenceClassification;
+  info.vocab = kVocab;
+  info.n = n;
+  info.n_classes = 5;
+  return make_model(parse_run_spec(c, false).model, info);
+}
+
+Batch padded_batch(const std::vector<int64_t>& lengths) {
+  Batch b;
+  const auto B = static_cast<int64_t>(lengths.size());
+  b.tokens = torch::randint(1, kVocab, {B, kN}, torch::kLong);
+  b.mask = torch::zeros({B, kN}, torch::kBool);
+  for (int64_t i = 0; i < B; ++i) {
+    b.mask[i].slice(0, 0, lengths[static_cast<size_t>(i)]).fill_(true);
+    b.tokens[i].slice(0, lengths[static_cast<size_t>(i)]).fill_(0);
+  }
+  b.y = torch::randint(0, 5, {B}, torch::kLong);
+  return b;
+}
+
+// C of the last forward, read back from J with λ = 1 and a zero task loss.
+double cost(ComputeObjective& objective, int64_t B, const torch::Tensor& mask) {
+  return objective.objective(torch::tensor(0.0), B, mask).item<double>();
+}
+
+TEST(ComputeObjective, DenseNormaliserAtARealLengthIsTheDenseModelOfThatLength) {
+  torch::manual_seed(3);
+  auto cerebra = text_model("cerebra", kN);
+  ComputeObjective objective(*cerebra, ComputeSchedule{});
+  EXPECT_DOUBLE_EQ(objective.dense_flops_at(kN), objective.dense_flops_per_example());
+  for (int64_t L : {4, 11, 20}) {
+    // The Transformer of the same shape built for sequences of L tokens; its per-example head is the only part
+    // that does not scale with the tokens, a small share.
+    const double transformer = text_model("transformer", L)->flops_per_example();
+    EXPECT_NEAR(objective.dense_flops_at(L), transformer, 0.02 * transformer) << "L = " << L;
+    EXPECT_LT(objective.dense_flops_at(L), objective.dense_flops_at(L + 1));
+  }
+}
+
+TEST(ComputeObjective, PaddedBatchesAreJudgedAtTheirRealLengths) {
+  torch::manual_seed(4);
+  auto model = text_model("cerebra", kN);
+  ComputeSchedule schedule;
+  schedule.lambda_target = schedule.lambda0 = 1.0;
+  ComputeObjective objective(*model, schedule);
+  ASSERT_TRUE(objective.active());
+  objective.begin_epoch(1);
+  model->train();
+
+  // A batch without padding: the mask changes nothing.
+  Batch full = padded_batch({kN, kN, kN});
+  model->forward(full);
+  EXPECT_DOUBLE_EQ(cost(objective, 3, full.mask), cost(objective, 3, torch::Tensor()));
+
+  // Short examples: the expected work is set against the dense work of 6, 9 and 12 tokens, not of 32.
+  const std::vector<int64_t> lengths{6, 9, 12};
+  Batch b = padded_batch(lengths);
+  model->forward(b);
+  const double unmasked = cost(objective, 3, torch::Tensor());
+  const double masked = cost(objective, 3, b.mask);
+  double dense = 0, real = 0;
+  for (int64_t L : lengths) {
+    dense += objective.dense_flops_at(L) / 3.0;
+    real += static_cast<double>(L);
+  }
+  const double breakdown_dense = objective.dense_flops_per_example();
+  const double expected_mixers = unmasked * breakdown_dense - compute_breakdown(*model).static_flops;
+  const double want = (expected_mixers + compute_breakdown(*model).static_flops * real / (3.0 * kN)) / dense;
+  EXPECT_NEAR(masked, want, 1e-6 * want);  // J is in the task loss's float precision
+  EXPECT_GT(masked, 2.0 * unmasked) << "a short batch costs a larger share of its own dense work";
+  EXPECT_LT(masked, 1.5) << "C stays a share of the dense work (the router and compressor add little)";
+}
+
+}  // namespace
+}  // namespace cerebra
