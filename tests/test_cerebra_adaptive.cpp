@@ -130,6 +130,28 @@ TEST(CerebraAdaptive, SkippedTokensGetNothingAndRunNoFeedForward) {
   }
 }
 
+// Mixture-of-Depths: a selected token's block output is scaled by its gate. With every token selected at two router
+// biases, the outputs differ exactly by the ratio of the gates (the attention among the same tokens is unchanged).
+TEST(CerebraAdaptive, SkipScalesEachSelectedOutputByItsGate) {
+  auto [x, mask] = batch();
+  torch::manual_seed(9);
+  CerebraLayer layer(small(RoutingMode::kAdaptive, Unrouted::kSkip));
+  layer.eval();
+  torch::NoGradGuard ng;
+  auto run = [&](double bias) {
+    layer.router->score->bias.fill_(bias);
+    auto y = layer.forward(x, mask);
+    EXPECT_TRUE(layer.last_selected().eq(mask).all().item<bool>()) << "every real token selected at bias " << bias;
+    return std::make_pair(y, layer.last_gates().clone());
+  };
+  auto [y_hi, g_hi] = run(12.0);
+  auto [y_lo, g_lo] = run(0.5);
+  ASSERT_LT(g_lo.index({mask}).max().item<double>(), 0.8);
+  auto want = y_hi * (g_lo / g_hi).unsqueeze(-1);
+  EXPECT_TRUE(torch::allclose(y_lo.index({mask}), want.index({mask}), 1e-4, 1e-6))
+      << "max |diff| " << (y_lo - want).index({mask}).abs().max().item<double>();
+}
+
 TEST(CerebraAdaptive, GradientsReachTheRouter) {
   auto [x, mask] = batch();
   for (Unrouted u : {Unrouted::kCompressed, Unrouted::kSkip}) {

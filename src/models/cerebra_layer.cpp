@@ -47,6 +47,12 @@ CerebraLayer::CerebraLayer(const CerebraOptions& o) : opts_(o) {
   opts_.validate();
   const int64_t d = o.d_model, dc = o.compressed_width();
   router = register_module("router", CerebraRouter(d));
+  if (o.mode == RoutingMode::kAdaptive) {
+    // Gate-decided counts start from dense: P(selected) = σ(z) under the training noise, 95% at z = 3, so the
+    // blocks learn before λ removes work (from σ(0) = ½, half the tokens would be dropped at random from the start).
+    torch::NoGradGuard g;
+    router->score->bias.fill_(kDenseStartBias);
+  }
   compressor = register_module("compressor", CerebraCompressor(opts_));
   q_proj = register_module("q_proj", torch::nn::Linear(d, d));
   kv_proj = register_module("kv_proj", torch::nn::Linear(d, 2 * d));
@@ -231,8 +237,10 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
     // Rows in rank order: [0, full_rows) run the full path, [comp_start, n) the compressed path; where both ran
     // (threshold, unequal counts in a batch) use_full picks. Straight-through gate factors carry the gradient.
     // adaptive: the full path runs packed over the selected tokens of the whole batch instead.
+    // With unrouted = skip the selected tokens' outputs are scaled by their gate after the output projection
+    // (below), so the full path here carries no factor.
     auto g = r.gates.gather(1, r.order);  // (B, n) in rank order
-    auto g_st = (g - g.detach()).unsqueeze(-1);
+    auto g_st = skip ? torch::zeros_like(g).unsqueeze(-1) : (g - g.detach()).unsqueeze(-1);
     auto zeros = [&](int64_t rows) { return torch::zeros({B, rows, d}, x.options()); };
     torch::Tensor full_perm = zeros(n), comp_perm = zeros(n);
     if (!packed && full_rows > 0) {
@@ -282,9 +290,16 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
     auto idx = r.selected.nonzero();
     auto bi = idx.select(1, 0), ii = idx.select(1, 1);
     auto out = torch::zeros({B, n, d}, x.options());
-    if (idx.size(0) > 0) out = out.index_put({bi, ii}, cerebra::linear(out_proj, y.index({bi, ii})));
+    // Each selected token's block output (attention here, its feed-forward in the backbone) is scaled by its gate
+    // g >= 0.5, as in Mixture-of-Depths: the task loss tells the router how much a token gains from the block, and a
+    // block that helps pulls its gates towards 1. (A straight-through factor of value 1 would leave the gates
+    // without a restoring force: at a trained block dL/dscale = 0 on average, so the gates drift and, once a token
+    // is unselected, no gradient brings it back.)
+    if (idx.size(0) > 0)
+      out = out.index_put({bi, ii}, cerebra::linear(out_proj, y.index({bi, ii})) *
+                                        r.gates.index({bi, ii}).unsqueeze(-1).to(y.scalar_type()));
     ffn_tokens_ = r.selected;
-    ffn_scale_ = 1.0 + r.gates - r.gates.detach();
+    ffn_scale_ = r.gates;
     y = out;
   } else {
     y = cerebra::linear(out_proj, y);
@@ -329,6 +344,7 @@ torch::Tensor CerebraLayer::full_path_packed(const torch::Tensor& x, const torch
                .transpose(0, 1)
                .reshape({R, h * e});  // (R, D_f)
   if (full_cols_.defined()) y = torch::zeros({R, d}, y.options()).index_copy(1, full_cols_, y);  // pruned heads: 0
+  if (opts_.unrouted == Unrouted::kSkip) return out.index_put({bi, ii}, y);  // gated after the output projection
   auto g = r.gates.index({bi, ii}).unsqueeze(-1);
   return out.index_put({bi, ii}, y * (1.0 + g - g.detach()));
 }

@@ -6,6 +6,7 @@
 //
 // Pieces
 //   Router      z_i = x_i·w + b; gate g_i = σ((z_i + ε_i)/τ), ε_i ~ Logistic(0, 1) in training when `gumbel` is on
+//               (w ~ N(0, 0.02²); b = 0, or kDenseStartBias under adaptive routing: start dense)
 //               (binary-concrete), ε_i = 0 otherwise. Tokens are ranked by (z_i + ε_i) with a stable sort, so equal
 //               scores go to the lower index; padding ranks last and is never routed.
 //                 soft      every token takes both paths: y_i = g_i·y_full,i + (1−g_i)·y_comp,i.
@@ -21,6 +22,11 @@
 //               ∂L/∂g_i = ⟨∂L/∂y_i, y_full,i⟩ for routed tokens (what Mixture-of-Depths gets by multiplying the routed
 //               output by its router weight) and −⟨∂L/∂y_i, y_comp,i⟩ for the others (symmetric), i.e. the soft
 //               mixture's gradient with the path that did not run replaced by zero.
+//               unrouted = skip (Mixture-of-Depths): a selected token's block output (its attention after the output
+//               projection, and its feed-forward) is multiplied by g_i itself (g_i ≥ 0.5 when selected by
+//               threshold), so the router gets ∂L/∂g_i = ⟨∂L/∂y_i, y_i/g_i⟩ with a restoring force: a block that
+//               helps pulls its gates towards 1 (a factor of value 1 has ∂L/∂scale ≈ 0 at a trained block, and the
+//               gates drift until no token is routed, even at λ = 0).
 //   Compressor  X → X̃ (B, m, d_c), m = min(⌈r·n⌉, memory_max) (memory_max ≤ 0: unbounded, cost quadratic in n),
 //               d_c = ⌈s·d⌉ rounded up to a multiple of n_heads. n is the padded length of the batch.
 //                 conv      depthwise conv (kernel `conv_kernel`, stride 1) over the sequence, masked mean pooling over
@@ -210,6 +216,9 @@ struct Routing {
   int64_t full_rows = 0;    // ranks [0, full_rows) compute the full path
   int64_t comp_start = 0;   // ranks [comp_start, n) compute the compressed path
 };
+
+// The router's initial bias under adaptive routing: σ(3) = 95% of the tokens selected at the start.
+inline constexpr double kDenseStartBias = 3.0;
 
 class CerebraRouterImpl : public torch::nn::Module {
  public:
