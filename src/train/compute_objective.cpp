@@ -20,6 +20,17 @@ double ramp_progress(const ComputeSchedule& s, int64_t epoch) {
   return std::clamp(e / static_cast<double>(s.ramp_epochs), 0.0, 1.0);
 }
 
+// FLOPs of one example of n tokens through `m` as dense softmax attention (with the block's feed-forward when a
+// Cerebra layer routes it); other mixers as they are.
+double dense_mixer_flops(const std::shared_ptr<SequenceMixer>& m, int64_t n) {
+  if (auto layer = std::dynamic_pointer_cast<CerebraLayer>(m))
+    return dense_attention_flops(n, layer->options().d_model) +
+           (layer->owns_feedforward() ? static_cast<double>(n) * layer->options().ffn_token_flops : 0.0);
+  if (auto causal = std::dynamic_pointer_cast<CausalCerebraLayer>(m))
+    return dense_attention_flops(n, causal->options().d_model);
+  return m->flops(n);
+}
+
 // A Cerebra layer, causal or not: a compute-aware mixer with gates, statistics and an auxiliary loss.
 bool is_cerebra(const std::shared_ptr<SequenceMixer>& m) {
   return std::dynamic_pointer_cast<CerebraLayer>(m) || std::dynamic_pointer_cast<CausalCerebraLayer>(m);
@@ -41,13 +52,7 @@ ComputeBreakdown compute_breakdown(const Model& model) {
   double mixers = 0, dense = 0;
   for (const auto& m : model.mixers()) {
     mixers += m->flops(n);
-    if (auto layer = std::dynamic_pointer_cast<CerebraLayer>(m))  // its block's feed-forward, when it routes it
-      dense += dense_attention_flops(n, layer->options().d_model) +
-               (layer->owns_feedforward() ? static_cast<double>(n) * layer->options().ffn_token_flops : 0.0);
-    else if (auto causal = std::dynamic_pointer_cast<CausalCerebraLayer>(m))
-      dense += dense_attention_flops(n, causal->options().d_model);
-    else
-      dense += m->flops(n);
+    dense += dense_mixer_flops(m, n);
   }
   b.static_flops = model.flops_per_example() - mixers;
   b.dense_flops = b.static_flops + dense;
@@ -82,15 +87,7 @@ double ComputeObjective::dense_flops_at(int64_t length) const {
   if (f >= 0) return f;
   // The fixed parts scale with the tokens (their per-example head is a small share); the mixers at this length.
   f = breakdown_.static_flops * static_cast<double>(length) / static_cast<double>(n);
-  for (const auto& m : model_.mixers()) {
-    if (auto layer = std::dynamic_pointer_cast<CerebraLayer>(m))
-      f += dense_attention_flops(length, layer->options().d_model) +
-           (layer->owns_feedforward() ? static_cast<double>(length) * layer->options().ffn_token_flops : 0.0);
-    else if (auto causal = std::dynamic_pointer_cast<CausalCerebraLayer>(m))
-      f += dense_attention_flops(length, causal->options().d_model);
-    else
-      f += m->flops(length);
-  }
+  for (const auto& m : model_.mixers()) f += dense_mixer_flops(m, length);
   return f;
 }
 
