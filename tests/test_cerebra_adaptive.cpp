@@ -1,6 +1,7 @@
 // Adaptive routing (each sequence routes what its gates decide, packed across the batch) and Mixture-of-Depths
 // skipping (unrouted = skip: an unselected token runs neither the full attention nor the feed-forward).
 #include <gtest/gtest.h>
+#include <cmath>
 #include <torch/torch.h>
 
 #include "cerebra/core/config.h"
@@ -69,6 +70,7 @@ TEST(CerebraAdaptive, PackedFullPathEqualsThresholdWithoutCap) {
   adaptive.eval();
   threshold.eval();
   torch::NoGradGuard g;
+  adaptive.router->score->bias.copy_(threshold.router->score->bias);  // adaptive starts dense (kDenseStartBias)
   auto ya = adaptive.forward(x, mask), yt = threshold.forward(x, mask);
   auto real = mask.unsqueeze(-1);
   EXPECT_TRUE(torch::allclose(ya.masked_fill(real.logical_not(), 0), yt.masked_fill(real.logical_not(), 0), 1e-5, 1e-6));
@@ -150,6 +152,21 @@ TEST(CerebraAdaptive, SkipScalesEachSelectedOutputByItsGate) {
   auto want = y_hi * (g_lo / g_hi).unsqueeze(-1);
   EXPECT_TRUE(torch::allclose(y_lo.index({mask}), want.index({mask}), 1e-4, 1e-6))
       << "max |diff| " << (y_lo - want).index({mask}).abs().max().item<double>();
+}
+
+// Adaptive routing starts dense: under the training noise a fresh router selects σ(3) ≈ 95% of the real tokens
+// (from a zero bias half of them would be dropped at random before the blocks learn anything).
+TEST(CerebraAdaptive, StartsDense) {
+  torch::manual_seed(12);
+  CerebraOptions o = small(RoutingMode::kAdaptive, Unrouted::kSkip);
+  o.gumbel = true;
+  CerebraLayer layer(o);
+  layer.train();
+  auto x = torch::randn({8, 200, 16});
+  auto mask = torch::ones({8, 200}, torch::kBool);
+  layer.forward(x, mask);
+  const double share = layer.last_selected().to(torch::kDouble).mean().item<double>();
+  EXPECT_NEAR(share, 1.0 / (1.0 + std::exp(-kDenseStartBias)), 0.02);
 }
 
 TEST(CerebraAdaptive, GradientsReachTheRouter) {
