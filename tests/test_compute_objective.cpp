@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -98,6 +99,51 @@ TEST(ComputeObjective, PaddedBatchesAreJudgedAtTheirRealLengths) {
   EXPECT_NEAR(masked, want, 1e-6 * want);  // J is in the task loss's float precision
   EXPECT_GT(masked, 2.0 * unmasked) << "a short batch costs a larger share of its own dense work";
   EXPECT_LT(masked, 1.5) << "C stays a share of the dense work (the router and compressor add little)";
+}
+
+// A fractional schedule (a step budget is one epoch) moves at every step; a whole-epoch one only at epoch starts,
+// as before: dense until the warm-up's position, then λ and τ along the ramp.
+TEST(ComputeSchedule, FractionalWarmUpAndRampAdvanceEveryStep) {
+  ComputeSchedule s;
+  s.warm_epochs = 0.25;
+  s.ramp_epochs = 0.5;
+  s.lambda0 = 0.0;
+  s.lambda_target = 0.1;
+  s.tau = 1.0;
+  s.tau_min = 0.25;
+  EXPECT_TRUE(s.per_step());
+  EXPECT_TRUE(s.dense(0.0));
+  EXPECT_TRUE(s.dense(0.24));
+  EXPECT_FALSE(s.dense(0.25));
+  EXPECT_EQ(s.lambda(0.2), 0.0);
+  EXPECT_NEAR(s.lambda(0.5), 0.05, 1e-12);
+  EXPECT_NEAR(s.lambda(0.9), 0.1, 1e-12);
+  EXPECT_NEAR(s.temperature(0.5), 0.5, 1e-12);  // geometric: 1 · (0.25)^(1/2)
+  EXPECT_EQ(s.first_epoch_after_ramp(), 2);
+
+  ComputeSchedule whole;
+  whole.warm_epochs = 2;
+  whole.ramp_epochs = 2;
+  whole.lambda_target = 0.1;
+  EXPECT_FALSE(whole.per_step());
+  EXPECT_EQ(whole.first_epoch_after_ramp(), 5);
+  EXPECT_TRUE(whole.dense(1.0));   // epoch 2 starts at position 1
+  EXPECT_FALSE(whole.dense(2.0));  // epoch 3
+  EXPECT_NEAR(whole.lambda(3.0), 0.05, 1e-12);
+
+  // The objective follows the steps of a per-step schedule, and ignores them for a whole-epoch one.
+  torch::manual_seed(5);
+  auto model = text_model("cerebra", kN);
+  ComputeObjective per_step(*model, s);
+  per_step.begin_epoch(1);
+  EXPECT_TRUE(per_step.epoch_summary()["dense"].get<bool>());
+  per_step.begin_step(0.5);
+  EXPECT_FALSE(per_step.epoch_summary()["dense"].get<bool>());
+  EXPECT_NEAR(per_step.epoch_summary()["lambda"].get<double>(), 0.05, 1e-12);
+  ComputeObjective per_epoch(*model, whole);
+  per_epoch.begin_epoch(4);
+  per_epoch.begin_step(3.9);
+  EXPECT_NEAR(per_epoch.epoch_summary()["lambda"].get<double>(), 0.05, 1e-12);
 }
 
 }  // namespace

@@ -103,10 +103,10 @@ std::vector<KeySpec> build_schema() {
       {"lambda", VT::Float, "0", "compute penalty lambda_T of J = L + lambda C (C: expected FLOPs / dense "
        "Transformer FLOPs of the same shape; for padded text, at the examples' real lengths)", {}, "compute"},
       {"lambda0", VT::Float, "0", "compute penalty lambda_0 when the router is switched on", {}, "compute"},
-      {"warm_epochs", VT::Int, "0", "recipe: dense warm-up epochs (every token on the full path, lambda = 0)", {},
-       "compute"},
-      {"lambda_ramp_epochs", VT::Int, "0", "recipe: epochs of the linear ramp lambda_0 -> lambda (and tau -> tau_min)",
-       {}, "compute"},
+      {"warm_epochs", VT::Float, "0", "recipe: dense warm-up epochs (every token on the full path, lambda = 0); "
+       "fractions allowed: with a step budget (one epoch) 0.2 = the first 20% of the steps", {}, "compute"},
+      {"lambda_ramp_epochs", VT::Float, "0", "recipe: epochs of the linear ramp lambda_0 -> lambda (and tau -> "
+       "tau_min); whole-epoch schedules change at epoch starts, a fractional one at every step", {}, "compute"},
       // ---- compute-aware sampler (include/cerebra/sampler.h)
       {"sampler", VT::String, "uniform",
        "training examples per epoch: uniform (seeded shuffles) or compute_aware (p ~ exp(beta rho - gamma C) with a "

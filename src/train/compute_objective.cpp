@@ -13,11 +13,10 @@
 namespace cerebra {
 
 namespace {
-// Progress through the ramp in [0, 1] for a 1-based epoch: 0 at the first epoch after warm-up.
-double ramp_progress(const ComputeSchedule& s, int64_t epoch) {
+// Progress through the ramp in [0, 1] at a position (epochs completed): 0 where the warm-up ends.
+double ramp_progress(const ComputeSchedule& s, double position) {
   if (s.ramp_epochs <= 0) return 1.0;
-  const double e = static_cast<double>(epoch - s.warm_epochs - 1);
-  return std::clamp(e / static_cast<double>(s.ramp_epochs), 0.0, 1.0);
+  return std::clamp((position - s.warm_epochs) / s.ramp_epochs, 0.0, 1.0);
 }
 
 // FLOPs of one example of n tokens through `m` as dense softmax attention (with the block's feed-forward when a
@@ -37,13 +36,21 @@ bool is_cerebra(const std::shared_ptr<SequenceMixer>& m) {
 }
 }  // namespace
 
-double ComputeSchedule::lambda(int64_t epoch) const {
-  if (dense(epoch)) return 0.0;
-  return lambda0 + (lambda_target - lambda0) * ramp_progress(*this, epoch);
+double ComputeSchedule::lambda(double position) const {
+  if (dense(position)) return 0.0;
+  return lambda0 + (lambda_target - lambda0) * ramp_progress(*this, position);
 }
 
-double ComputeSchedule::temperature(int64_t epoch) const {
-  return tau * std::pow(tau_min / tau, ramp_progress(*this, epoch));
+double ComputeSchedule::temperature(double position) const {
+  return tau * std::pow(tau_min / tau, ramp_progress(*this, position));
+}
+
+bool ComputeSchedule::per_step() const {
+  return warm_epochs != std::floor(warm_epochs) || ramp_epochs != std::floor(ramp_epochs);
+}
+
+int64_t ComputeSchedule::first_epoch_after_ramp() const {
+  return static_cast<int64_t>(std::ceil(warm_epochs + ramp_epochs)) + 1;
 }
 
 ComputeBreakdown compute_breakdown(const Model& model) {
@@ -67,15 +74,24 @@ ComputeObjective::ComputeObjective(Model& model, const ComputeSchedule& schedule
   if (BackboneImpl* bb = model.backbone(); bb && bb->has_moe()) adaptive_ = true;
 }
 
+void ComputeObjective::apply(double position) {
+  position_ = position;
+  lambda_ = schedule_.lambda(position);
+  for (const auto& m : model_.mixers()) {
+    m->set_dense(schedule_.dense(position));
+    m->set_temperature(schedule_.temperature(position));
+  }
+}
+
 void ComputeObjective::begin_epoch(int64_t epoch) {
   epoch_ = epoch;
-  lambda_ = schedule_.lambda(epoch);
   sum_cost_ = sum_aux_ = 0;
   steps_ = 0;
-  for (const auto& m : model_.mixers()) {
-    m->set_dense(schedule_.dense(epoch));
-    m->set_temperature(schedule_.temperature(epoch));
-  }
+  apply(static_cast<double>(epoch - 1));
+}
+
+void ComputeObjective::begin_step(double position) {
+  if (schedule_.per_step()) apply(position);
 }
 
 double ComputeObjective::dense_flops_at(int64_t length) const {
@@ -182,8 +198,8 @@ nlohmann::json ComputeObjective::layer_stats() const {
 nlohmann::json ComputeObjective::epoch_summary() const {
   const double steps = static_cast<double>(std::max<int64_t>(1, steps_));
   return {{"lambda", lambda_},
-          {"tau", schedule_.temperature(epoch_)},
-          {"dense", schedule_.dense(epoch_)},
+          {"tau", schedule_.temperature(position_)},
+          {"dense", schedule_.dense(position_)},
           {"train_expected_cost", sum_cost_ / steps},
           {"train_aux_loss", sum_aux_ / steps}};
 }

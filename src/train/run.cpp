@@ -486,6 +486,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
                                  "takes the full path; routing cannot save compute on this task at this k\n",
                                  kind, cerebra->topk, n_tokens, n_tokens - 1);
       hooks.on_epoch_begin = [&](int64_t epoch) { compute->begin_epoch(epoch); };
+      hooks.on_step_begin = [&](double position) { compute->begin_step(position); };
       hooks.objective = [&](const torch::Tensor& loss, const Batch& b) { return compute->objective(loss, b.size(), b.mask); };
       hooks.epoch_report = [&]() {
         nlohmann::json r = compute->epoch_summary();
@@ -498,7 +499,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
         }
         return r;
       };
-      hooks.first_selectable_epoch = std::min<int64_t>(schedule.warm_epochs + schedule.ramp_epochs + 1, to.epochs);
+      hooks.first_selectable_epoch = std::min<int64_t>(schedule.first_epoch_after_ramp(), to.epochs);
       hooks.save_state = [&](torch::serialize::OutputArchive& ar) {
         torch::serialize::OutputArchive sub;
         compute->save(sub);

@@ -2,6 +2,7 @@
 // own options by their registrations, include/cerebra/models/mixer.h).
 #include "cerebra/train/spec.h"
 
+#include <cmath>
 #include <fmt/core.h>
 
 #include "cerebra/data/tokenizer.h"
@@ -189,13 +190,15 @@ TrainerOptions parse_trainer(const Config& c) {
 
 ComputeSchedule parse_compute(const Config& c) {
   ComputeSchedule s;
-  s.warm_epochs = c.get_int("warm_epochs");
-  s.ramp_epochs = c.get_int("lambda_ramp_epochs");
+  s.warm_epochs = c.get_float("warm_epochs");
+  s.ramp_epochs = c.get_float("lambda_ramp_epochs");
   s.lambda0 = c.get_float("lambda0");
   s.lambda_target = c.get_float("lambda");
   s.tau = c.get_float("tau");
   s.tau_min = c.get_float("tau_min");
-  if (s.warm_epochs < 0 || s.ramp_epochs < 0) throw ConfigError("warm_epochs and lambda_ramp_epochs must be >= 0");
+  if (!(s.warm_epochs >= 0) || !(s.ramp_epochs >= 0) || !std::isfinite(s.warm_epochs + s.ramp_epochs))
+    throw ConfigError("warm_epochs and lambda_ramp_epochs must be finite and >= 0, got " +
+                      c.get_string("warm_epochs") + " and " + c.get_string("lambda_ramp_epochs"));
   if (s.lambda0 < 0 || s.lambda_target < 0) throw ConfigError("lambda and lambda0 must be >= 0");
   if (!(s.tau > 0) || !(s.tau_min > 0)) throw ConfigError("tau and tau_min must be > 0");
   return s;

@@ -384,6 +384,9 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
       std::vector<int64_t> idx(order.begin() + own_lo, order.begin() + own_hi);
       const double lr = lr_at(o, step, total_steps, warmup);
       for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+      if (hooks.on_step_begin)
+        hooks.on_step_begin(static_cast<double>(epoch - 1) +
+                            static_cast<double>(b) / static_cast<double>(steps_per_epoch));
       opt->zero_grad();
       if (dist) dist->sync_buffers(model);
       Batch batch;

@@ -18,13 +18,19 @@
 namespace cerebra {
 
 
+// Positions are epochs of training completed (epoch e starts at e − 1; a step-budget run is one epoch, so 0.5 is its
+// middle step). Warm-up and ramp may be fractional: a schedule with a fractional part advances at every step,
+// a whole-epoch one at epoch starts.
 struct ComputeSchedule {
-  int64_t warm_epochs = 0, ramp_epochs = 0;
+  double warm_epochs = 0, ramp_epochs = 0;
   double lambda0 = 0, lambda_target = 0, tau = 1.0, tau_min = 1.0;
 
-  bool dense(int64_t epoch) const { return epoch <= warm_epochs; }  // epochs are 1-based
-  double lambda(int64_t epoch) const;
-  double temperature(int64_t epoch) const;
+  bool dense(double position) const { return position < warm_epochs; }
+  double lambda(double position) const;
+  double temperature(double position) const;
+  bool per_step() const;  // warm_epochs or ramp_epochs has a fractional part
+  // The first 1-based epoch that starts after the warm-up and the ramp.
+  int64_t first_epoch_after_ramp() const;
 };
 
 // FLOPs per example of a model split into what its compute-aware mixers decide and everything else.
@@ -39,7 +45,9 @@ class ComputeObjective {
   ComputeObjective(Model& model, const ComputeSchedule& schedule);
 
   bool active() const { return adaptive_; }  // the model has compute-aware mixers
-  void begin_epoch(int64_t epoch);           // dense mode, temperature, λ for this epoch
+  void begin_epoch(int64_t epoch);           // dense mode, temperature, λ for this epoch (1-based)
+  // Before each optimiser step, at `position` epochs completed: a per-step schedule moves dense mode, λ and τ.
+  void begin_step(double position);
   // Task loss of the last forward of `batch_size` examples -> the objective J. `mask` (B, n), true = real token,
   // when the batch is padded: C is then normalised by the dense FLOPs at the examples' real lengths.
   torch::Tensor objective(const torch::Tensor& task_loss, int64_t batch_size, const torch::Tensor& mask = {});
@@ -74,6 +82,8 @@ class ComputeObjective {
   bool adaptive_ = false;
   double lambda_ = 0;
   int64_t epoch_ = 0;
+  double position_ = 0;
+  void apply(double position);  // dense mode, temperature and λ at this position
   double sum_cost_ = 0, sum_aux_ = 0;
   int64_t steps_ = 0;
 };

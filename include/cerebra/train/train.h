@@ -57,6 +57,8 @@ struct TrainerHooks {
   // Optional compute-aware objective: called at the start of each (1-based) epoch, to turn the task loss of a
   // batch into the training objective, and after validation for extra fields of the epoch's metrics line.
   std::function<void(int64_t epoch)> on_epoch_begin;
+  // Optional, before each optimiser step: the epochs of training completed, (epoch − 1) + batch / batches per epoch.
+  std::function<void(double position)> on_step_begin;
   std::function<torch::Tensor(const torch::Tensor& task_loss, const Batch& batch)> objective;
   std::function<nlohmann::json()> epoch_report;
   // Epochs before this one (e.g. dense warm-up and the λ ramp) are neither kept as best nor counted for patience.
