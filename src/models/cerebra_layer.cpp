@@ -240,11 +240,12 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
     // With unrouted = skip the selected tokens' outputs are scaled by their gate after the output projection
     // (below), so the full path here carries no factor.
     auto g = r.gates.gather(1, r.order);  // (B, n) in rank order
-    auto g_st = skip ? torch::zeros_like(g).unsqueeze(-1) : (g - g.detach()).unsqueeze(-1);
+    auto g_st = (g - g.detach()).unsqueeze(-1);
     auto zeros = [&](int64_t rows) { return torch::zeros({B, rows, d}, x.options()); };
     torch::Tensor full_perm = zeros(n), comp_perm = zeros(n);
     if (!packed && full_rows > 0) {
-      auto yf = full_fn(r.order.narrow(1, 0, full_rows)) * (1.0 + g_st.narrow(1, 0, full_rows));
+      auto yf = full_fn(r.order.narrow(1, 0, full_rows));
+      if (!skip) yf = yf * (1.0 + g_st.narrow(1, 0, full_rows));
       full_perm = full_rows < n ? torch::cat({yf, zeros(n - full_rows)}, 1) : yf;
     }
     if (comp_rows > 0) {

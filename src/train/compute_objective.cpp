@@ -107,6 +107,15 @@ double ComputeObjective::dense_flops_at(int64_t length) const {
   return f;
 }
 
+double ComputeObjective::dense_flops_of(const torch::Tensor& mask) const {
+  const auto lengths = mask.sum(1).to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  const int64_t B = lengths.size(0);
+  double d = 0;
+  for (int64_t b = 0; b < B; ++b) d += dense_flops_at(len[b]);
+  return B > 0 ? d / static_cast<double>(B) : breakdown_.dense_flops;
+}
+
 torch::Tensor ComputeObjective::objective(const torch::Tensor& task_loss, int64_t batch_size,
                                           const torch::Tensor& mask) {
   torch::Tensor j = task_loss;
@@ -131,17 +140,10 @@ torch::Tensor ComputeObjective::objective(const torch::Tensor& task_loss, int64_
     // C = (fixed FLOPs + expected mixer FLOPs) per example / dense FLOPs per example; only the gates carry gradient.
     // A padded batch: both at the real lengths (the fixed parts run on real tokens only in proportion).
     double fixed = breakdown_.static_flops, dense = breakdown_.dense_flops;
-    if (mask.defined() && mask.dim() == 2 && model_.tokens_per_example() > 0) {
-      const auto lengths = mask.sum(1).to(torch::kCPU, torch::kInt64).contiguous();
-      const int64_t* len = lengths.data_ptr<int64_t>();
-      double d = 0, real = 0;
-      for (int64_t b = 0; b < lengths.size(0); ++b) {
-        d += dense_flops_at(len[b]);
-        real += static_cast<double>(len[b]);
-      }
-      const double n = static_cast<double>(model_.tokens_per_example()) * static_cast<double>(lengths.size(0));
-      dense = d / static_cast<double>(lengths.size(0));
-      fixed *= real / n;
+    if (mask.defined() && mask.dim() == 2 && mask.size(0) > 0 && model_.tokens_per_example() > 0) {
+      const double real = mask.sum().item<double>();
+      fixed *= real / (static_cast<double>(model_.tokens_per_example()) * static_cast<double>(mask.size(0)));
+      dense = dense_flops_of(mask);
     }
     auto cost = (expected.to(torch::kFloat64) / static_cast<double>(batch_size) + fixed) / dense;
     sum_cost_ += cost.item<double>();

@@ -543,10 +543,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
         // Variable-length text runs on batches padded to their longest example, not to max_len: a static model's
         // realised work is what the counter saw, and the dense reference is the dense model at the real lengths.
         if (!compute->active()) realised = expected = measured;
-        const auto lengths = batch_of(*task, first_rows(*task, Part::Test, B)).mask.sum(1).to(torch::kLong);
-        double d = 0;
-        for (int64_t b = 0; b < B; ++b) d += compute->dense_flops_at(lengths[b].item<int64_t>());
-        dense = d / static_cast<double>(B);
+        dense = compute->dense_flops_of(batch_of(*task, first_rows(*task, Part::Test, B)).mask);
       }
     }
   }

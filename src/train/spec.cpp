@@ -2,12 +2,12 @@
 // own options by their registrations, include/cerebra/models/mixer.h).
 #include "cerebra/train/spec.h"
 
-#include <cmath>
 #include <fmt/core.h>
 
 #include "cerebra/data/tokenizer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 namespace cerebra {

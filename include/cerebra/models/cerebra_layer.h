@@ -6,9 +6,9 @@
 //
 // Pieces
 //   Router      z_i = x_i·w + b; gate g_i = σ((z_i + ε_i)/τ), ε_i ~ Logistic(0, 1) in training when `gumbel` is on
-//               (w ~ N(0, 0.02²); b = 0, or kDenseStartBias under adaptive routing: start dense)
 //               (binary-concrete), ε_i = 0 otherwise. Tokens are ranked by (z_i + ε_i) with a stable sort, so equal
-//               scores go to the lower index; padding ranks last and is never routed.
+//               scores go to the lower index; padding ranks last and is never routed. Initially w ~ N(0, 0.02²) and
+//               b = 0, or kDenseStartBias under adaptive routing (start dense).
 //                 soft      every token takes both paths: y_i = g_i·y_full,i + (1−g_i)·y_comp,i.
 //                 topk      the min(k, valid_b) highest-ranked real tokens of sequence b take the full path.
 //                 threshold real tokens with g_i ≥ 0.5 take the full path, at most k_max per sequence (best first).

@@ -53,6 +53,8 @@ class ComputeObjective {
   torch::Tensor objective(const torch::Tensor& task_loss, int64_t batch_size, const torch::Tensor& mask = {});
   // Dense FLOPs per example at a real length of `length` tokens (the normaliser of C for padded batches).
   double dense_flops_at(int64_t length) const;
+  // Mean of dense_flops_at over the real lengths of a padded batch's mask (B, n), true = real token.
+  double dense_flops_of(const torch::Tensor& mask) const;
 
   // After a forward of `batch_size` examples: realised FLOPs per example (what ran) and expected (from the gates).
   double realised_per_example(int64_t batch_size) const;
