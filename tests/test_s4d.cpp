@@ -92,12 +92,9 @@ TEST(S4dMixer, ShapeFlopsAndGradients) {
   }
 }
 
-// Every initialisation gives finite gradients (float32, as training runs), whatever the draw.
-// Disabled: an open bug. About 1 in 100 runs of this test (40 draws each) gets non-finite gradients for every
-// parameter and the input, on identical inputs, single-threaded; the forward is always finite, and the FFT
-// convolution, the kernel and the GELU/GLU head each pass 3,000 identical backward passes alone. Run it with
-// --gtest_also_run_disabled_tests --gtest_repeat=100.
-TEST(S4dMixer, DISABLED_GradientsFiniteForEveryInitialisation) {
+// Every initialisation gives finite gradients (float32, as training runs), whatever the draw. (LibTorch 1.13's
+// gelu_backward misread the gradient the head's transpose hands it; ops::gelu guards it, tests/test_activations.cpp.)
+TEST(S4dMixer, GradientsFiniteForEveryInitialisation) {
   for (int seed = 0; seed < 40; ++seed) {
     torch::manual_seed(seed);
     auto mixer = cerebra::make_mixer("s4d", options(16));

@@ -6,6 +6,7 @@
 #include "cerebra/models/models.h"
 #include "cerebra/models/pruning.h"
 #include "cerebra/models/quant.h"
+#include "cerebra/ops/activations.h"
 
 namespace cerebra {
 
@@ -160,7 +161,7 @@ torch::Tensor BackboneImpl::run(torch::Tensor x, const torch::Tensor& mask, Gene
       continue;
     }
     auto ffn = [&](const torch::Tensor& t) {
-      return cerebra::linear(ffn_out_[l], torch::gelu(cerebra::linear(ffn_in_[l], norm2_[l]->forward(t))));
+      return cerebra::linear(ffn_out_[l], ops::gelu(cerebra::linear(ffn_in_[l], norm2_[l]->forward(t))));
     };
     const torch::Tensor tokens = mixers_[l]->feedforward_tokens();
     if (!tokens.defined()) {

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "cerebra/models/quant.h"
+#include "cerebra/ops/activations.h"
 
 namespace cerebra {
 
@@ -75,7 +76,7 @@ void CausalCerebraLayer::set_temperature(double tau) {
 }
 
 torch::Tensor CausalCerebraLayer::predictor_logits(const torch::Tensor& x) {
-  return cerebra::linear(pred_out, torch::gelu(cerebra::linear(pred_in, x.detach()))).squeeze(-1);
+  return cerebra::linear(pred_out, ops::gelu(cerebra::linear(pred_in, x.detach()))).squeeze(-1);
 }
 
 CausalCerebraLayer::Costs CausalCerebraLayer::costs(int64_t n) const {

@@ -10,6 +10,7 @@
 
 #include "cerebra/core/config.h"
 #include "cerebra/models/quant.h"
+#include "cerebra/ops/activations.h"
 
 namespace cerebra {
 
@@ -128,7 +129,7 @@ torch::Tensor MoeFeedForwardImpl::forward(const torch::Tensor& x, const torch::T
     last_dropped_ += counts[e] - c;
     if (c > 0) {
       auto ti = tok_sorted.slice(0, start, start + c);
-      auto h = torch::gelu(cerebra::linear(in_[static_cast<size_t>(e)], xt.index_select(0, ti)));
+      auto h = ops::gelu(cerebra::linear(in_[static_cast<size_t>(e)], xt.index_select(0, ti)));
       auto ye = cerebra::linear(out_[static_cast<size_t>(e)], h) * gate_sorted.slice(0, start, start + c).unsqueeze(1);
       y.index_add_(0, ti, ye);
     }

@@ -19,6 +19,7 @@
 
 #include "cerebra/models/mixer.h"
 #include "cerebra/models/quant.h"
+#include "cerebra/ops/activations.h"
 #include "cerebra/ops/s4d.h"
 
 namespace cerebra {
@@ -57,7 +58,7 @@ class S4dMixer final : public SequenceMixer {
     auto u = xin.transpose(1, 2);                                            // (B, H, n)
     auto K = ops::s4d_kernel(log_dt_, log_A_real_, A_imag_, C_, n);         // (H, n)
     auto y = ops::causal_conv_fft(u, K) + u * D_.unsqueeze(-1);             // (B, H, n)
-    y = torch::gelu(y).transpose(1, 2);                                      // (B, n, H)
+    y = ops::gelu(y).transpose(1, 2);                                        // (B, n, H)
     return torch::glu(cerebra::linear(out_, y), -1);                         // (B, n, d)
   }
 
@@ -100,7 +101,7 @@ class S4dMixer final : public SequenceMixer {
     xr = nr;
     xi = ni;
     state.position += m;
-    y = torch::gelu(y).transpose(1, 2);                                            // (B, m, H)
+    y = ops::gelu(y).transpose(1, 2);                                              // (B, m, H)
     return torch::glu(cerebra::linear(out_, y), -1);                               // (B, m, d)
   }
   bool has_recurrent_step() const override { return true; }
