@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/build.sh
+bash scripts/build.sh cerebra   # the command line only; scripts/test.sh builds the tests
 ./build/cerebra bench tasks --config configs/cps1988.yaml --models ols,xgboost,mlp,lstm,transformer "$@"
