@@ -16,6 +16,7 @@
 
 #include "cerebra/train/spec.h"
 #include "cerebra/core/config.h"
+#include "cerebra/core/flop_counter.h"
 #include "cerebra/cli/export_command.h"
 #include "cerebra/models/models.h"
 #include "cerebra/models/quant.h"
@@ -236,13 +237,30 @@ TEST(QuantInt8, LinearRunsQuantisedOpsAndMatchesSimulatedArithmetic) {
     OneLinear m(64, 48);
     auto x = torch::randn({32, 64});
     torch::NoGradGuard g;
-    const auto fp32 = m.forward(x);
+    double counted_fp32 = 0, counted_int8 = 0;
+    std::map<std::string, double> int8_ops;
+    torch::Tensor fp32;
+    {
+      cerebra::FlopCounter counter;
+      fp32 = m.forward(x);
+      counted_fp32 = counter.total();
+    }
     enable_int8(m, Int8Options{engine, "dynamic", 8});
     torch::Tensor y;
-    auto ops = ops_during([&] { y = m.forward(x); });
+    std::multiset<std::string> ops;
+    {
+      cerebra::FlopCounter counter;
+      ops = ops_during([&] { y = m.forward(x); });
+      counted_int8 = counter.total();
+      int8_ops = counter.by_op();
+    }
     EXPECT_EQ(ops.count("quantized::linear_dynamic"), 1u);
     EXPECT_EQ(ops.count("aten::linear") + ops.count("aten::addmm") + ops.count("aten::mm") + ops.count("aten::matmul"),
               0u);
+    // The FLOP counter sees the quantised GEMM: the same 2·rows·in·out as the fp32 Linear's addmm.
+    EXPECT_DOUBLE_EQ(counted_fp32, 2.0 * 32 * 64 * 48);
+    EXPECT_DOUBLE_EQ(counted_int8, counted_fp32);
+    EXPECT_EQ(int8_ops.count("kernel:int8_linear"), 1u);
     auto w = packed_int8_weight(m.fc);
     ASSERT_TRUE(w.defined());
     EXPECT_TRUE(w.is_quantized());
