@@ -21,7 +21,7 @@ CerebraOptions small(RoutingMode mode, Unrouted unrouted) {
   o.k_max = 1000;
   o.window = 4;
   o.memory_max = 4;
-  o.gumbel = false;
+  o.gumbel = RouterNoise::kOff;
   return o;
 }
 
@@ -159,7 +159,7 @@ TEST(CerebraAdaptive, SkipScalesEachSelectedOutputByItsGate) {
 TEST(CerebraAdaptive, StartsDense) {
   torch::manual_seed(12);
   CerebraOptions o = small(RoutingMode::kAdaptive, Unrouted::kSkip);
-  o.gumbel = true;
+  o.gumbel = RouterNoise::kOn;
   CerebraLayer layer(o);
   layer.train();
   auto x = torch::randn({8, 200, 16});

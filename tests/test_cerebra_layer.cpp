@@ -30,7 +30,7 @@ CerebraOptions small_options(RoutingMode mode, CompressorKind kind) {
   o.memory_max = 4;
   o.compression_ratio = 0.5;
   o.width_scale = 0.5;
-  o.gumbel = false;
+  o.gumbel = RouterNoise::kOff;
   return o;
 }
 
@@ -260,7 +260,7 @@ TEST(CerebraLayerRouting, HardRoutingPutsEachPathsOutputAtItsPosition) {
 
 TEST(CerebraLayerRouting, GradientsReachTheRouter) {
   for (RoutingMode mode : {RoutingMode::kTopK, RoutingMode::kThreshold}) {
-    for (bool gumbel : {false, true}) {
+    for (RouterNoise gumbel : {RouterNoise::kOff, RouterNoise::kOn}) {
       torch::manual_seed(3);
       auto o = small_options(mode, CompressorKind::kHybrid);
       o.gumbel = gumbel;
@@ -275,8 +275,8 @@ TEST(CerebraLayerRouting, GradientsReachTheRouter) {
       probe_loss(y, mask, torch::randn_like(y)).backward();
       auto gw = layer->router->score->weight.grad(), gb = layer->router->score->bias.grad();
       ASSERT_TRUE(gw.defined());
-      EXPECT_GT(gw.abs().sum().item<double>(), 0.0) << to_string(mode) << " gumbel " << gumbel;
-      EXPECT_GT(gb.abs().sum().item<double>(), 0.0) << to_string(mode) << " gumbel " << gumbel;
+      EXPECT_GT(gw.abs().sum().item<double>(), 0.0) << to_string(mode) << " gumbel " << to_string(gumbel);
+      EXPECT_GT(gb.abs().sum().item<double>(), 0.0) << to_string(mode) << " gumbel " << to_string(gumbel);
     }
   }
 }
@@ -284,7 +284,7 @@ TEST(CerebraLayerRouting, GradientsReachTheRouter) {
 TEST(CerebraLayerRouting, NoiseOnlyInTrainingAndTemperatureSharpens) {
   torch::manual_seed(4);
   auto o = small_options(RoutingMode::kTopK, CompressorKind::kConv);
-  o.gumbel = true;
+  o.gumbel = RouterNoise::kOn;
   auto layer = std::make_shared<CerebraLayer>(o);
   auto x = torch::randn({1, 32, o.d_model});
   layer->eval();
@@ -588,7 +588,7 @@ TEST(CerebraLayerOptions, BuiltByNameFromMixerOptions) {
   EXPECT_EQ(o.window, 6);
   EXPECT_EQ(o.memory_max, 5);
   EXPECT_DOUBLE_EQ(o.tau, 0.5);
-  EXPECT_FALSE(o.gumbel);
+  EXPECT_EQ(o.gumbel, RouterNoise::kOff);
   EXPECT_EQ(o.compressed_width(), 12);  // ⌈0.4·24⌉ = 10, rounded up to a multiple of 3 heads
   EXPECT_EQ(o.memory_slots(10), 3);
   EXPECT_EQ(o.memory_slots(100), 5);

@@ -80,7 +80,7 @@ CerebraOptions recall_options(RoutingMode mode) {
   o.memory_max = 2;  // 2 memory slots
   o.compression_ratio = 0.5;
   o.width_scale = 0.5;
-  o.gumbel = true;
+  o.gumbel = RouterNoise::kOn;
   return o;
 }
 

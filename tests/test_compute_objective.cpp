@@ -9,6 +9,7 @@
 
 #include "cerebra/core/config.h"
 #include "cerebra/data/task.h"
+#include "cerebra/models/cerebra_layer.h"
 #include "cerebra/train/compute_objective.h"
 #include "cerebra/train/run.h"
 #include "cerebra/train/spec.h"
@@ -144,6 +145,53 @@ TEST(ComputeSchedule, FractionalWarmUpAndRampAdvanceEveryStep) {
   per_epoch.begin_epoch(4);
   per_epoch.begin_step(3.9);
   EXPECT_NEAR(per_epoch.epoch_summary()["lambda"].get<double>(), 0.05, 1e-12);
+}
+
+// gumbel = anneal (the default): the router's training noise is full when the router switches on, fades along the λ
+// ramp and is gone after it, so the routing that trains on is the routing evaluated. Without a ramp there is none.
+TEST(ComputeSchedule, AnnealedRouterNoiseFadesAlongTheRampAndIsGoneAfterIt) {
+  ComputeSchedule s;
+  s.warm_epochs = 0.25;
+  s.ramp_epochs = 0.5;
+  EXPECT_EQ(s.exploration(0.0), 1.0);
+  EXPECT_EQ(s.exploration(0.25), 1.0);
+  EXPECT_NEAR(s.exploration(0.5), 0.5, 1e-12);
+  EXPECT_EQ(s.exploration(0.75), 0.0);
+  EXPECT_EQ(s.exploration(0.9), 0.0);
+  EXPECT_EQ(ComputeSchedule{}.exploration(0.0), 0.0);
+
+  torch::manual_seed(6);
+  auto model = text_model("cerebra", kN);
+  std::vector<std::shared_ptr<CerebraLayer>> layers;
+  for (const auto& m : model->mixers())
+    if (auto l = std::dynamic_pointer_cast<CerebraLayer>(m)) layers.push_back(l);
+  ASSERT_EQ(layers.size(), 2u);
+  ASSERT_EQ(layers[0]->options().gumbel, RouterNoise::kAnneal);
+  ComputeObjective objective(*model, s);
+  objective.begin_epoch(1);
+  model->train();
+  Batch b = padded_batch({kN, 20, 9, kN});
+  // The selection of the first layer (its input does not depend on the routing) over repeated training forwards.
+  auto selections_differ = [&] {
+    model->forward(b);
+    const torch::Tensor first = layers[0]->last_selected().clone();
+    for (int rep = 0; rep < 8; ++rep) {
+      model->forward(b);
+      if (!torch::equal(first, layers[0]->last_selected())) return true;
+    }
+    return false;
+  };
+  objective.begin_step(0.3);
+  EXPECT_NEAR(layers[0]->noise_scale(), 0.9, 1e-12);
+  EXPECT_TRUE(selections_differ()) << "noise while lambda ramps";
+  objective.begin_step(0.8);
+  EXPECT_EQ(layers[1]->noise_scale(), 0.0);
+  EXPECT_FALSE(selections_differ()) << "no noise after the ramp";
+  model->forward(b);
+  const torch::Tensor trained = layers[0]->last_selected().clone();
+  model->eval();
+  model->forward(b);
+  EXPECT_TRUE(torch::equal(trained, layers[0]->last_selected())) << "training routes as evaluation does";
 }
 
 }  // namespace

@@ -34,6 +34,22 @@ CompressorKind parse_compressor_kind(const std::string& name) {
   TORCH_CHECK(false, "cerebra: compressor must be conv, attnpool or hybrid, got '", name, "'");
 }
 
+RouterNoise parse_router_noise(const std::string& name) {
+  if (name == "false") return RouterNoise::kOff;
+  if (name == "true") return RouterNoise::kOn;
+  if (name == "anneal") return RouterNoise::kAnneal;
+  TORCH_CHECK(false, "cerebra: gumbel must be true, false or anneal, got '", name, "'");
+}
+
+std::string to_string(RouterNoise noise) {
+  switch (noise) {
+    case RouterNoise::kOff: return "false";
+    case RouterNoise::kOn: return "true";
+    case RouterNoise::kAnneal: return "anneal";
+  }
+  return "?";
+}
+
 std::string to_string(RoutingMode mode) {
   switch (mode) {
     case RoutingMode::kSoft: return "soft";
@@ -70,7 +86,7 @@ CerebraOptions CerebraOptions::from_config(const Config& c) {
   o.topk = c.get_int("topk");
   o.k_max = c.get_int("k_max");
   o.tau = c.get_float("tau");
-  o.gumbel = c.get_bool("gumbel");
+  o.gumbel = parse_router_noise(c.get_string("gumbel"));
   o.compressor = parse_compressor_kind(c.get_string("compressor"));
   o.compression_ratio = c.get_float("compression_ratio");
   o.width_scale = c.get_float("width_scale");
@@ -92,7 +108,7 @@ CerebraOptions CerebraOptions::from_config(const Config& c) {
 }
 
 nlohmann::json CerebraOptions::describe() const {
-  return {{"router_mode", to_string(mode)}, {"topk", topk}, {"k_max", k_max}, {"gumbel", gumbel},
+  return {{"router_mode", to_string(mode)}, {"topk", topk}, {"k_max", k_max}, {"gumbel", to_string(gumbel)},
           {"compressor", to_string(compressor)}, {"compression_ratio", compression_ratio},
           {"width_scale", width_scale}, {"memory_max", memory_max}, {"window", window}, {"rec_weight", rec_weight},
           {"cerebra_reference", use_reference}, {"conv_kernel", conv_kernel}, {"pool_queries", pool_queries},
@@ -121,7 +137,10 @@ std::vector<KeySpec> CerebraOptions::keys() {
       {"memory_max", VT::Int, "64", "cerebra: bound on memory slots (<= 0: unbounded, cost quadratic in n)", {}, ""},
       {"window", VT::Int, "8", "cerebra: local window w of the compressed path", {}, ""},
       {"rec_weight", VT::Float, "0", "cerebra: weight alpha of the compressor's reconstruction loss", {}, ""},
-      {"gumbel", VT::Bool, "true", "cerebra: logistic (binary-concrete) noise on the router while training", {}, ""},
+      {"gumbel", VT::String, "anneal", "cerebra: logistic (binary-concrete) noise on the router's scores while "
+       "training: true (always), false (never), anneal (full at the router's switch-on, fading to none at the end "
+       "of the lambda ramp: exploration while lambda ramps, a deterministic router after it; none without a ramp)",
+       {"true", "false", "anneal"}, ""},
       {"conv_kernel", VT::Int, "3", "cerebra: depthwise kernel of the conv and hybrid compressors (odd)", {}, ""},
       {"pool_queries", VT::Int, "64", "cerebra: learned-query bank of attnpool/hybrid when memory_max <= 0", {}, ""},
       {"full_heads", VT::Int, "0", "cerebra: heads of the full path (0 = n_heads; set by structured pruning)", {},

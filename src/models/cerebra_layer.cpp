@@ -205,7 +205,7 @@ torch::Tensor CerebraLayer::forward(const torch::Tensor& x, const torch::Tensor&
     return y;
   }
 
-  routing_ = router->forward(x, mask, opts_, is_training() && opts_.gumbel);
+  routing_ = router->forward(x, mask, opts_, is_training() ? noise_scale() : 0.0);
   const Routing& r = routing_;
   const bool skip = opts_.unrouted == Unrouted::kSkip;
   const bool packed = opts_.mode == RoutingMode::kAdaptive;

@@ -17,13 +17,13 @@ CerebraRouterImpl::CerebraRouterImpl(int64_t d_model) {
 
 // x: (B, n, d), mask: (B, n) bool -> routing (see Routing in the header)
 Routing CerebraRouterImpl::forward(const torch::Tensor& x, const torch::Tensor& mask, const CerebraOptions& o,
-                                   bool noisy) {
+                                   double noise) {
   const int64_t B = x.size(0), n = x.size(1);
   auto z = cerebra::linear(score, x).squeeze(-1);  // (B, n)
-  if (noisy) {
-    // Logistic noise log u − log(1 − u): the binary-concrete relaxation of a Bernoulli(σ(z)) choice.
+  if (noise > 0) {
+    // Logistic noise log u − log(1 − u): the binary-concrete relaxation of a Bernoulli(σ(z)) choice (scale 1).
     auto u = torch::rand_like(z).clamp(1e-6, 1.0 - 1e-6);
-    z = z + (torch::log(u) - torch::log1p(-u));
+    z = z + noise * (torch::log(u) - torch::log1p(-u));
   }
   auto logits = z / o.tau;
   Routing r;

@@ -45,6 +45,8 @@ double ComputeSchedule::temperature(double position) const {
   return tau * std::pow(tau_min / tau, ramp_progress(*this, position));
 }
 
+double ComputeSchedule::exploration(double position) const { return 1.0 - ramp_progress(*this, position); }
+
 bool ComputeSchedule::per_step() const {
   return warm_epochs != std::floor(warm_epochs) || ramp_epochs != std::floor(ramp_epochs);
 }
@@ -80,6 +82,7 @@ void ComputeObjective::apply(double position) {
   for (const auto& m : model_.mixers()) {
     m->set_dense(schedule_.dense(position));
     m->set_temperature(schedule_.temperature(position));
+    m->set_exploration(schedule_.exploration(position));
   }
 }
 

@@ -75,6 +75,7 @@ class CausalCerebraLayer : public SequenceMixer {
   std::map<std::string, double> stats() const override { return stats_; }
   nlohmann::json own_options() const override { return opts_.describe(); }
   void set_temperature(double tau) override;
+  void set_exploration(double scale) override { exploration_ = scale; }
   void set_dense(bool dense) override { dense_ = dense; }
 
   const CerebraOptions& options() const { return opts_; }
@@ -118,6 +119,7 @@ class CausalCerebraLayer : public SequenceMixer {
 
   CerebraOptions opts_;
   bool dense_ = false;
+  double exploration_ = 1.0;  // the schedule's exploration (set_exploration), read under gumbel = anneal
   torch::Tensor selected_, aux_, expected_;
   double realised_ = 0;
   std::map<std::string, double> stats_;

@@ -5,8 +5,10 @@
 //   x: (B, n, d), mask: (B, n) bool (true = real token) -> y: (B, n, d)        (non-causal)
 //
 // Pieces
-//   Router      z_i = x_i·w + b; gate g_i = σ((z_i + ε_i)/τ), ε_i ~ Logistic(0, 1) in training when `gumbel` is on
-//               (binary-concrete), ε_i = 0 otherwise. Tokens are ranked by (z_i + ε_i) with a stable sort, so equal
+//   Router      z_i = x_i·w + b; gate g_i = σ((z_i + a·ε_i)/τ), ε_i ~ Logistic(0, 1) in training (binary-concrete),
+//               0 in evaluation. The noise scale a: `gumbel` on = 1, off = 0, anneal = 1 − the λ ramp's progress
+//               (exploration while λ ramps, a deterministic router after it; none without a ramp; 1 for a layer
+//               used outside the trainer's schedule). Tokens are ranked by (z_i + ε_i) with a stable sort, so equal
 //               scores go to the lower index; padding ranks last and is never routed. Initially w ~ N(0, 0.02²) and
 //               b = 0, or kDenseStartBias under adaptive routing (start dense).
 //                 soft      every token takes both paths: y_i = g_i·y_full,i + (1−g_i)·y_comp,i.
@@ -97,11 +99,15 @@ enum class RoutingMode { kSoft = 0, kTopK = 1, kThreshold = 2, kAdaptive = 3 };
 // block, attention and feed-forward, and keeps its residual).
 enum class Unrouted { kCompressed = 0, kSkip = 1 };
 enum class CompressorKind { kConv = 0, kAttnPool = 1, kHybrid = 2 };
+// Logistic noise on the router in training: never, always (scale 1), or annealed along the λ ramp.
+enum class RouterNoise { kOff = 0, kOn = 1, kAnneal = 2 };
 
 RoutingMode parse_routing_mode(const std::string& name);        // "soft" | "topk" | "threshold" | "adaptive"
 CompressorKind parse_compressor_kind(const std::string& name);  // "conv" | "attnpool" | "hybrid"
+RouterNoise parse_router_noise(const std::string& name);        // "false" | "true" | "anneal"
 std::string to_string(RoutingMode mode);
 std::string to_string(CompressorKind kind);
+std::string to_string(RouterNoise noise);
 
 struct CerebraOptions {
   int64_t d_model = 64;
@@ -110,7 +116,7 @@ struct CerebraOptions {
   int64_t topk = 16;                      // k, tokens per sequence on the full path (topk mode)
   int64_t k_max = 64;                     // cap on routed tokens per sequence (threshold mode)
   double tau = 1.0;                       // gate temperature τ
-  bool gumbel = true;                     // logistic noise on the router in training
+  RouterNoise gumbel = RouterNoise::kAnneal;  // logistic noise on the router in training
   CompressorKind compressor = CompressorKind::kConv;
   double compression_ratio = 0.5;         // r in (0, 1]
   double width_scale = 0.5;               // s in (0, 1]
@@ -217,14 +223,19 @@ struct Routing {
   int64_t comp_start = 0;   // ranks [comp_start, n) compute the compressed path
 };
 
+// The router's training noise scale under `gumbel` = noise when the schedule's exploration is `exploration`.
+inline double router_noise_scale(RouterNoise noise, double exploration) {
+  return noise == RouterNoise::kOff ? 0.0 : noise == RouterNoise::kOn ? 1.0 : exploration;
+}
+
 // The router's initial bias under adaptive routing: σ(3) = 95% of the tokens selected at the start.
 inline constexpr double kDenseStartBias = 3.0;
 
 class CerebraRouterImpl : public torch::nn::Module {
  public:
   explicit CerebraRouterImpl(int64_t d_model);
-  // x: (B, n, d), mask: (B, n) bool -> routing; noise when `noisy`.
-  Routing forward(const torch::Tensor& x, const torch::Tensor& mask, const CerebraOptions& o, bool noisy);
+  // x: (B, n, d), mask: (B, n) bool -> routing; logistic noise of scale `noise` on the scores (0 = none).
+  Routing forward(const torch::Tensor& x, const torch::Tensor& mask, const CerebraOptions& o, double noise);
   torch::nn::Linear score{nullptr};  // d -> 1
 };
 TORCH_MODULE(CerebraRouter);
@@ -268,6 +279,9 @@ class CerebraLayer : public SequenceMixer {
   std::map<std::string, double> stats() const override { return stats_; }
   nlohmann::json own_options() const override { return opts_.describe(); }
   void set_temperature(double tau) override;
+  void set_exploration(double scale) override { exploration_ = scale; }
+  // The router's noise scale in training (see Router above).
+  double noise_scale() const { return router_noise_scale(opts_.gumbel, exploration_); }
   void set_dense(bool dense) override { dense_ = dense; }
   void set_feedforward_flops(double per_token) override { opts_.ffn_token_flops = per_token; }
   bool owns_feedforward() const override { return opts_.owns_feedforward(); }
@@ -319,6 +333,7 @@ class CerebraLayer : public SequenceMixer {
 
   CerebraOptions opts_;
   bool dense_ = false;
+  double exploration_ = 1.0;  // the schedule's exploration (set_exploration), read under gumbel = anneal
   Routing routing_;
   torch::Tensor expected_, rec_loss_;
   torch::Tensor ffn_tokens_, ffn_scale_;  // unrouted = skip: (B, n) the tokens whose feed-forward runs, their factor

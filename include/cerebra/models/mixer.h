@@ -95,9 +95,11 @@ class SequenceMixer : public torch::nn::Module {
   virtual std::vector<double> realised_flops_per_sequence() const { return {}; }
   // Statistics of the last forward for logging, e.g. {"gate_mean": 0.31, "tokens_routed": 16}.
   virtual std::map<std::string, double> stats() const { return {}; }
-  // Schedule hooks the trainer calls: Gumbel/gate temperature, and dense mode (every token on the full path,
+  // Schedule hooks the trainer calls: Gumbel/gate temperature, exploration, and dense mode (every token on the full path,
   // compressor off) for the warm-up epochs of the recipe.
   virtual void set_temperature(double tau) {}
+  // Exploration in [0, 1]: 1 − the λ ramp's progress; a router with annealed noise scales its noise by it.
+  virtual void set_exploration(double scale) {}
   virtual void set_dense(bool dense) {}
 
   // ---- Mixture-of-Depths: a mixer that decides which tokens its block's feed-forward runs on ----

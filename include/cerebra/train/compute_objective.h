@@ -28,6 +28,9 @@ struct ComputeSchedule {
   bool dense(double position) const { return position < warm_epochs; }
   double lambda(double position) const;
   double temperature(double position) const;
+  // 1 − the ramp's progress: 1 until the ramp starts, 0 from its end (and always 0 without a ramp). The scale of the
+  // router's annealed training noise.
+  double exploration(double position) const;
   bool per_step() const;  // warm_epochs or ramp_epochs has a fractional part
   // The first 1-based epoch that starts after the warm-up and the ramp.
   int64_t first_epoch_after_ramp() const;
