@@ -68,10 +68,10 @@ bool wait_for_text(const Child& c, const fs::path& log, const std::string& needl
   }
 }
 
-// metrics.jsonl without the wall-clock fields.
-std::vector<nlohmann::json> metric_lines(const fs::path& dir) {
+// metrics.jsonl (or another log of JSON lines) without the wall-clock fields.
+std::vector<nlohmann::json> metric_lines(const fs::path& dir, const std::string& file = "metrics.jsonl") {
   std::vector<nlohmann::json> lines;
-  std::ifstream in(dir / "metrics.jsonl");
+  std::ifstream in(dir / file);
   for (std::string l; std::getline(in, l);) {
     auto j = nlohmann::json::parse(l);
     j.erase("epoch_seconds");
@@ -173,6 +173,7 @@ void kill_and_resume(const Config& config, const std::string& name) {
   EXPECT_EQ(a["flops"]["realised_per_example"], b["flops"]["realised_per_example"]);
   EXPECT_GE(b["training"].value("resumes", 0), 1);
   EXPECT_EQ(metric_lines(whole), metric_lines(cut));
+  EXPECT_EQ(metric_lines(whole, "steps.jsonl"), metric_lines(cut, "steps.jsonl"));
   expect_same_weights(whole, cut);
   EXPECT_FALSE(fs::exists(cut / kResumeCheckpointFile)) << "a finished run keeps no resume checkpoint";
   fs::remove_all(root);
@@ -201,17 +202,53 @@ TEST(Resume, KilledTabularRunWithSamplerPruningQatEndsBitIdentical) {
   kill_and_resume(c, "tabular");
 }
 
-// Sequence task with a step budget (one epoch of fresh examples): the Cerebra layer (Gumbel-noised routing, the
-// compute penalty) with dropout, checkpoints every 4 steps.
-TEST(Resume, KilledSequenceRunEndsBitIdentical) {
+namespace {
+
+Config sequence_config() {
   Config c;
   for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
            {"task", "mqar"}, {"model", "cerebra"}, {"threads", "1"}, {"d_model", "16"}, {"n_heads", "2"},
            {"n_layers", "1"}, {"dropout", "0.1"}, {"seq_len", "32"}, {"vocab_size", "32"}, {"n_pairs", "4"},
            {"val_examples", "16"}, {"test_examples", "16"}, {"batch_size", "8"}, {"eval_batch_size", "16"},
-           {"steps", "120"}, {"patience", "0"}, {"lambda", "0.01"}, {"checkpoint_every", "4"}})
+           {"steps", "120"}, {"patience", "0"}, {"lambda", "0.01"}, {"gumbel", "true"}, {"checkpoint_every", "4"}})
     c.set(k, v, "test");
+  return c;
+}
+
+}  // namespace
+
+// Sequence task with a step budget (one epoch of fresh examples): the Cerebra layer (Gumbel-noised routing, the
+// compute penalty) with dropout, checkpoints every 4 steps, a validation line in steps.jsonl every 6.
+TEST(Resume, KilledSequenceRunEndsBitIdentical) {
+  Config c = sequence_config();
+  c.set("log_every", "6", "test");
   kill_and_resume(c, "sequence");
+}
+
+// Validation inside the epoch (log_every) writes a line every N steps and changes nothing about training: the same
+// weights and metrics as without it.
+TEST(Resume, StepLogValidatesWithoutChangingTraining) {
+  const fs::path root = test::temp_dir("step_log");
+  Config c = sequence_config();
+  c.set("steps", "40", "test");
+  train_run(parse_run_spec(c), (root / "plain").string(), RunOptions{true});
+  c.set("log_every", "15", "test");
+  train_run(parse_run_spec(c), (root / "logged").string(), RunOptions{true});
+  EXPECT_FALSE(fs::exists(root / "plain" / "steps.jsonl"));
+  const auto lines = metric_lines(root / "logged", "steps.jsonl");
+  ASSERT_EQ(lines.size(), 2u);  // steps 15 and 30; the 40th ends the epoch, whose line is in metrics.jsonl
+  EXPECT_EQ(lines[0]["step"], 15);
+  EXPECT_EQ(lines[1]["step"], 30);
+  for (const auto& l : lines) {
+    EXPECT_TRUE(std::isfinite(l["val_loss"].get<double>())) << l.dump();
+    EXPECT_TRUE(std::isfinite(l["train_loss"].get<double>())) << l.dump();
+    EXPECT_GT(l["val_relative_flops"].get<double>(), 0.0) << l.dump();
+  }
+  EXPECT_NEAR(lines[1]["position"].get<double>(), 0.75, 1e-12);
+  expect_same_weights(root / "plain", root / "logged");
+  EXPECT_EQ(read_json_file(root / "plain" / "summary.json")["metrics"],
+            read_json_file(root / "logged" / "summary.json")["metrics"]);
+  fs::remove_all(root);
 }
 
 // ---- the NaN guard: an overflowing learning rate (weights ~1e30 after the first step, so the second step's

@@ -89,6 +89,10 @@ std::vector<KeySpec> build_schema() {
       {"checkpoint_every", VT::Int, "500",
        "also write the resume checkpoint (resume.pt, always written at each epoch's end) every N optimizer steps "
        "inside an epoch (0 = at epoch ends only)", {}, "training"},
+      {"log_every", VT::Int, "0",
+       "every N optimizer steps inside an epoch, validate and append a line to steps.jsonl (step, train loss since "
+       "the last line, validation loss, lr, and the compute objective's lambda, tau and realised FLOPs), and print it "
+       "(0 = epoch ends only; metrics.jsonl keeps one line per epoch)", {}, "training"},
       {"nan_policy", VT::String, "stop",
        "a NaN or inf in the loss or the gradients: stop (the run ends with an error naming the epoch and step; the "
        "last good checkpoint is kept) or skip the step (no update) up to nan_skip_limit times",

@@ -429,6 +429,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
   TrainerOptions to = spec.trainer;
   to.quiet = options.quiet || !writer;
   to.metrics_path = writer ? (out / "metrics.jsonl").string() : "";
+  to.steps_path = writer && to.log_every > 0 ? (out / "steps.jsonl").string() : "";
   to.checkpoint_path = (out / kResumeCheckpointFile).string();
   to.resume = resume;
   to.dist = dist;

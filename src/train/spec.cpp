@@ -175,10 +175,13 @@ TrainerOptions parse_trainer(const Config& c) {
   o.seed = static_cast<uint64_t>(c.get_int("seed"));
   o.sampler = parse_sampler(c);
   o.checkpoint_every = c.get_int("checkpoint_every");
+  o.log_every = c.get_int("log_every");
   o.nan_policy = c.get_string("nan_policy");
   o.nan_skip_limit = c.get_int("nan_skip_limit");
   if (o.checkpoint_every < 0)
     throw ConfigError("checkpoint_every must be >= 0 (0 = at epoch ends only), got " + std::to_string(o.checkpoint_every));
+  if (o.log_every < 0)
+    throw ConfigError("log_every must be >= 0 (0 = epoch ends only), got " + std::to_string(o.log_every));
   if (o.nan_skip_limit < 0) throw ConfigError("nan_skip_limit must be >= 0, got " + std::to_string(o.nan_skip_limit));
   if (o.epochs < 1) throw ConfigError("epochs must be >= 1, got " + std::to_string(o.epochs));
   if (o.steps < 0) throw ConfigError("steps must be >= 0 (0 = epochs), got " + std::to_string(o.steps));

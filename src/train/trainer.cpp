@@ -197,7 +197,10 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
     TORCH_CHECK(hooks.per_example_loss, "train_model: the compute-aware sampler needs a per-example loss");
     sampler = std::make_unique<Sampler>(n, o.sampler);
   }
-  int64_t step = 0, since_best = 0, examples_seen = 0, metrics_bytes = 0;
+  int64_t step = 0, since_best = 0, examples_seen = 0, metrics_bytes = 0, steps_bytes = 0;
+  double log_loss_sum = 0;  // task loss × examples since the last steps.jsonl line
+  int64_t log_examples = 0;
+  Clock::time_point log_t0 = Clock::now();
   double train_seconds = 0;
   double loss_sum = 0, epoch_elapsed = 0;  // of the epoch being trained
   int64_t start_epoch = 1, start_batch = 0;
@@ -230,6 +233,9 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
     write_ints(ar, "perm", perm);
     write_ints(ar, "epoch_pos", epoch_pos);
     write_int(ar, "metrics_bytes", metrics_bytes);
+    write_int(ar, "steps_bytes", steps_bytes);
+    write_double(ar, "log_loss_sum", log_loss_sum);
+    write_int(ar, "log_examples", log_examples);
     ar.write("torch_rng", at::detail::getDefaultCPUGenerator().get_state(), /*is_buffer=*/true);
     torch::serialize::OutputArchive weights, optimizer, hook_state;
     model.save(weights);
@@ -294,6 +300,10 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
       perm = read_ints(ar, "perm");
       epoch_pos = read_ints(ar, "epoch_pos");
       metrics_bytes = read_int(ar, "metrics_bytes");
+      c10::IValue v;  // absent from checkpoints written before steps.jsonl existed
+      if (ar.try_read("steps_bytes", v) && v.isInt()) steps_bytes = v.toInt();
+      if (ar.try_read("log_loss_sum", v) && v.isDouble()) log_loss_sum = v.toDouble();
+      if (ar.try_read("log_examples", v) && v.isInt()) log_examples = v.toInt();
       TORCH_CHECK(static_cast<int64_t>(perm.size()) == n, "the permutation has ", perm.size(), " entries");
       TORCH_CHECK(start_batch == 0 || static_cast<int64_t>(epoch_pos.size()) == n, "the epoch order has ",
                   epoch_pos.size(), " entries");
@@ -317,21 +327,29 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
                                            start_batch + 1, steps_per_epoch, step + 1, o.checkpoint_path));
   }
 
-  std::ofstream metrics;
-  if (!o.metrics_path.empty()) {
-    if (r.resumes > 0) {  // drop the lines written after the checkpoint
+  // A log file: new, or on resume cut back to the `bytes` the checkpoint records (lines written after it go).
+  auto open_log = [&](std::ofstream& f, const std::string& path, int64_t bytes) {
+    if (path.empty()) return;
+    if (r.resumes > 0) {
       std::error_code ec;
-      const auto size = std::filesystem::file_size(o.metrics_path, ec);
-      if (ec || static_cast<int64_t>(size) < metrics_bytes)
-        throw std::runtime_error("cannot resume: " + o.metrics_path + " is shorter than the checkpoint records (" +
-                                 std::to_string(metrics_bytes) + " bytes)");
-      std::filesystem::resize_file(o.metrics_path, static_cast<uintmax_t>(metrics_bytes));
-      metrics.open(o.metrics_path, std::ios::app);
+      const auto size = std::filesystem::file_size(path, ec);
+      if (ec && bytes == 0) {
+        f.open(path);
+      } else {
+        if (ec || static_cast<int64_t>(size) < bytes)
+          throw std::runtime_error("cannot resume: " + path + " is shorter than the checkpoint records (" +
+                                   std::to_string(bytes) + " bytes)");
+        std::filesystem::resize_file(path, static_cast<uintmax_t>(bytes));
+        f.open(path, std::ios::app);
+      }
     } else {
-      metrics.open(o.metrics_path);
+      f.open(path);
     }
-    if (!metrics) throw std::runtime_error("cannot write " + o.metrics_path);
-  }
+    if (!f) throw std::runtime_error("cannot write " + path);
+  };
+  std::ofstream metrics, steps_log;
+  open_log(metrics, o.metrics_path, metrics_bytes);
+  open_log(steps_log, o.steps_path, steps_bytes);
 
   // A non-finite loss or gradient at this step: stops training (policy stop, or too many skipped), or counts a skip.
   auto non_finite = [&](const std::string& what, int64_t epoch, int64_t batch) {
@@ -449,6 +467,43 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
       const double rate = static_cast<double>(hi - first_batch * o.batch_size) / std::max(el, 1e-9);
       const double remaining = static_cast<double>((o.epochs - epoch) * n + (n - hi)) / std::max(rate, 1e-9);
       progress.update(epoch, o.epochs, b + 1, steps_per_epoch, loss_sum / static_cast<double>(hi), rate, remaining);
+      log_loss_sum += task_value * static_cast<double>(hi - lo);
+      log_examples += hi - lo;
+      if (o.log_every > 0 && (step + 1) % o.log_every == 0 && b + 1 < steps_per_epoch) {
+        // Validation inside the epoch: the loss, and the compute objective's report (realised FLOPs of a validation
+        // batch, λ, τ, routing); evaluation draws no random numbers, so training goes on as without it.
+        const double vl = val_loss_of();
+        nlohmann::json line = {{"step", step + 1},
+                               {"epoch", epoch},
+                               {"position", static_cast<double>(epoch - 1) +
+                                                static_cast<double>(b + 1) / static_cast<double>(steps_per_epoch)},
+                               {"train_loss", log_loss_sum / static_cast<double>(std::max<int64_t>(1, log_examples))},
+                               {"val_loss", vl},
+                               {"lr", lr},
+                               {"examples_per_second",
+                                static_cast<double>(log_examples) / std::max(seconds_since(log_t0), 1e-9)}};
+        if (hooks.describe_val) line.update(hooks.describe_val(vl));
+        if (hooks.epoch_report) line.update(hooks.epoch_report());
+        if (steps_log.is_open()) {
+          const std::string text = line.dump() + "\n";
+          steps_log << text;
+          steps_log.flush();
+          if (!steps_log) throw std::runtime_error("cannot write " + o.steps_path);
+          steps_bytes += static_cast<int64_t>(text.size());
+        }
+        if (!o.quiet) {
+          progress.finish();
+          std::string extra;
+          if (line.contains("val_relative_flops"))
+            extra = fmt::format("  lambda {:.3g}  FLOPs {:.3f} of dense", line["lambda"].get<double>(),
+                                line["val_relative_flops"].get<double>());
+          std::cerr << fmt::format("  step {}/{}  train loss {:.4f}  val loss {:.4f}{}\n", step + 1, total_steps,
+                                   line["train_loss"].get<double>(), vl, extra);
+        }
+        log_loss_sum = 0;
+        log_examples = 0;
+        log_t0 = Clock::now();
+      }
       if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 && b + 1 < steps_per_epoch)
         write_checkpoint(epoch, b + 1, step + 1, epoch_elapsed + seconds_since(t0), false);
     }

@@ -27,6 +27,10 @@ struct TrainerOptions {
   uint64_t seed = 42;
   bool quiet = false;
   std::string metrics_path;  // metrics.jsonl; empty = not written
+  // Every log_every optimizer steps inside an epoch (0 = never): validate and append a line to steps_path
+  // (steps.jsonl; empty = not written), printed unless quiet.
+  int64_t log_every = 0;
+  std::string steps_path;
   SamplerOptions sampler;    // compute-aware sampler (cerebra/sampler.h); off = seeded shuffles
   // The resume checkpoint (see "Checkpoints" below); empty = none written.
   std::string checkpoint_path;
