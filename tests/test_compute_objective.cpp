@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cerebra/core/config.h"
@@ -19,8 +20,10 @@ namespace {
 
 constexpr int64_t kN = 32, kVocab = 20;
 
-std::shared_ptr<Model> text_model(const std::string& model, int64_t n) {
+std::shared_ptr<Model> text_model(const std::string& model, int64_t n,
+                                  const std::vector<std::pair<std::string, std::string>>& extra = {}) {
   Config c;
+  for (const auto& [k, v] : extra) c.set(k, v, "test");
   c.set("task", "wordnet", "test");
   c.set("model", model, "test");
   c.set("d_model", "16", "test");
@@ -147,7 +150,7 @@ TEST(ComputeSchedule, FractionalWarmUpAndRampAdvanceEveryStep) {
   EXPECT_NEAR(per_epoch.epoch_summary()["lambda"].get<double>(), 0.05, 1e-12);
 }
 
-// gumbel = anneal (the default): the router's training noise is full when the router switches on, fades along the λ
+// gumbel = anneal: the router's training noise is full when the router switches on, fades along the λ
 // ramp and is gone after it, so the routing that trains on is the routing evaluated. Without a ramp there is none.
 TEST(ComputeSchedule, AnnealedRouterNoiseFadesAlongTheRampAndIsGoneAfterIt) {
   ComputeSchedule s;
@@ -161,7 +164,7 @@ TEST(ComputeSchedule, AnnealedRouterNoiseFadesAlongTheRampAndIsGoneAfterIt) {
   EXPECT_EQ(ComputeSchedule{}.exploration(0.0), 0.0);
 
   torch::manual_seed(6);
-  auto model = text_model("cerebra", kN);
+  auto model = text_model("cerebra", kN, {{"gumbel", "anneal"}});
   std::vector<std::shared_ptr<CerebraLayer>> layers;
   for (const auto& m : model->mixers())
     if (auto l = std::dynamic_pointer_cast<CerebraLayer>(m)) layers.push_back(l);

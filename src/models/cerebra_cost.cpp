@@ -137,9 +137,10 @@ std::vector<KeySpec> CerebraOptions::keys() {
       {"memory_max", VT::Int, "64", "cerebra: bound on memory slots (<= 0: unbounded, cost quadratic in n)", {}, ""},
       {"window", VT::Int, "8", "cerebra: local window w of the compressed path", {}, ""},
       {"rec_weight", VT::Float, "0", "cerebra: weight alpha of the compressor's reconstruction loss", {}, ""},
-      {"gumbel", VT::String, "anneal", "cerebra: logistic (binary-concrete) noise on the router's scores while "
+      {"gumbel", VT::String, "true", "cerebra: logistic (binary-concrete) noise on the router's scores while "
        "training: true (always), false (never), anneal (full at the router's switch-on, fading to none at the end "
-       "of the lambda ramp: exploration while lambda ramps, a deterministic router after it; none without a ramp)",
+       "of the lambda ramp: exploration while lambda ramps, then the routing that evaluation uses; none without a "
+       "ramp)",
        {"true", "false", "anneal"}, ""},
       {"conv_kernel", VT::Int, "3", "cerebra: depthwise kernel of the conv and hybrid compressors (odd)", {}, ""},
       {"pool_queries", VT::Int, "64", "cerebra: learned-query bank of attnpool/hybrid when memory_max <= 0", {}, ""},

@@ -116,7 +116,7 @@ struct CerebraOptions {
   int64_t topk = 16;                      // k, tokens per sequence on the full path (topk mode)
   int64_t k_max = 64;                     // cap on routed tokens per sequence (threshold mode)
   double tau = 1.0;                       // gate temperature τ
-  RouterNoise gumbel = RouterNoise::kAnneal;  // logistic noise on the router in training
+  RouterNoise gumbel = RouterNoise::kOn;  // logistic noise on the router in training
   CompressorKind compressor = CompressorKind::kConv;
   double compression_ratio = 0.5;         // r in (0, 1]
   double width_scale = 0.5;               // s in (0, 1]
