@@ -2,13 +2,16 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <filesystem>
+#include <map>
 #include <fstream>
 
 #include "cerebra/train/spec.h"
 #include "cerebra/core/config.h"
 #include "cerebra/models/baselines.h"
 #include "cerebra/core/flop_counter.h"
+#include "cerebra/core/op_profiler.h"
 #include "cerebra/models/models.h"
 #include "cerebra/core/runtime.h"
 #include "cerebra/data/tabular.h"
@@ -301,6 +304,38 @@ TEST_P(EveryModel, AnalyticFlopsMatchMeasured) {
 
 // Every model a tabular task can build, including each registered sequence mixer.
 INSTANTIATE_TEST_SUITE_P(Tabular, EveryModel, ::testing::ValuesIn(tabular_model_names()));
+
+// The profiler times outermost records only: a matmul's forward and its backward node appear once per call, the
+// ops nested in them (the backward's own mm calls) are not counted again, and the total fits inside the wall time.
+TEST(OpProfiler, TimesOutermostOpsOncePerCall) {
+  auto a = torch::randn({64, 64}, torch::requires_grad()), b = torch::randn({64, 64});
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<OpProfiler::Entry> entries;
+  double total = 0;
+  {
+    OpProfiler profiler;
+    for (int i = 0; i < 3; ++i) torch::mm(a, b).sum().backward();
+    entries = profiler.entries();
+    total = profiler.total_seconds();
+    EXPECT_THROW(OpProfiler(), std::logic_error);
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::map<std::string, int64_t> calls;
+  for (const auto& e : entries) {
+    calls[e.op] = e.calls;
+    EXPECT_GE(e.seconds, 0.0) << e.op;
+  }
+  EXPECT_EQ(calls["aten::mm"], 3);  // the forward's; the backward's mm runs inside MmBackward0
+  int64_t mm_backward = 0;
+  for (const auto& [op, n] : calls)
+    if (op.find("MmBackward0") != std::string::npos) mm_backward += n;
+  EXPECT_EQ(mm_backward, 3);
+  EXPECT_GT(total, 0.0);
+  EXPECT_LE(total, wall);
+  for (size_t i = 1; i < entries.size(); ++i) EXPECT_GE(entries[i - 1].seconds, entries[i].seconds);
+  OpProfiler again;  // the first one stopped: a new one may start, with nothing recorded
+  EXPECT_TRUE(again.entries().empty());
+}
 
 TEST(FlopCounter, CountsMatmulClassOpsFromShapes) {
   auto a = torch::randn({5, 7}), b = torch::randn({7, 3});

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "cerebra/core/op_profiler.h"
 #include "cerebra/models/mixer.h"
 #include "cerebra/core/runtime.h"
 
@@ -47,6 +48,7 @@ struct BenchLayersArgs {
   int64_t gemm_n = 1024;
   std::string out = "runs/bench-layers";
   std::vector<std::string> sets;  // key=value: a mixer option for every implementation whose mixer has the key
+  int breakdown = 0;              // > 0: after the timed steps, profile as many more and print this many top ops
 };
 
 // One implementation to run: a registered mixer name plus, for attention, its attention_impl and, for aft, its
@@ -64,6 +66,9 @@ struct Record {
   std::string reason;
   double ms = 0, tokens_per_s = 0, gflops = 0, pct_peak = 0, peak_mib = 0;
   double forward_flops = 0, est_mem_gib = 0;
+  // --breakdown: per-op wall time per step of the profiled steps, and their mean step time.
+  std::vector<OpProfiler::Entry> ops;
+  double profiled_step_s = 0;
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -175,6 +180,48 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
+// The profiled steps' ops, the largest first: ms per step, share of the step, calls per step; then the time outside
+// recorded ops.
+void print_breakdown(const Record& r, int top) {
+  double inside = 0;
+  for (const auto& e : r.ops) inside += e.seconds;
+  const double step = std::max(r.profiled_step_s, 1e-12);
+  std::printf("    %-58s %9s %6s %7s\n", "op (outermost records, per step)", "ms", "%", "calls");
+  int shown = 0;
+  double rest = 0;
+  int64_t rest_calls = 0;
+  for (const auto& e : r.ops) {
+    if (shown++ < top) {
+      // "autograd::engine::evaluate_function: MmBackward0" -> "backward MmBackward0"
+      std::string name = e.op;
+      const std::string prefix = "autograd::engine::evaluate_function: ";
+      if (name.rfind(prefix, 0) == 0) name = "backward " + name.substr(prefix.size());
+      std::printf("    %-58s %9.3f %6.1f %7lld\n", name.substr(0, 58).c_str(), 1e3 * e.seconds, 100.0 * e.seconds / step,
+                  static_cast<long long>(e.calls));
+    } else {
+      rest += e.seconds;
+      rest_calls += e.calls;
+    }
+  }
+  if (rest > 0)
+    std::printf("    %-58s %9.3f %6.1f %7lld\n", "(other ops)", 1e3 * rest, 100.0 * rest / step,
+                static_cast<long long>(rest_calls));
+  std::printf("    %-58s %9.3f %6.1f\n", "(outside recorded ops)", 1e3 * std::max(0.0, step - inside),
+              100.0 * std::max(0.0, step - inside) / step);
+}
+
+nlohmann::json breakdown_json(const Record& r) {
+  nlohmann::json ops = nlohmann::json::array();
+  double inside = 0;
+  for (const auto& e : r.ops) {
+    inside += e.seconds;
+    ops.push_back({{"op", e.op}, {"ms_per_step", 1e3 * e.seconds}, {"calls_per_step", e.calls}});
+  }
+  return {{"profiled_step_ms", 1e3 * r.profiled_step_s},
+          {"outside_ops_ms", 1e3 * std::max(0.0, r.profiled_step_s - inside)},
+          {"ops", ops}};
+}
+
 // One configuration: warm-up, then `repeats` timed steps; the median time and the largest peak above baseline.
 void measure(const Impl& impl, int64_t n, const BenchLayersArgs& a, const std::map<std::string, std::string>& sets,
              Record& r) {
@@ -200,6 +247,23 @@ void measure(const Impl& impl, int64_t n, const BenchLayersArgs& a, const std::m
     peak = std::max(peak, peak_tensor_bytes() - base);
     if (i > 0) times.push_back(s);  // step 0 is the warm-up
   }
+  if (a.breakdown > 0) {
+    // Profiled apart from the timed steps (the callbacks add a little to every op).
+    OpProfiler profiler;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < a.repeats; ++i) {
+      mixer->zero_grad();
+      x.mutable_grad() = torch::Tensor();
+      auto y = mixer->forward(x, {});
+      y.backward(gy);
+    }
+    r.profiled_step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / a.repeats;
+    r.ops = profiler.entries();
+    for (auto& e : r.ops) {
+      e.seconds /= a.repeats;
+      e.calls /= a.repeats;
+    }
+  }
   const double t = median(times);
   r.ms = 1e3 * t;
   r.tokens_per_s = static_cast<double>(a.batch * n) / t;
@@ -214,6 +278,7 @@ int run_bench_layers(const BenchLayersArgs& a) {
   try {
     if (a.d <= 0 || a.heads <= 0 || a.batch <= 0 || a.repeats <= 0)
       throw std::invalid_argument("--d, --heads, --batch and --repeats must be positive");
+    if (a.breakdown < 0) throw std::invalid_argument("--breakdown must be >= 0 (0 = off)");
     if (a.d % a.heads != 0) throw std::invalid_argument("--d must be divisible by --heads");
     for (int64_t n : a.lengths)
       if (n <= 0) throw std::invalid_argument("sequence lengths must be positive");
@@ -300,6 +365,7 @@ int run_bench_layers(const BenchLayersArgs& a) {
                     r.ms, r.tokens_per_s, r.gflops, r.pct_peak, r.peak_mib);
         std::fprintf(stderr, "[%zu/%zu] %s n=%lld: %.2f ms, %.2f GFLOP/s, %.1f MiB\n", index, total,
                      impl.label.c_str(), static_cast<long long>(n), r.ms, r.gflops, r.peak_mib);
+        if (a.breakdown > 0) print_breakdown(r, a.breakdown);
       } else {
         std::printf("%-18s %7lld %10s %12s %9s %7s %10s  %s\n", r.impl.c_str(), static_cast<long long>(n), "-", "-",
                     "-", "-", "-", r.reason.c_str());
@@ -329,6 +395,7 @@ int run_bench_layers(const BenchLayersArgs& a) {
       nlohmann::json j = {{"impl", r.impl},       {"n", r.n},           {"d", a.d},
                           {"heads", a.heads},     {"batch", a.batch},   {"status", r.status},
                           {"reason", r.reason},   {"est_mem_gib", r.est_mem_gib}};
+      if (ok && a.breakdown > 0) j["breakdown"] = breakdown_json(r);
       if (ok) {
         j["ms"] = r.ms;
         j["tokens_per_s"] = r.tokens_per_s;
@@ -394,6 +461,11 @@ CLI::App* add_bench_layers_command(CLI::App* bench, Commands& commands) {
                   "Skip a configuration whose predicted time (warm-up + repeats, scaled from the previous length "
                   "by n^p: p = 2 for attention, 1 otherwise, or the growth observed over the last two lengths "
                   "when steeper) exceeds this")
+      ->capture_default_str();
+  cmd->add_option("--breakdown", args->breakdown,
+                  "Profile --repeats more steps per configuration and print the N ops that take the most time (from "
+                  "LibTorch's RecordFunction records: outermost ATen ops and autograd backward nodes, ms per step and "
+                  "share) and the time outside them; results.json gets every op (0 = off)")
       ->capture_default_str();
   cmd->add_option("--gemm-n", args->gemm_n, "Matrix size of the GEMM peak measurement")->capture_default_str();
   cmd->add_option("--out", args->out, "Output directory for results.csv and results.json")->capture_default_str();
