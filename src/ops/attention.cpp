@@ -11,6 +11,7 @@
 //   copy; with at least as many batch·heads as threads there is one group and no copy. No atomics, no races.
 #include "cerebra/ops/attention.h"
 
+#include <ATen/record_function.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -348,6 +349,7 @@ struct TiledAttentionFunction : public torch::autograd::Function<TiledAttentionF
   // The layout's tensors are not differentiable inputs (autograd functions take no undefined tensor inputs).
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Layout& lay, bool causal, double scale, const AttentionTiling& tiling) {
+    RECORD_FUNCTION("cerebra::tiled_attention", std::vector<c10::IValue>());  // named in profiles (bench layers --breakdown)
     auto qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
     auto [out, lse] = forward_kernel(qc, kc, vc, lay, causal, scale, tiling);
     ctx->save_for_backward({qc, kc, vc, out, lse});

@@ -16,6 +16,7 @@
 //   when there are at least as many lanes as threads). No atomics, no races.
 #include "cerebra/ops/banded_attention.h"
 
+#include <ATen/record_function.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -356,6 +357,7 @@ struct BandedAttentionFunction : public torch::autograd::Function<BandedAttentio
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                         const c10::optional<Tensor>& key_mask, int64_t window_left, int64_t window_right,
                         int64_t dilation, double scale, const BandedTiling& tiling) {
+    RECORD_FUNCTION("cerebra::banded_attention", std::vector<c10::IValue>());  // named in profiles (bench layers --breakdown)
     auto qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
     const Tensor mask = key_mask.has_value() ? *key_mask : Tensor();
     auto [out, lse] = forward_kernel(qc, kc, vc, mask, {window_left, window_right, dilation}, scale, tiling);

@@ -21,6 +21,7 @@
 // multiple of the thread count), and dA, dDskip are written per (b, d) and summed over b afterwards.
 #include "cerebra/ops/selective_scan.h"
 
+#include <ATen/record_function.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -441,6 +442,7 @@ struct ScanFunction : public torch::autograd::Function<ScanFunction> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& u,
                                                 const Tensor& dt, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
                                                 const c10::optional<Tensor>& Dskip, int64_t chunk) {
+    RECORD_FUNCTION("cerebra::selective_scan", std::vector<c10::IValue>());  // named in profiles (bench layers --breakdown)
     ScanTensors t{u.contiguous(),
                   dt.contiguous(),
                   A.contiguous(),

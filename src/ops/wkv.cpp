@@ -25,6 +25,7 @@
 // dwd and du are written per (b, c) and summed over b afterwards (no races between work items).
 #include "cerebra/ops/wkv.h"
 
+#include <ATen/record_function.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -271,6 +272,7 @@ struct WkvFunction : public torch::autograd::Function<WkvFunction> {
   // wd, u: (C), k, v: (B, T, C) -> {y: (B, T, C)}
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& wd,
                                                 const Tensor& u, const Tensor& k, const Tensor& v) {
+    RECORD_FUNCTION("cerebra::wkv", std::vector<c10::IValue>());  // named in profiles (bench layers --breakdown)
     auto wdc = wd.contiguous(), uc = u.contiguous(), kc = k.contiguous(), vc = v.contiguous();
     auto y = forward_kernel(wdc, uc, kc, vc);
     ctx->save_for_backward({wdc, uc, kc, vc, y});
