@@ -201,7 +201,8 @@ torch::Tensor CausalCerebraLayer::forward(const torch::Tensor& x, const torch::T
     selected_ = torch::ones({B, n}, torch::kBool);
   } else {
     const bool training = is_training();
-    Routing r = router->forward(x, real, opts_, training ? router_noise_scale(opts_.gumbel, exploration_) : 0.0);  // padding never selected
+    const double noise = training ? router_noise_scale(opts_.gumbel, exploration_) : 0.0;
+    Routing r = router->forward(x, real, opts_, noise);  // padding never selected
     gates = r.gates;
     auto p = predictor_logits(x);
     auto predicted = (p > 0).logical_and(real);

@@ -350,6 +350,14 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
   std::ofstream metrics, steps_log;
   open_log(metrics, o.metrics_path, metrics_bytes);
   open_log(steps_log, o.steps_path, steps_bytes);
+  // One JSON line appended and flushed; `bytes` (what the checkpoint records) grows by its length.
+  auto append_line = [](std::ofstream& f, const std::string& path, const nlohmann::json& line, int64_t& bytes) {
+    const std::string text = line.dump() + "\n";
+    f << text;
+    f.flush();
+    if (!f) throw std::runtime_error("cannot write " + path);
+    bytes += static_cast<int64_t>(text.size());
+  };
 
   // A non-finite loss or gradient at this step: stops training (policy stop, or too many skipped), or counts a skip.
   auto non_finite = [&](const std::string& what, int64_t epoch, int64_t batch) {
@@ -484,13 +492,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
                                 static_cast<double>(log_examples) / std::max(seconds_since(log_t0), 1e-9)}};
         if (hooks.describe_val) line.update(hooks.describe_val(vl));
         if (hooks.epoch_report) line.update(hooks.epoch_report());
-        if (steps_log.is_open()) {
-          const std::string text = line.dump() + "\n";
-          steps_log << text;
-          steps_log.flush();
-          if (!steps_log) throw std::runtime_error("cannot write " + o.steps_path);
-          steps_bytes += static_cast<int64_t>(text.size());
-        }
+        if (steps_log.is_open()) append_line(steps_log, o.steps_path, line, steps_bytes);
         if (!o.quiet) {
           progress.finish();
           std::string extra;
@@ -547,11 +549,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
       if (hooks.describe_val) line.update(hooks.describe_val(vl));
       if (hooks.epoch_report) line.update(hooks.epoch_report());
       if (sampler) line.update(sampler->epoch_stats(sampled));
-      const std::string text = line.dump() + "\n";
-      metrics << text;
-      metrics.flush();
-      if (!metrics) throw std::runtime_error("cannot write " + o.metrics_path);
-      metrics_bytes += static_cast<int64_t>(text.size());
+      append_line(metrics, o.metrics_path, line, metrics_bytes);
     }
     const bool stop = o.patience > 0 && since_best >= o.patience;
     finished = stop || epoch == o.epochs;
