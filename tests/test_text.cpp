@@ -21,6 +21,7 @@
 #include "cerebra/models/text_baselines.h"
 #include "cerebra/train/run.h"
 #include "cerebra/train/spec.h"
+#include "cerebra/train/train.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;
@@ -243,6 +244,82 @@ TEST(TextBaselines, NaiveBayesMatchesItsDefinition) {
   const double l1 = std::log(1.0 / 3) + std::log(1.0 / 6) + std::log(2.0 / 6);
   EXPECT_NEAR(logits[0][0].item<double>(), l0, 1e-5);
   EXPECT_NEAR(logits[0][1].item<double>(), l1, 1e-5);
+}
+
+// group_by_length: every epoch trains on every example once, in batches that pad far less than shuffled ones, in an
+// order that changes from epoch to epoch and is the same for the same seed; a task of one length refuses it.
+TEST(TextTraining, GroupByLengthBatchesSimilarLengthsAndSeesEveryExampleOnce) {
+  const RunSpec spec = parse_run_spec(text_config("transformer"));
+  auto task = make_seq_task(spec.task);
+  const int64_t n = task->size(Part::Train), kVal = int64_t{1} << 20;  // validation rows are kVal + index
+  std::vector<int64_t> train_rows(static_cast<size_t>(n)), val_rows(static_cast<size_t>(task->size(Part::Val)));
+  std::iota(train_rows.begin(), train_rows.end(), 0);
+  std::iota(val_rows.begin(), val_rows.end(), kVal);
+  auto batches_of = [&](bool group, uint64_t seed) {
+    torch::manual_seed(1);
+    auto net = make_model(spec.model, task->info());
+    TrainerOptions o = spec.trainer;
+    o.quiet = true;
+    o.group_by_length = group;
+    o.seed = seed;
+    o.epochs = 2;
+    o.patience = 0;
+    o.batch_size = 8;
+    std::vector<std::vector<int64_t>> batches;
+    TrainerHooks h;
+    h.make_batch = [&](const std::vector<int64_t>& rows) {
+      if (rows.front() >= kVal) {
+        std::vector<int64_t> v;
+        for (auto r : rows) v.push_back(r - kVal);
+        return task->batch(Part::Val, v);
+      }
+      batches.push_back(rows);
+      return task->batch(Part::Train, rows);
+    };
+    h.example_length = [&](int64_t row) { return task->length(Part::Train, row); };
+    h.loss = [&](const torch::Tensor& pred, const Batch& b) { return task->loss(pred, b); };
+    train_model(*net, train_rows, val_rows, o, h);
+    return batches;
+  };
+  // Padding: the tokens of the padded batches over the examples' own tokens.
+  auto padding = [&](const std::vector<std::vector<int64_t>>& batches) {
+    double padded = 0, own = 0;
+    for (const auto& b : batches) {
+      int64_t longest = 0;
+      for (auto r : b) {
+        longest = std::max(longest, task->length(Part::Train, r));
+        own += static_cast<double>(task->length(Part::Train, r));
+      }
+      padded += static_cast<double>(longest * static_cast<int64_t>(b.size()));
+    }
+    return padded / own;
+  };
+  const auto grouped = batches_of(true, 7), shuffled = batches_of(false, 7);
+  const size_t per_epoch = static_cast<size_t>((n + 7) / 8);
+  ASSERT_EQ(grouped.size(), 2 * per_epoch);
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    std::vector<int64_t> seen;
+    for (size_t b = epoch * per_epoch; b < (epoch + 1) * per_epoch; ++b)
+      seen.insert(seen.end(), grouped[b].begin(), grouped[b].end());
+    std::sort(seen.begin(), seen.end());
+    EXPECT_EQ(seen, train_rows) << "epoch " << epoch + 1;
+  }
+  EXPECT_LT(padding(grouped), 1.0 + 0.5 * (padding(shuffled) - 1.0))
+      << "grouped " << padding(grouped) << ", shuffled " << padding(shuffled);
+  EXPECT_NE(std::vector<std::vector<int64_t>>(grouped.begin(), grouped.begin() + per_epoch),
+            std::vector<std::vector<int64_t>>(grouped.begin() + per_epoch, grouped.end()));
+  EXPECT_EQ(batches_of(true, 7), grouped);
+  EXPECT_NE(batches_of(true, 8), grouped);
+  // A task whose examples all have one length has nothing to group: the run says so before training.
+  Config mqar;
+  mqar.set("task", "mqar", "test");
+  mqar.set("group_by_length", "true", "test");
+  const fs::path dir = temp_dir("group_mqar");
+  const std::string msg = error_of([&] { train_run(parse_run_spec(mqar), dir.string(), RunOptions{true}); });
+  EXPECT_NE(msg.find("group_by_length"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("mqar"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(dir / "metrics.jsonl"));
+  fs::remove_all(dir);
 }
 
 TEST(TextConfig, ErrorsNameTheKey) {

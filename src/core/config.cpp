@@ -89,6 +89,10 @@ std::vector<KeySpec> build_schema() {
       {"checkpoint_every", VT::Int, "500",
        "also write the resume checkpoint (resume.pt, always written at each epoch's end) every N optimizer steps "
        "inside an epoch (0 = at epoch ends only)", {}, "training"},
+      {"group_by_length", VT::Bool, "false",
+       "text tasks: batches of glosses of similar length (each window of 50 batches of the shuffled order sorted by "
+       "length, the batches shuffled), so a batch pads little; the same examples every epoch, in another order",
+       {}, "training"},
       {"log_every", VT::Int, "0",
        "every N optimizer steps inside an epoch, validate and append a line to steps.jsonl (step, train loss since "
        "the last line, validation loss, lr, and the compute objective's lambda, tau and realised FLOPs), and print it "

@@ -401,6 +401,9 @@ class WordnetTask final : public Task {
   }
   const TaskInfo& info() const override { return info_; }
   int64_t size(Part s) const override { return static_cast<int64_t>(parts_[static_cast<int>(s)].size()); }
+  int64_t length(Part split, int64_t row) const override {
+    return static_cast<int64_t>(tokens_[parts_[static_cast<int>(split)].at(row)].size());
+  }
   Batch batch(Part split, const std::vector<int64_t>& rows) const override {
     const auto& part = parts_[static_cast<int>(split)];
     const auto B = static_cast<int64_t>(rows.size());

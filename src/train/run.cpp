@@ -413,6 +413,9 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
   const std::string& kind = spec.model.name;
   auto task = make_task(spec.task);
   const TaskInfo& info = task->info();
+  if (spec.trainer.group_by_length && (task->size(Part::Train) == 0 || task->length(Part::Train, 0) == 0))
+    throw ConfigError(fmt::format("group_by_length: the examples of task {} all have one length (n = {}); it groups "
+                                  "text of varying length (wordnet)", spec.task.name, info.n));
   if (writer) {
     write_text_file_atomic(out / "config.yaml", spec.config.to_yaml());
     task->save(out_dir);
@@ -473,6 +476,9 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
   } else {
     TrainerHooks hooks;
     hooks.make_batch = [&](const std::vector<int64_t>& r) { return batch_of(*task, r); };
+    hooks.example_length = [&](int64_t row) {
+      return task->length(static_cast<Part>(row >> kPartShift), row & ((int64_t{1} << kPartShift) - 1));
+    };
     hooks.loss = [&](const torch::Tensor& pred, const Batch& b) { return task->loss(pred, b); };
     hooks.per_example_loss = [&](const torch::Tensor& pred, const Batch& b) { return task->per_example_loss(pred, b); };
     hooks.describe_val = [&](double vl) { return task->describe_val(vl); };

@@ -176,6 +176,7 @@ TrainerOptions parse_trainer(const Config& c) {
   o.sampler = parse_sampler(c);
   o.checkpoint_every = c.get_int("checkpoint_every");
   o.log_every = c.get_int("log_every");
+  o.group_by_length = c.get_bool("group_by_length");
   o.nan_policy = c.get_string("nan_policy");
   o.nan_skip_limit = c.get_int("nan_skip_limit");
   if (o.checkpoint_every < 0)

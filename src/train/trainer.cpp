@@ -113,6 +113,33 @@ std::vector<torch::Tensor> snapshot_from(const Model& model, const Named& saved)
 }
 
 // True when every gradient is finite (a NaN or inf anywhere makes its sum non-finite).
+// group_by_length: the positions of an epoch's order, windows of 50 batches each sorted by their examples' length
+// (stably, so equal lengths keep the shuffle), cut into batches whose full ones are then shuffled; a last partial
+// batch stays last. Every position is kept once, and each batch pads to a length near its examples' own.
+void group_by_length(std::vector<int64_t>& pos, const std::vector<int64_t>& rows,
+                     const std::function<int64_t(int64_t)>& length, int64_t batch, std::mt19937_64& rng) {
+  constexpr int64_t kWindowBatches = 50;
+  const auto n = static_cast<int64_t>(pos.size());
+  std::vector<int64_t> len(pos.size());
+  for (int64_t i = 0; i < n; ++i) len[i] = length(rows[static_cast<size_t>(pos[i])]);
+  std::vector<int64_t> at(pos.size());  // indices into pos, grouped
+  std::iota(at.begin(), at.end(), 0);
+  for (int64_t lo = 0; lo < n; lo += kWindowBatches * batch) {
+    const int64_t hi = std::min(n, lo + kWindowBatches * batch);
+    std::stable_sort(at.begin() + lo, at.begin() + hi, [&](int64_t a, int64_t b) { return len[a] < len[b]; });
+  }
+  const int64_t full = n / batch;
+  std::vector<int64_t> order(static_cast<size_t>(full));
+  std::iota(order.begin(), order.end(), 0);
+  for (int64_t i = full - 1; i > 0; --i) std::swap(order[i], order[static_cast<int64_t>(rng() % (i + 1))]);
+  std::vector<int64_t> out;
+  out.reserve(pos.size());
+  for (int64_t b : order)
+    for (int64_t i = b * batch; i < (b + 1) * batch; ++i) out.push_back(pos[at[i]]);
+  for (int64_t i = full * batch; i < n; ++i) out.push_back(pos[at[i]]);
+  pos = std::move(out);
+}
+
 bool gradients_finite(const Model& model) {
   torch::NoGradGuard g;
   std::vector<torch::Tensor> sums;
@@ -142,6 +169,7 @@ torch::Tensor predict(Model& model, const std::vector<int64_t>& rows, int64_t ba
 TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, const std::vector<int64_t>& val_rows,
                         const TrainerOptions& o, const TrainerHooks& hooks) {
   TORCH_CHECK(!train_rows.empty(), "train_model: no training rows");
+  TORCH_CHECK(!o.group_by_length || hooks.example_length, "train_model: group_by_length needs the example_length hook");
   if (o.nan_policy != "stop" && o.nan_policy != "skip")
     throw std::invalid_argument("train_model: nan_policy must be stop or skip, got '" + o.nan_policy + "'");
   auto make_optimizer = [&] {
@@ -394,6 +422,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
         epoch_pos = perm;
         if (sampler) sampler->mark_seen(epoch_pos);
       }
+      if (o.group_by_length) group_by_length(epoch_pos, train_rows, hooks.example_length, o.batch_size, rng);
       loss_sum = 0;
       epoch_elapsed = 0;
       if (hooks.on_epoch_begin) hooks.on_epoch_begin(epoch);

@@ -60,6 +60,9 @@ class Task {
   virtual int64_t size(Part part) const = 0;
   // The batch of the given examples (indices into the part): sequence tasks pad tokens (B, n_b) with a mask.
   virtual Batch batch(Part part, const std::vector<int64_t>& rows) const = 0;
+  // Tasks whose examples differ in length (text): the tokens of an example, which its batch pads to the longest of;
+  // 0 = every example has the task's length n (the default).
+  virtual int64_t length(Part part, int64_t row) const { return 0; }
   // Provenance and sizes (summary.json "data").
   virtual nlohmann::json describe() const = 0;
   // One line for the run's log; default: "task mqar (token_classification): n=64, vocab=256, 20000 train / ...".

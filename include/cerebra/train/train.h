@@ -32,6 +32,9 @@ struct TrainerOptions {
   int64_t log_every = 0;
   std::string steps_path;
   SamplerOptions sampler;    // compute-aware sampler (cerebra/sampler.h); off = seeded shuffles
+  // Batches of similar lengths (needs TrainerHooks::example_length): each window of 50 batches of an
+  // epoch's shuffled order is sorted by length and cut into batches, and the full batches are shuffled.
+  bool group_by_length = false;
   // The resume checkpoint (see "Checkpoints" below); empty = none written.
   std::string checkpoint_path;
   int64_t checkpoint_every = 500;  // also every N optimizer steps inside an epoch (0 = at epoch ends only)
@@ -54,6 +57,8 @@ class TrainingDiverged : public std::runtime_error {
 
 struct TrainerHooks {
   std::function<Batch(const std::vector<int64_t>& rows)> make_batch;
+  // The length of a row's example (group_by_length).
+  std::function<int64_t(int64_t row)> example_length;
   // Scalar training loss of a prediction (B, n_out) for a batch.
   std::function<torch::Tensor(const torch::Tensor& pred, const Batch& batch)> loss;
   // Extra fields for the epoch's metrics line, computed from the validation loss.
