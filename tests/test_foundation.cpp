@@ -7,12 +7,15 @@
 #include <map>
 #include <fstream>
 
+#include <sys/wait.h>
+
 #include "cerebra/train/spec.h"
 #include "cerebra/core/config.h"
 #include "cerebra/models/baselines.h"
 #include "cerebra/core/flop_counter.h"
 #include "cerebra/core/op_profiler.h"
 #include "cerebra/models/models.h"
+#include "cerebra/core/io.h"
 #include "cerebra/core/runtime.h"
 #include "cerebra/data/tabular.h"
 #include "cerebra/train/run.h"
@@ -45,6 +48,29 @@ TEST(Runtime, ThreadsAreSetExplicitly) {
   EXPECT_EQ(set_threads(0), available_cores());
   EXPECT_THROW(set_threads(-1), std::invalid_argument);
   set_threads(1);
+}
+
+// The command line re-executes itself with passive OpenMP waiting unless the environment chose a policy, and its
+// runs record the policy they ran with.
+TEST(Runtime, CommandLineWaitsPassivelyUnlessTheEnvironmentChooses) {
+  const fs::path dir = temp_dir("omp_wait");
+  auto policy_of_run = [&](const char* env) {
+    const fs::path out = dir / (env ? env : "unset"), log = dir / "log.txt";
+    const char* saved = std::getenv("OMP_WAIT_POLICY");
+    const std::string saved_value = saved ? saved : "";
+    if (env) ::setenv("OMP_WAIT_POLICY", env, 1); else ::unsetenv("OMP_WAIT_POLICY");
+    std::vector<std::string> args = {"train", "--out", out.string(), "-q"};
+    for (auto& a : test::config_args(test::fixture_config("ols"))) args.push_back(a);
+    const pid_t pid = test::spawn_cerebra(args, log);
+    if (saved) ::setenv("OMP_WAIT_POLICY", saved_value.c_str(), 1); else ::unsetenv("OMP_WAIT_POLICY");
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << test::read_log(log);
+    return read_json_file(out / "summary.json").value("openmp_wait_policy", std::string("missing"));
+  };
+  if (!std::getenv("GOMP_SPINCOUNT")) EXPECT_EQ(policy_of_run(nullptr), "PASSIVE");
+  EXPECT_EQ(policy_of_run("ACTIVE"), "ACTIVE");
+  fs::remove_all(dir);
 }
 
 TEST(Runtime, CountingAllocatorSeesTensors) {

@@ -409,6 +409,7 @@ int run_bench_layers(const BenchLayersArgs& a) {
     nlohmann::json doc = {{"machine", machine},
                           {"threads", threads},
                           {"blas", blas},
+                          {"openmp_wait_policy", openmp_wait_policy()},
                           {"gemm_gflops", gemm},
                           {"gemm_n", a.gemm_n},
                           {"torch", torch_version()},

@@ -38,8 +38,8 @@ namespace {
 void print_header(const RunSpec& spec) {
   const int threads = apply_runtime(spec.runtime);
   std::string blas = loaded_blas_library();
-  std::cerr << fmt::format("cerebra {} | threads={} | blas={} | {}\n", torch_version(), threads,
-                           blas.empty() ? "none" : blas, machine_description());
+  std::cerr << fmt::format("cerebra {} | threads={} (OpenMP wait {}) | blas={} | {}\n", torch_version(), threads,
+                           openmp_wait_policy(), blas.empty() ? "none" : blas, machine_description());
 }
 
 std::string fmt_num(const nlohmann::json& v, const char* spec = "{:.4g}") {
@@ -321,6 +321,7 @@ void add_bench_tasks_command(CLI::App* bench, Commands& commands) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  prefer_passive_openmp_wait(argv);
   install_counting_allocator();
   CLI::App app{"cerebra: compute-aware sequence models, trained and measured on the accuracy-compute frontier.\n"
                "Every run prints its thread count and BLAS, and writes config.yaml, metrics.jsonl, split.json,\n"

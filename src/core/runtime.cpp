@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <unistd.h>
+
 namespace cerebra {
 
 int available_cores() {
@@ -29,6 +31,20 @@ int set_threads(int requested) {
   int n = requested == 0 ? available_cores() : requested;
   at::set_num_threads(n);
   return at::get_num_threads();
+}
+
+void prefer_passive_openmp_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
+  if (::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  ::execv("/proc/self/exe", argv);
+  // Not re-executed: this process keeps the policy it was loaded with, and says so in its summaries.
+  ::unsetenv("OMP_WAIT_POLICY");
+}
+
+std::string openmp_wait_policy() {
+  if (const char* p = std::getenv("OMP_WAIT_POLICY")) return p;
+  if (const char* s = std::getenv("GOMP_SPINCOUNT")) return std::string("GOMP_SPINCOUNT=") + s;
+  return "default";
 }
 
 int apply_runtime(const RuntimeSpec& spec) {

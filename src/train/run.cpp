@@ -600,6 +600,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
       {"threads", threads},
       {"machine", machine_description()},
       {"blas", loaded_blas_library()},
+      {"openmp_wait_policy", openmp_wait_policy()},
       {"torch_version", torch_version()},
       {"checkpoint", checkpoint_name(kind)},
   };

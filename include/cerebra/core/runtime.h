@@ -18,6 +18,17 @@ struct RuntimeSpec {
 // once with its spec.
 int apply_runtime(const RuntimeSpec& spec);
 
+// OpenMP worker threads that wait for work by spinning (libgomp's default: about 300,000 spins after each parallel
+// region) hold their core while another process wants it and are descheduled in the middle of the next region: with
+// one other busy process, two threads trained a small model 10x slower than one thread. Waiting passively (a worker
+// sleeps between regions) bounds that. libgomp reads the policy once, when it is loaded, so a command-line program
+// calls this first in main(): unless the environment already chooses (OMP_WAIT_POLICY or GOMP_SPINCOUNT set), it
+// sets OMP_WAIT_POLICY=PASSIVE and executes itself again with the same arguments (on failure it carries on).
+void prefer_passive_openmp_wait(char** argv);
+// The OpenMP wait policy of this process as the environment sets it ("PASSIVE", "ACTIVE", "GOMP_SPINCOUNT=N", or
+// "default"), for run summaries.
+std::string openmp_wait_policy();
+
 // Sets LibTorch's intra-op thread count (0 = all cores) and returns the count in effect.
 int set_threads(int requested);
 int available_cores();
