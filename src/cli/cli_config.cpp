@@ -14,11 +14,13 @@ namespace fs = std::filesystem;
 
 namespace cerebra {
 
-void add_config_options(CLI::App* app, ConfigArgs& args, const std::string& group_suffix) {
+void add_config_options(CLI::App* app, ConfigArgs& args, const std::string& group_suffix,
+                        const std::set<std::string>& file_only) {
   app->add_option("--config", args.files,
                   "YAML config file(s), applied in order; a file may start from another with `base: FILE`")
       ->check(CLI::ExistingFile);
   for (const auto& k : Config::schema()) {
+    if (file_only.count(k.name)) continue;
     std::string help = k.help;
     if (!k.choices.empty()) {
       std::string c;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "cerebra/cli/bench_layers.h"
+#include "cerebra/cli/bench_step.h"
 #include "cerebra/cli/command.h"
 #include "cerebra/cli/cli_config.h"
 #include "cerebra/core/config.h"
@@ -338,6 +339,7 @@ int main(int argc, char** argv) {
   add_bench_tasks_command(bench, commands);
   add_bench_layers_command(bench, commands);
   add_bench_allreduce_command(bench, commands);
+  add_bench_step_command(bench, CEREBRA_SOURCE_DIR, commands);
   add_bench_generate_command(bench, commands);
   add_flops_command(&app, commands);
   add_experiment_commands(&app, CEREBRA_SOURCE_DIR, commands);

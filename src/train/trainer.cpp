@@ -140,14 +140,6 @@ void group_by_length(std::vector<int64_t>& pos, const std::vector<int64_t>& rows
   pos = std::move(out);
 }
 
-bool gradients_finite(const Model& model) {
-  torch::NoGradGuard g;
-  std::vector<torch::Tensor> sums;
-  for (const auto& p : model.parameters())
-    if (p.grad().defined()) sums.push_back(p.grad().sum().to(torch::kFloat64));
-  return sums.empty() || std::isfinite(torch::stack(sums).sum().item<double>());
-}
-
 constexpr int64_t kCheckpointFormat = 1;
 
 }  // namespace
@@ -589,6 +581,14 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
   model.eval();
   r.examples_per_second = static_cast<double>(examples_seen) / std::max(train_seconds, 1e-9);
   return r;
+}
+
+bool gradients_finite(const Model& model) {
+  torch::NoGradGuard g;
+  std::vector<torch::Tensor> sums;
+  for (const auto& p : model.parameters())
+    if (p.grad().defined()) sums.push_back(p.grad().sum().to(torch::kFloat64));
+  return sums.empty() || std::isfinite(torch::stack(sums).sum().item<double>());
 }
 
 void save_model(const Model& model, const std::string& path) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,8 +23,10 @@ struct ConfigArgs {
   std::map<std::string, CLI::Option*> options;
 };
 
-// Adds --config and one option per schema key, grouped as "Config keys (<group>)<group_suffix>" in --help.
-void add_config_options(CLI::App* app, ConfigArgs& args, const std::string& group_suffix = "");
+// Adds --config and one option per schema key, grouped as "Config keys (<group>)<group_suffix>" in --help. Keys in
+// `file_only` get no option (a command whose own option has that name); config files still set them.
+void add_config_options(CLI::App* app, ConfigArgs& args, const std::string& group_suffix = "",
+                        const std::set<std::string>& file_only = {});
 // The config from the files, then the command-line values. Unknown `--keys` and stray arguments are rejected with
 // "did you mean". If `command` is given, the config part of the command line is appended to it (for records).
 Config build_config(const CLI::App* app, const ConfigArgs& args, std::string* command = nullptr);

@@ -111,6 +111,9 @@ struct TrainResult {
 // training continues from it and ends with the same weights and metrics as a run that was never stopped (same
 // threads). The checkpoint of a finished training records that it finished.
 
+// True when every parameter's gradient is finite (one reduction over all of them); checked before each update.
+bool gradients_finite(const Model& model);
+
 TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, const std::vector<int64_t>& val_rows,
                         const TrainerOptions& options, const TrainerHooks& hooks);
 
