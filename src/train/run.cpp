@@ -207,11 +207,12 @@ std::vector<int64_t> part_rows(Part p, int64_t count) {
   for (int64_t i = 0; i < count; ++i) r[i] = (static_cast<int64_t>(p) << kPartShift) | i;
   return r;
 }
+Part part_of(int64_t row) { return static_cast<Part>(row >> kPartShift); }
+int64_t index_of(int64_t row) { return row & ((int64_t{1} << kPartShift) - 1); }
 Batch batch_of(const Task& task, const std::vector<int64_t>& rows) {
-  const auto part = static_cast<Part>(rows.front() >> kPartShift);
   std::vector<int64_t> idx(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) idx[i] = rows[i] & ((int64_t{1} << kPartShift) - 1);
-  return task.batch(part, idx);
+  for (size_t i = 0; i < rows.size(); ++i) idx[i] = index_of(rows[i]);
+  return task.batch(part_of(rows.front()), idx);
 }
 std::vector<int64_t> first_rows(const Task& task, Part part, int64_t count) {
   std::vector<int64_t> rows(static_cast<size_t>(std::min(count, task.size(part))));
@@ -476,9 +477,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
   } else {
     TrainerHooks hooks;
     hooks.make_batch = [&](const std::vector<int64_t>& r) { return batch_of(*task, r); };
-    hooks.example_length = [&](int64_t row) {
-      return task->length(static_cast<Part>(row >> kPartShift), row & ((int64_t{1} << kPartShift) - 1));
-    };
+    hooks.example_length = [&](int64_t row) { return task->length(part_of(row), index_of(row)); };
     hooks.loss = [&](const torch::Tensor& pred, const Batch& b) { return task->loss(pred, b); };
     hooks.per_example_loss = [&](const torch::Tensor& pred, const Batch& b) { return task->per_example_loss(pred, b); };
     hooks.describe_val = [&](double vl) { return task->describe_val(vl); };

@@ -112,7 +112,6 @@ std::vector<torch::Tensor> snapshot_from(const Model& model, const Named& saved)
   return s;
 }
 
-// True when every gradient is finite (a NaN or inf anywhere makes its sum non-finite).
 // group_by_length: the positions of an epoch's order, windows of 50 batches each sorted by their examples' length
 // (stably, so equal lengths keep the shuffle), cut into batches whose full ones are then shuffled; a last partial
 // batch stays last. Every position is kept once, and each batch pads to a length near its examples' own.
@@ -583,6 +582,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
   return r;
 }
 
+// A NaN or inf anywhere makes the sum of the gradients' sums non-finite.
 bool gradients_finite(const Model& model) {
   torch::NoGradGuard g;
   std::vector<torch::Tensor> sums;
