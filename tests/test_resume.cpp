@@ -371,6 +371,22 @@ TEST(Resume, RefusesAnotherConfigListingTheKeysAndReturnsAFinishedRun) {
   EXPECT_NE(message.find("batch_size: 64 -> 32"), std::string::npos) << message;
   EXPECT_NE(message.find("lr: 1e-3 -> 0.01"), std::string::npos) << message;
   EXPECT_EQ(read_json_file(dir / "summary.json"), first) << "the refused run changed the directory";
+
+  // From the command line without --config: the run's own config.yaml, with the given keys on top.
+  const fs::path log = dir / "cli.log";
+  Child same = spawn({"train", "--resume", "--out", dir.string(), "--threads", "1"}, log);
+  const int same_status = wait_status(same);
+  std::string out = test::read_log(log);
+  EXPECT_TRUE(WIFEXITED(same_status) && WEXITSTATUS(same_status) == 0) << out;
+  EXPECT_NE(out.find("is finished"), std::string::npos) << out;
+  fs::remove(log);
+  Child changed = spawn({"train", "--resume", "--out", dir.string(), "--lr", "0.01"}, log);
+  const int changed_status = wait_status(changed);
+  out = test::read_log(log);
+  EXPECT_TRUE(WIFEXITED(changed_status) && WEXITSTATUS(changed_status) != 0) << out;
+  EXPECT_NE(out.find("lr: 1e-3 -> 0.01"), std::string::npos) << out;
+  EXPECT_EQ(out.find("task:"), std::string::npos) << "keys not given on the command line were compared:\n" << out;
+  EXPECT_EQ(read_json_file(dir / "summary.json"), first) << "the refused run changed the directory";
   fs::remove_all(dir);
 }
 

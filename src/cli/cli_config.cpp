@@ -36,7 +36,7 @@ void add_config_options(CLI::App* app, ConfigArgs& args, const std::string& grou
   app->allow_extras();
 }
 
-Config build_config(const CLI::App* app, const ConfigArgs& args, std::string* command) {
+Config build_config(const CLI::App* app, const ConfigArgs& args, std::string* command, const std::string& base_file) {
   // Anything CLI11 did not recognise is an unknown key or a stray argument.
   for (const auto& extra : app->remaining()) {
     if (extra.rfind("--", 0) == 0) {
@@ -46,6 +46,7 @@ Config build_config(const CLI::App* app, const ConfigArgs& args, std::string* co
     throw ConfigError("command line: unexpected argument '" + extra + "'");
   }
   Config config;
+  if (!base_file.empty()) config.load_yaml_file(base_file);
   for (const auto& f : args.files) {
     config.load_yaml_file(f);
     if (command) *command += " --config " + f;

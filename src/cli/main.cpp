@@ -157,25 +157,21 @@ void add_train_command(CLI::App* app, Commands& commands) {
   train->add_flag("--resume", a->resume,
                   "Continue the unfinished run in the run directory from its last checkpoint (resume.pt), ending as "
                   "if never stopped; a finished run is reported, not retrained; a run of another config is refused "
-                  "with the differing keys. Without --config or --key options, the run's own config.yaml is used "
-                  "(give --out)");
+                  "with the differing keys. Without --config, the run's own config.yaml is used, with any --key "
+                  "options on top (give --out): `--resume --out DIR --threads 1` continues a one-thread run");
   add_launch_options(train, a->launch);
   add_config_options(train, a->config);
   commands.add(train, [train, a] {
     const Launch launch = resolve_launch(a->launch);
     const bool is_rank = launch.kind == Launch::Kind::kRank;
-    bool config_given = !a->config.files.empty();
-    for (const auto& [key, opt] : a->config.options) config_given = config_given || opt->count() > 0;
-    Config config;
-    if (a->resume && !config_given) {
+    std::string run_config;  // --resume without --config: the run's own config, command-line keys on top
+    if (a->resume && a->config.files.empty()) {
       if (a->out.empty()) throw ConfigError("--resume without --config needs --out DIR (the run to continue)");
-      const fs::path run_config = fs::path(a->out) / "config.yaml";
+      run_config = (fs::path(a->out) / "config.yaml").string();
       if (!fs::exists(run_config))
         throw ConfigError("--resume: " + a->out + " holds no run (no config.yaml); give the run's --config to start it");
-      config.load_yaml_file(run_config.string());
-    } else {
-      config = build_config(train, a->config);
     }
+    const Config config = build_config(train, a->config, nullptr, run_config);
     RunSpec spec = parse_run_spec(config);
     const std::string out = a->out.empty() ? spec.default_run_dir() : a->out;
     if (launch.kind != Launch::Kind::kSingle && spec.model.is_estimator())

@@ -27,9 +27,11 @@ struct ConfigArgs {
 // `file_only` get no option (a command whose own option has that name); config files still set them.
 void add_config_options(CLI::App* app, ConfigArgs& args, const std::string& group_suffix = "",
                         const std::set<std::string>& file_only = {});
-// The config from the files, then the command-line values. Unknown `--keys` and stray arguments are rejected with
-// "did you mean". If `command` is given, the config part of the command line is appended to it (for records).
-Config build_config(const CLI::App* app, const ConfigArgs& args, std::string* command = nullptr);
+// The config from `base_file` (if given), the --config files, then the command-line values. Unknown `--keys` and
+// stray arguments are rejected with "did you mean". If `command` is given, the config part of the command line is
+// appended to it (for records).
+Config build_config(const CLI::App* app, const ConfigArgs& args, std::string* command = nullptr,
+                    const std::string& base_file = "");
 
 // Runs scripts/export_data.sh (found via $CEREBRA_HOME, `source_dir` or ./scripts) into `out_dir`; its exit code.
 int run_data_export(const std::string& out_dir, bool force, const std::string& source_dir);
