@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
 #include "cerebra/cli/bench_seq.h"
@@ -271,7 +272,9 @@ TEST(BenchSweep, ParsesTheLearningRates) {
   }
 }
 
-TEST(BenchSweep, ReportsEveryRunAndMarksTheSelectedOne) {
+namespace {
+
+Config tiny_mqar_bench_config() {
   Config c;
   c.set("task", "mqar", "test");
   c.set("threads", "1", "test");
@@ -287,6 +290,13 @@ TEST(BenchSweep, ReportsEveryRunAndMarksTheSelectedOne) {
   c.set("batch_size", "8", "test");
   c.set("eval_batch_size", "8", "test");
   c.set("steps", "2", "test");
+  return c;
+}
+
+}  // namespace
+
+TEST(BenchSweep, ReportsEveryRunAndMarksTheSelectedOne) {
+  const Config c = tiny_mqar_bench_config();
   const fs::path dir = test::temp_dir("lr_sweep");
   SeqBenchOptions o;
   o.lrs = {1e-3, 1e-2};
@@ -305,5 +315,49 @@ TEST(BenchSweep, ReportsEveryRunAndMarksTheSelectedOne) {
   EXPECT_EQ(selected, 1);
   EXPECT_TRUE(fs::exists(dir / "transformer" / "lr0.001" / "summary.json"));
   EXPECT_TRUE(fs::exists(dir / "transformer" / "lr0.01" / "summary.json"));
+  fs::remove_all(dir);
+}
+
+// With seeds: one run per (model, lr, seed), the table's metric is the mean over seeds with its std, and a second
+// bench over the same directory reads the finished runs back instead of training them again.
+TEST(BenchSweep, SeedsAreAveragedAndFinishedRunsReused) {
+  Config c = tiny_mqar_bench_config();
+  c.set("seed", "5", "test");
+  const fs::path dir = test::temp_dir("lr_sweep_seeds");
+  SeqBenchOptions o;
+  o.lrs = {1e-3, 3e-2};
+  o.seeds = 2;
+  o.quiet = true;
+  ASSERT_EQ(bench_seq_tasks(c, {"transformer"}, dir.string(), o), 0);
+  for (const char* lr : {"lr0.001", "lr0.03"})
+    for (const char* seed : {"s5", "s6"}) EXPECT_TRUE(fs::exists(dir / "transformer" / lr / seed / "summary.json"));
+  const auto results = nlohmann::json::parse(std::ifstream(dir / "results.json"));
+  ASSERT_EQ(results.size(), 2u);
+  int selected = 0;
+  for (const auto& r : results) {
+    SCOPED_TRACE(r.dump());
+    selected += r.value("selected", false);
+    ASSERT_EQ(r["seeds"], nlohmann::json({5, 6}));
+    // The row's metric is the mean of its two runs, read from their summaries.
+    std::vector<double> per_seed;
+    for (const char* seed : {"s5", "s6"}) {
+      const fs::path run = dir / "transformer" / fmt::format("lr{}", r["lr"].get<double>()) / seed;
+      per_seed.push_back(nlohmann::json::parse(std::ifstream(run / "summary.json"))["metrics"]["test_accuracy"]);
+    }
+    EXPECT_NEAR(r["metric"].get<double>(), (per_seed[0] + per_seed[1]) / 2, 1e-12);
+    EXPECT_NEAR(r["metric_std"].get<double>(), std::abs(per_seed[0] - per_seed[1]) / std::sqrt(2.0), 1e-12);
+  }
+  EXPECT_EQ(selected, 1);
+  std::ifstream runs(dir / "runs.csv");
+  std::string line;
+  int n_runs = -1;  // the header
+  while (std::getline(runs, line)) ++n_runs;
+  EXPECT_EQ(n_runs, 4);
+
+  const fs::path one = dir / "transformer" / "lr0.001" / "s5" / "summary.json";
+  const auto written = fs::last_write_time(one);
+  ASSERT_EQ(bench_seq_tasks(c, {"transformer"}, dir.string(), o), 0);
+  EXPECT_EQ(fs::last_write_time(one), written) << "a finished run was trained again";
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(dir / "results.json")), results);
   fs::remove_all(dir);
 }

@@ -1,8 +1,10 @@
 // `cerebra bench tasks` on a sequence task: every model at a matched parameter budget, trained with the same
 // config, compared on the task metric, parameters, realised FLOPs per token, wall-clock and peak memory. Models
 // whose estimated training memory exceeds the limit, or that cannot run the task (no causal form for a causal LM),
-// are skipped with a message. With --lr-sweep each model trains at each learning rate and its run with the best
-// validation metric is selected (results.csv lists every run, with lr and selected). Writes results.{csv,json,txt}
+// are skipped with a message. With --lr-sweep each model trains at each learning rate and its learning rate with the
+// best validation metric is selected (results.csv lists every learning rate, with selected); with --seeds each
+// point trains once per seed and is reported as mean ± std (runs.csv lists every run). A run directory that already
+// holds the finished run of the same config is read back, an unfinished one continues: an interrupted bench resumes. Writes results.{csv,json,txt}
 // and results.{png,svg} (gnuplot; one point per model, its selected run).
 #include <torch/torch.h>
 
@@ -11,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <sstream>
 
@@ -116,23 +119,66 @@ int64_t select_best_run(const std::vector<double>& val_metric, bool higher_is_be
   return best;
 }
 
+namespace {
+
+// Mean and sample standard deviation of the numbers in `values` (NaN std with fewer than two).
+std::pair<double, double> mean_std(const std::vector<double>& values) {
+  double sum = 0;
+  for (double v : values) sum += v;
+  const double n = static_cast<double>(values.size());
+  if (values.empty()) return {std::nan(""), std::nan("")};
+  const double mean = sum / n;
+  if (values.size() < 2) return {mean, std::nan("")};
+  double ss = 0;
+  for (double v : values) ss += (v - mean) * (v - mean);
+  return {mean, std::sqrt(ss / (n - 1))};
+}
+
+// "0.9876" for one seed, "0.9876 ± 0.0012" for several; "-" when there is no value.
+std::string stat_text(const nlohmann::json& mean, const nlohmann::json& std_dev, const char* spec) {
+  if (!mean.is_number()) return "-";
+  std::string out = fmt::format(fmt::runtime(spec), mean.get<double>());
+  if (std_dev.is_number()) out += " ± " + fmt::format(fmt::runtime(spec), std_dev.get<double>());
+  return out;
+}
+
+// One training run of a (model, learning rate) point: a run finished before with this config is read back, an
+// unfinished one continues from its checkpoint, a run directory of another config starts over.
+nlohmann::json train_or_reuse(const RunSpec& spec, const fs::path& dir, bool quiet) {
+  const RunProgress progress = run_progress(spec.config, dir.string());
+  RunOptions options;
+  options.quiet = quiet;
+  options.resume = progress.state == RunProgress::State::kFinished ||
+                   progress.state == RunProgress::State::kUnfinished;
+  if (progress.state == RunProgress::State::kFinished && !quiet)
+    std::cerr << fmt::format("   reusing the finished run in {}\n", dir.string());
+  return train_run(spec, dir.string(), options);
+}
+
+}  // namespace
+
 int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& models, const std::string& out_dir,
                     const SeqBenchOptions& o) {
   Config base = base_in;
   const std::string task = parse_run_spec(base).task.name;
   if (o.n > 0) base.set(task == "wordnet" ? "max_len" : "seq_len", std::to_string(o.n), "--n");
+  if (o.seeds < 1) throw ConfigError(fmt::format("--seeds must be >= 1 (got {})", o.seeds));
   fs::create_directories(out_dir);
   const TaskInfo info0 = seq_task_info(parse_run_spec(base).task);
   const double limit = o.mem_limit_gib * 1024.0 * 1024.0 * 1024.0;
   const bool sweep = !o.lrs.empty();
   const std::vector<double> lrs = sweep ? o.lrs : std::vector<double>{parse_run_spec(base).trainer.lr};
+  const int64_t first_seed = base.get_int("seed");
   // The validation counterpart of the primary test metric ("test_accuracy" -> "val_accuracy").
-  const std::string val_metric = "val_" + info0.metric.substr(5);
-  std::vector<nlohmann::json> rows;
+  const std::string metric = info0.metric, val_metric = "val_" + info0.metric.substr(5);
+  const bool classif = info0.head == HeadKind::SequenceClassification;
+  const bool token = info0.head == HeadKind::TokenClassification;
+  const std::string second = classif ? "test_macro_f1" : token ? "test_exact_match" : "test_accuracy";
+  std::vector<nlohmann::json> rows, runs_of_all;  // one row per (model, lr): means over its seeds; one per run
   int failures = 0;
   for (size_t i = 0; i < models.size(); ++i) {
     const std::string& m = models[i];
-    std::vector<nlohmann::json> runs;
+    std::vector<nlohmann::json> points;
     ModelSpec named;
     named.name = m;
     const bool fitted = named.is_estimator();  // nb, logreg: their own fit, no learning rate or d_model
@@ -161,118 +207,178 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
           row["reason"] = fmt::format("estimated training memory {:.1f} GiB exceeds --mem-limit-gib {:.1f}",
                                       est / 1073741824.0, o.mem_limit_gib);
           std::cerr << fmt::format("== {} skipped: {}\n", m, row["reason"].get<std::string>());
-          runs.push_back(row);
+          points.push_back(row);
           break;  // the same estimate at every learning rate
         }
-        if (!o.quiet)
-          std::cerr << fmt::format("== {} ({} of {}){}: d_model {}, {} params, estimated memory {:.2f} GiB\n", m, i + 1,
-                                   models.size(), sweep ? fmt::format(", lr {}", lr) : std::string(), d_model, params,
-                                   est / 1073741824.0);
-        const fs::path dir = sweep ? fs::path(out_dir) / m / fmt::format("lr{}", lr) : fs::path(out_dir) / m;
-        nlohmann::json s = train_run(spec, dir.string(), RunOptions{o.quiet});
-        row["status"] = "ok";
-        row["params"] = s["params"];  // a fitted model's size is known after the fit
-        row["run_dir"] = dir.string();
-        row["metrics"] = s["metrics"];
-        row["metric_name"] = s["primary_metric"];
-        row["metric"] = s["metrics"][s["primary_metric"].get<std::string>()];
-        row["val_metric"] = s["metrics"].contains(val_metric) ? s["metrics"][val_metric] : nlohmann::json();
-        row["realised_flops_per_token"] = s["flops"]["realised_per_token"];
-        row["measured_flops_per_token"] = s["flops"]["measured_forward_per_token"];
-        row["train_seconds"] = s["time"]["train_seconds_total"];
-        row["tokens_per_second"] = s["time"]["tokens_per_second"];
-        row["peak_tensor_bytes"] = s["memory"]["peak_tensor_bytes"];
-        row["peak_rss_bytes"] = s["memory"]["peak_rss_bytes"];
-        row["threads"] = s["threads"];
-        row["steps"] = s["training"]["steps"];
-        row["train_examples"] = s["training"]["train_examples"];
       } catch (const ConfigError& e) {
         row["status"] = "skipped";
         row["reason"] = e.what();
         std::cerr << fmt::format("== {} skipped: {}\n", m, e.what());
-        runs.push_back(row);
+        points.push_back(row);
         break;  // a config the model cannot run: the same at every learning rate
-      } catch (const std::exception& e) {
+      }
+      // Each seed: its own run directory (model[/lr][/s<seed>]).
+      std::map<std::string, std::vector<double>> values;  // summary quantity -> one value per finished seed
+      nlohmann::json seeds = nlohmann::json::array(), last;
+      std::string failure;
+      for (int64_t k = 0; k < o.seeds; ++k) {
+        const int64_t seed = first_seed + k;
+        c.set("seed", std::to_string(seed), "--seeds");
+        fs::path dir = fs::path(out_dir) / m;
+        if (sweep && !fitted) dir /= fmt::format("lr{}", lr);
+        if (o.seeds > 1) dir /= fmt::format("s{}", seed);
+        nlohmann::json run = {{"model", m}, {"lr", fitted ? nlohmann::json() : nlohmann::json(lr)}, {"seed", seed},
+                              {"run_dir", dir.string()}};
+        if (!o.quiet)
+          std::cerr << fmt::format("== {} ({} of {}){}{}: d_model {}, {} params, estimated memory {:.2f} GiB\n", m,
+                                   i + 1, models.size(), sweep && !fitted ? fmt::format(", lr {}", lr) : std::string(),
+                                   o.seeds > 1 ? fmt::format(", seed {}", seed) : std::string(),
+                                   row["d_model"].is_number() ? row["d_model"].dump() : std::string("-"),
+                                   row["params"].get<int64_t>(), row["estimated_bytes"].get<double>() / 1073741824.0);
+        try {
+          const nlohmann::json s = train_or_reuse(parse_run_spec(c), dir, o.quiet);
+          const auto& sm = s["metrics"];
+          auto put = [&](const std::string& key, const nlohmann::json& v) {
+            run[key] = v;
+            if (v.is_number()) values[key].push_back(v.get<double>());
+          };
+          run["status"] = "ok";
+          put("metric", sm.value(s["primary_metric"].get<std::string>(), nlohmann::json()));
+          put("second", sm.contains(second) ? sm[second] : nlohmann::json());
+          put("val_metric", sm.contains(val_metric) ? sm[val_metric] : nlohmann::json());
+          put("realised_flops_per_token", s["flops"]["realised_per_token"]);
+          put("measured_flops_per_token", s["flops"]["measured_forward_per_token"]);
+          put("train_seconds", s["time"]["train_seconds_total"]);
+          put("tokens_per_second", s["time"]["tokens_per_second"]);
+          put("peak_tensor_bytes", s["memory"]["peak_tensor_bytes"]);
+          put("peak_rss_bytes", s["memory"]["peak_rss_bytes"]);
+          seeds.push_back(seed);
+          last = s;
+        } catch (const std::exception& e) {
+          run["status"] = "failed";
+          run["reason"] = e.what();
+          failure = e.what();
+          ++failures;
+          std::cerr << fmt::format("error: model {} (seed {}) failed: {}\n", m, seed, e.what());
+        }
+        runs_of_all.push_back(run);
+      }
+      if (last.is_null()) {
         row["status"] = "failed";
-        row["reason"] = e.what();
-        ++failures;
-        std::cerr << fmt::format("error: model {} failed: {}\n", m, e.what());
+        row["reason"] = failure;
+      } else {
+        row["status"] = seeds.size() == static_cast<size_t>(o.seeds) ? "ok" : "partial";
+        if (!failure.empty()) row["reason"] = failure;
+        row["params"] = last["params"];  // a fitted model's size is known after the fit
+        row["threads"] = last["threads"];
+        row["steps"] = last["training"]["steps"];
+        row["train_examples"] = last["training"]["train_examples"];
+        row["metric_name"] = last["primary_metric"];
+        row["seeds"] = seeds;
+        for (const auto& [key, v] : values) {
+          const auto [mean, sd] = mean_std(v);
+          row[key] = mean;
+          row[key + "_std"] = std::isfinite(sd) ? nlohmann::json(sd) : nlohmann::json();
+        }
+        // The mean test metrics, as a run summary holds them (for `cerebra report`).
+        row["metrics"] = nlohmann::json::object();
+        for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
+                 {metric, "metric"}, {second, "second"}, {val_metric, "val_metric"}})
+          if (row.contains(key)) row["metrics"][name] = row[key];
+        row["run_dir"] = (fs::path(out_dir) / m).string();
       }
       if (fitted) row["lr"] = nlohmann::json();
-      runs.push_back(row);
+      points.push_back(row);
       if (fitted) break;  // the same fit at every learning rate
     }
-    // The model's result: its best run on validation.
-    std::vector<double> val(runs.size(), std::nan(""));
-    for (size_t r = 0; r < runs.size(); ++r)
-      if (runs[r]["status"] == "ok" && runs[r].contains("val_metric") && runs[r]["val_metric"].is_number())
-        val[r] = runs[r]["val_metric"].get<double>();
+    // The model's result: its best point on validation (mean over seeds).
+    std::vector<double> val(points.size(), std::nan(""));
+    for (size_t r = 0; r < points.size(); ++r)
+      if (points[r]["status"] != "failed" && points[r].contains("val_metric") && points[r]["val_metric"].is_number())
+        val[r] = points[r]["val_metric"].get<double>();
     const int64_t best = select_best_run(val, info0.higher_is_better);
-    if (best >= 0) runs[static_cast<size_t>(best)]["selected"] = true;
-    if (sweep && best >= 0 && !o.quiet)
-      std::cerr << fmt::format("== {}: lr {} selected ({} {:.4f})\n", m, runs[best]["lr"].get<double>(), val_metric,
+    if (best >= 0) points[static_cast<size_t>(best)]["selected"] = true;
+    if (sweep && best >= 0 && !o.quiet && points[best]["lr"].is_number())
+      std::cerr << fmt::format("== {}: lr {} selected ({} {:.4f})\n", m, points[best]["lr"].get<double>(), val_metric,
                                val[best]);
-    rows.insert(rows.end(), runs.begin(), runs.end());
+    rows.insert(rows.end(), points.begin(), points.end());
   }
 
-  const std::string metric = info0.metric;
-  const bool classif = info0.head == HeadKind::SequenceClassification;
-  const bool token = info0.head == HeadKind::TokenClassification;
-  const std::string second = classif ? "test_macro_f1" : token ? "test_exact_match" : "test_accuracy";
-  std::string table = fmt::format("\nTask {} (n = {}, {}), {}{}\n", task, info0.n, head_kind_name(info0.head),
+  std::string table = fmt::format("\nTask {} (n = {}, {}), {}{}{}\n", task, info0.n, head_kind_name(info0.head),
                                   o.budget_params > 0 ? fmt::format("parameter budget {}", o.budget_params)
                                                       : std::string("d_model from the config"),
                                   rows.empty() || !rows[0].contains("threads") ? std::string()
-                                      : fmt::format(", threads={}", rows[0]["threads"].dump()));
-  table += fmt::format("{:<12} {:>8} {:>1} {:>7} {:>9} {:>10} {:>10} {:>12} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",
-                       "model", "lr", "", "d_model", "params", metric.substr(5), second.substr(5), val_metric,
+                                      : fmt::format(", threads={}", rows[0]["threads"].dump()),
+                                  o.seeds > 1 ? fmt::format(", mean ± std over {} seeds from {}", o.seeds, first_seed)
+                                              : fmt::format(", seed {}", first_seed));
+  const int w = o.seeds > 1 ? 17 : 10;
+  table += fmt::format("{:<12} {:>8} {:>1} {:>7} {:>9} {:>{}} {:>{}} {:>{}} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",
+                       "model", "lr", "", "d_model", "params", metric.substr(5), w, second.substr(5), w, val_metric, w,
                        "FLOPs/token", "steps", "train s", "tensor MiB", "RSS MiB", "status");
   std::ofstream csv(fs::path(out_dir) / "results.csv");
-  csv << "task,n,model,lr,selected,status,d_model,params," << metric << "," << second << "," << val_metric
-      << ",steps,batch_size,train_examples,realised_flops_per_token,measured_flops_per_token,train_seconds,"
+  csv << "task,n,model,lr,selected,status,d_model,params," << metric << "," << metric << "_std," << second << ","
+      << second << "_std," << val_metric << "," << val_metric << "_std,seeds,"
+      << "steps,batch_size,train_examples,realised_flops_per_token,measured_flops_per_token,train_seconds,"
          "tokens_per_second,peak_tensor_bytes,peak_rss_bytes,estimated_bytes,reason\n";
+  const nlohmann::json none;
+  auto get = [&](const nlohmann::json& j, const std::string& k) { return j.is_object() && j.contains(k) ? j[k] : none; };
+  auto mib = [&](const nlohmann::json& v) { return v.is_number() ? nlohmann::json(v.get<double>() / 1048576.0) : none; };
+  auto clean = [](std::string s) {
+    for (auto& ch : s)
+      if (ch == ',' || ch == '\n' || ch == '"') ch = ' ';
+    return s;
+  };
   for (const auto& r : rows) {
-    const nlohmann::json none;
-    const auto& mm = r.contains("metrics") ? r["metrics"] : none;
-    auto get = [&](const nlohmann::json& j, const std::string& k) { return j.is_object() && j.contains(k) ? j[k] : none; };
     const std::string status = r["status"].get<std::string>();
     const bool selected = r.value("selected", false);
-    table += fmt::format("{:<12} {:>8} {:>1} {:>7} {:>9} {:>10} {:>10} {:>12} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",
-                         r["model"].get<std::string>(), num(get(r, "lr"), "{:.3g}"), selected ? "*" : "",
-                         num(get(r, "d_model"), "{:.0f}"), num(get(r, "params"), "{:.0f}"),
-                         num(get(mm, metric), "{:.4f}"), num(get(mm, second), "{:.4f}"), num(get(mm, val_metric), "{:.4f}"),
-                         num(get(r, "realised_flops_per_token"), "{:.4g}"), num(get(r, "steps"), "{:.0f}"),
-                         num(get(r, "train_seconds"), "{:.1f}"),
-                         num(get(r, "peak_tensor_bytes").is_number()
-                                 ? nlohmann::json(get(r, "peak_tensor_bytes").get<double>() / 1048576.0) : none, "{:.1f}"),
-                         num(get(r, "peak_rss_bytes").is_number()
-                                 ? nlohmann::json(get(r, "peak_rss_bytes").get<double>() / 1048576.0) : none, "{:.1f}"),
-                         status == "ok" ? status : status + ": " + get(r, "reason").get<std::string>());
-    std::string reason = get(r, "reason").is_string() ? get(r, "reason").get<std::string>() : "";
-    for (auto& ch : reason)
-      if (ch == ',' || ch == '\n' || ch == '"') ch = ' ';
+    const std::string reason = get(r, "reason").is_string() ? get(r, "reason").get<std::string>() : "";
+    table += fmt::format(
+        "{:<12} {:>8} {:>1} {:>7} {:>9} {:>{}} {:>{}} {:>{}} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",
+        r["model"].get<std::string>(), num(get(r, "lr"), "{:.3g}"), selected ? "*" : "",
+        num(get(r, "d_model"), "{:.0f}"), num(get(r, "params"), "{:.0f}"),
+        stat_text(get(r, "metric"), get(r, "metric_std"), "{:.4f}"), w,
+        stat_text(get(r, "second"), get(r, "second_std"), "{:.4f}"), w,
+        stat_text(get(r, "val_metric"), get(r, "val_metric_std"), "{:.4f}"), w,
+        num(get(r, "realised_flops_per_token"), "{:.4g}"), num(get(r, "steps"), "{:.0f}"),
+        num(get(r, "train_seconds"), "{:.1f}"), num(mib(get(r, "peak_tensor_bytes")), "{:.1f}"),
+        num(mib(get(r, "peak_rss_bytes")), "{:.1f}"), status == "ok" || reason.empty() ? status : status + ": " + reason);
     csv << task << "," << info0.n << "," << r["model"].get<std::string>() << "," << csv_num(get(r, "lr")) << ","
         << (selected ? "true" : "false") << "," << status << "," << csv_num(get(r, "d_model")) << ","
-        << csv_num(get(r, "params")) << "," << csv_num(get(mm, metric)) << "," << csv_num(get(mm, second)) << ","
-        << csv_num(get(mm, val_metric)) << "," << csv_num(get(r, "steps")) << "," << csv_num(get(r, "batch_size"))
-        << "," << csv_num(get(r, "train_examples")) << "," << csv_num(get(r, "realised_flops_per_token")) << ","
-        << csv_num(get(r, "measured_flops_per_token")) << "," << csv_num(get(r, "train_seconds")) << ","
-        << csv_num(get(r, "tokens_per_second")) << "," << csv_num(get(r, "peak_tensor_bytes")) << ","
-        << csv_num(get(r, "peak_rss_bytes")) << "," << csv_num(get(r, "estimated_bytes")) << "," << reason << "\n";
+        << csv_num(get(r, "params")) << "," << csv_num(get(r, "metric")) << "," << csv_num(get(r, "metric_std")) << ","
+        << csv_num(get(r, "second")) << "," << csv_num(get(r, "second_std")) << "," << csv_num(get(r, "val_metric"))
+        << "," << csv_num(get(r, "val_metric_std")) << "," << (r.contains("seeds") ? r["seeds"].size() : 0) << ","
+        << csv_num(get(r, "steps")) << "," << csv_num(get(r, "batch_size")) << "," << csv_num(get(r, "train_examples"))
+        << "," << csv_num(get(r, "realised_flops_per_token")) << "," << csv_num(get(r, "measured_flops_per_token"))
+        << "," << csv_num(get(r, "train_seconds")) << "," << csv_num(get(r, "tokens_per_second")) << ","
+        << csv_num(get(r, "peak_tensor_bytes")) << "," << csv_num(get(r, "peak_rss_bytes")) << ","
+        << csv_num(get(r, "estimated_bytes")) << "," << clean(reason) << "\n";
   }
-  table += fmt::format("{} on the test split ({}); * = the model's run selected by {} (best of the learning rates);\n"
-                       "FLOPs/token = realised forward FLOPs per example / n (2 per multiply-add of matmul-class ops);\n"
-                       "budget = steps x batch_size examples; peak memory per run (RSS is the process high-water mark).\n",
-                       metric.substr(5), info0.higher_is_better ? "higher is better" : "lower is better", val_metric);
+  std::ofstream runs_csv(fs::path(out_dir) / "runs.csv");
+  runs_csv << "model,lr,seed,status," << metric << "," << second << "," << val_metric
+           << ",realised_flops_per_token,train_seconds,peak_tensor_bytes,peak_rss_bytes,run_dir,reason\n";
+  for (const auto& r : runs_of_all)
+    runs_csv << r["model"].get<std::string>() << "," << csv_num(get(r, "lr")) << "," << r["seed"].dump() << ","
+             << r["status"].get<std::string>() << "," << csv_num(get(r, "metric")) << "," << csv_num(get(r, "second"))
+             << "," << csv_num(get(r, "val_metric")) << "," << csv_num(get(r, "realised_flops_per_token")) << ","
+             << csv_num(get(r, "train_seconds")) << "," << csv_num(get(r, "peak_tensor_bytes")) << ","
+             << csv_num(get(r, "peak_rss_bytes")) << "," << r["run_dir"].get<std::string>() << ","
+             << clean(get(r, "reason").is_string() ? get(r, "reason").get<std::string>() : "") << "\n";
+  table += fmt::format("{} on the test split ({}); * = the model's learning rate selected by {} (best of the learning "
+                       "rates{});\nFLOPs/token = realised forward FLOPs per example / n (2 per multiply-add of "
+                       "matmul-class ops);\nbudget = steps x batch_size examples; peak memory per run (RSS is the "
+                       "process high-water mark){}.\n",
+                       metric.substr(5), info0.higher_is_better ? "higher is better" : "lower is better", val_metric,
+                       o.seeds > 1 ? ", mean over seeds" : "",
+                       o.seeds > 1 ? "; time and memory are means over seeds; runs.csv lists every run" : "");
   std::cout << table;
   std::ofstream(fs::path(out_dir) / "results.json") << nlohmann::json(rows).dump(2) << "\n";
   std::ofstream(fs::path(out_dir) / "results.txt") << table;
-  std::vector<nlohmann::json> chosen;  // one point per model: its selected run
+  std::vector<nlohmann::json> chosen;  // one point per model: its selected learning rate
   for (const auto& r : rows)
     if (r.value("selected", false)) chosen.push_back(r);
   write_plot(out_dir, task, metric, info0.n, chosen);
-  std::cerr << fmt::format("wrote {}/results.{{csv,json,txt,png,svg}} and one run directory per model{}\n", out_dir,
-                           sweep ? " and learning rate" : "");
+  std::cerr << fmt::format("wrote {}/results.{{csv,json,txt,png,svg}}, runs.csv and one run directory per model{}{}\n",
+                           out_dir, sweep ? " and learning rate" : "", o.seeds > 1 ? " and seed" : "");
   return failures > 0 ? 1 : 0;
 }
 

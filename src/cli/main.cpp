@@ -289,6 +289,10 @@ void add_bench_tasks_command(CLI::App* bench, Commands& commands) {
   tasks->add_option("--lr-sweep", a->lr_sweep,
                     "Sequence tasks: comma-separated learning rates (e.g. 1e-3,3e-3,1e-2); each model trains at each "
                     "and its best run on the validation metric is selected; results.csv lists every run");
+  tasks->add_option("--seeds", a->seq.seeds,
+                    "Sequence tasks: runs per model and learning rate (seeds: the config's seed, seed+1, ...); the "
+                    "table reports mean ± std, selection uses the mean validation metric, runs.csv lists every run")
+      ->capture_default_str();
   add_config_options(tasks, a->config);
   commands.add(tasks, [tasks, a] {
     Config config = build_config(tasks, a->config);
@@ -311,6 +315,7 @@ void add_bench_tasks_command(CLI::App* bench, Commands& commands) {
       return bench_seq_tasks(config, models, out, seq);
     }
     if (!a->lr_sweep.empty()) throw ConfigError("--lr-sweep applies to sequence tasks only");
+    if (a->seq.seeds != 1) throw ConfigError("--seeds applies to sequence tasks only (tabular: cerebra sweep --seeds)");
     return bench_tasks(config, models, out, a->quiet);
   });
 }

@@ -1,4 +1,5 @@
-// `cerebra bench tasks` on a sequence task: every model at a matched parameter budget.
+// `cerebra bench tasks` on a sequence task: every model at a matched parameter budget, the best of a learning-rate
+// sweep on validation, mean ± std over seeds; finished runs are reused, unfinished ones continued.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,7 @@ struct SeqBenchOptions {
   int64_t budget_params = 0;   // match parameters by choosing d_model per model; 0 = the config's d_model
   double mem_limit_gib = 8.0;  // skip models whose estimated training memory exceeds this
   std::vector<double> lrs;     // --lr-sweep: each model trains at each learning rate (empty = the config's lr)
+  int64_t seeds = 1;           // --seeds: runs per (model, lr), seeds seed, seed + 1, ...; mean ± std over them
   bool quiet = false;
 };
 int bench_seq_tasks(const Config& base, const std::vector<std::string>& models, const std::string& out_dir,
