@@ -304,11 +304,18 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
     rows.insert(rows.end(), points.begin(), points.end());
   }
 
-  std::string table = fmt::format("\nTask {} (n = {}, {}), {}{}{}\n", task, info0.n, head_kind_name(info0.head),
+  std::string budget;  // tokens seen: the rows' steps x batch (the same for every model)
+  for (const auto& r : rows)
+    if (r.contains("steps") && r["steps"].is_number() && r.contains("batch_size")) {
+      budget = fmt::format(", {} steps x {} examples", r["steps"].dump(), r["batch_size"].dump());
+      break;
+    }
+  std::string table = fmt::format("\nTask {} (n = {}, {}), {}{}{}{}\n", task, info0.n, head_kind_name(info0.head),
                                   o.budget_params > 0 ? fmt::format("parameter budget {}", o.budget_params)
                                                       : std::string("d_model from the config"),
                                   rows.empty() || !rows[0].contains("threads") ? std::string()
                                       : fmt::format(", threads={}", rows[0]["threads"].dump()),
+                                  budget,
                                   o.seeds > 1 ? fmt::format(", mean ± std over {} seeds from {}", o.seeds, first_seed)
                                               : fmt::format(", seed {}", first_seed));
   const int w = o.seeds > 1 ? 17 : 10;

@@ -16,7 +16,9 @@
 #include <sstream>
 #include <tuple>
 
+#include "cerebra/cli/bench_seq.h"
 #include "cerebra/cli/cli_config.h"
+#include "cerebra/cli/ladder.h"
 #include "cerebra/core/config.h"
 #include "cerebra/core/io.h"
 #include "cerebra/train/spec.h"
@@ -28,14 +30,27 @@ namespace cerebra {
 
 namespace {
 
-std::string find_rows_file(const std::string& source_dir) {
+// A file of the source tree (e.g. "configs/table1/rows.yaml"): from $CEREBRA_HOME, the working directory or the
+// source directory the binary was built from.
+std::string find_config_file(const std::string& relative, const std::string& source_dir, const std::string& option) {
   std::vector<fs::path> candidates;
-  if (const char* home = std::getenv("CEREBRA_HOME")) candidates.emplace_back(fs::path(home) / "configs/table1/rows.yaml");
-  candidates.emplace_back("configs/table1/rows.yaml");
-  if (!source_dir.empty()) candidates.emplace_back(fs::path(source_dir) / "configs/table1/rows.yaml");
+  if (const char* home = std::getenv("CEREBRA_HOME")) candidates.emplace_back(fs::path(home) / relative);
+  candidates.emplace_back(relative);
+  if (!source_dir.empty()) candidates.emplace_back(fs::path(source_dir) / relative);
   for (const auto& c : candidates)
     if (fs::exists(c)) return c.string();
-  throw std::runtime_error("cannot find configs/table1/rows.yaml (give --rows FILE or set CEREBRA_HOME)");
+  throw std::runtime_error("cannot find " + relative + " (give " + option + " FILE or set CEREBRA_HOME)");
+}
+
+// The KEY=VALUE pairs of repeated --set options.
+std::vector<std::pair<std::string, std::string>> parse_set_options(const std::vector<std::string>& set) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& kv : set) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos) throw ConfigError("--set '" + kv + "': expected KEY=VALUE");
+    out.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  return out;
 }
 
 struct SweepArgs {
@@ -112,18 +127,14 @@ int run_sweep_command(CLI::App* cmd, SweepArgs& a, const std::string& source_dir
 
 int run_reproduce_command(ReproduceArgs& a, const std::string& source_dir) {
   exp::Table1Options o;
-  o.rows_file = a.rows.empty() ? find_rows_file(source_dir) : a.rows;
+  o.rows_file = a.rows.empty() ? find_config_file("configs/table1/rows.yaml", source_dir, "--rows") : a.rows;
   o.quick = a.quick;
   o.seeds = a.seeds;
   o.out = a.out.empty() ? (a.quick ? "runs/table1-quick" : "runs/table1") : a.out;
   o.quiet_runs = !a.verbose;
   o.plots = !a.no_plots;
   if (a.threads_given) o.overrides.emplace_back("threads", std::to_string(a.threads));
-  for (const auto& kv : a.set) {
-    const auto eq = kv.find('=');
-    if (eq == std::string::npos) throw ConfigError("--set '" + kv + "': expected KEY=VALUE");
-    o.overrides.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
-  }
+  for (const auto& kv : parse_set_options(a.set)) o.overrides.push_back(kv);
   Config probe;  // unknown keys, bad types and out-of-range values fail before any run
   for (const auto& [k, v] : o.overrides) probe.set(k, v, k == "threads" ? "--threads" : "--set " + k);
   parse_run_spec(probe);
@@ -190,6 +201,34 @@ void add_experiment_commands(CLI::App* app, const std::string& source_dir, Comma
   table1->add_flag("--verbose,-v", ra->verbose, "Show each run's per-epoch progress");
   table1->add_flag("--no-plots", ra->no_plots, "Write tables only");
 
+  // reproduce ladder
+  struct LadderArgs {
+    LadderOptions o;
+    std::string rungs, models, lr_sweep;
+    int threads = 0;
+    std::vector<std::string> set;
+    bool verbose = false;
+  };
+  auto la = std::make_shared<LadderArgs>();
+  auto* ladder = reproduce->add_subcommand(
+      "ladder",
+      "The difficulty ladder (configs/ladder/: MQAR, selective copy, induction heads at growing lengths): on each\n"
+      "rung every model of the manifest at a matched parameter budget, the best of a learning-rate sweep on\n"
+      "validation, mean ± std over seeds, realised FLOPs per token, training time and peak memory; a plot of the\n"
+      "metric against realised FLOPs per rung. Writes OUT/<rung>/ (as `cerebra bench tasks`) and OUT/ladder.md;\n"
+      "resumable. Example: cerebra reproduce ladder --quick; cerebra reproduce ladder --rungs mqar_n64 --threads 1");
+  ladder->add_option("--manifest", la->o.manifest, "Ladder manifest (default: configs/ladder/ladder.yaml)");
+  ladder->add_flag("--quick", la->o.quick,
+                   "A first look in a few minutes: the manifest's quick variant (one rung, a few models, short runs)");
+  ladder->add_option("--rungs", la->rungs, "Comma-separated rungs to run (config names, e.g. mqar_n64,mqar_n256)");
+  ladder->add_option("--models", la->models, "Comma-separated models, replacing the manifest's");
+  ladder->add_option("--seeds", la->o.seeds, "Seeds per model and learning rate, replacing the manifest's");
+  ladder->add_option("--lr-sweep", la->lr_sweep, "Comma-separated learning rates, replacing the manifest's");
+  ladder->add_option("--out", la->o.out, "Output directory (default: runs/ladder or runs/ladder-quick)");
+  ladder->add_option("--threads", la->threads, "Intra-op threads of every run (0 = all cores)");
+  ladder->add_option("--set", la->set, "KEY=VALUE config override applied to every rung (repeatable)");
+  ladder->add_flag("--verbose,-v", la->verbose, "Show each run's progress");
+
   // report and plot
   auto rep = std::make_shared<DirArgs>();
   auto* report = app->add_subcommand(
@@ -212,6 +251,25 @@ void add_experiment_commands(CLI::App* app, const std::string& source_dir, Comma
   commands.add(table1, [=] {
     ra->threads_given = table1->get_option("--threads")->count() > 0;
     return run_reproduce_command(*ra, source_dir);
+  });
+  commands.add(ladder, [=] {
+    LadderOptions o = la->o;
+    if (o.manifest.empty()) o.manifest = find_config_file("configs/ladder/ladder.yaml", source_dir, "--manifest");
+    if (o.out.empty()) o.out = o.quick ? "runs/ladder-quick" : "runs/ladder";
+    o.quiet = !la->verbose;
+    auto split = [](const std::string& list) {
+      std::vector<std::string> out;
+      std::stringstream ss(list);
+      for (std::string s; std::getline(ss, s, ',');)
+        if (!s.empty()) out.push_back(s);
+      return out;
+    };
+    o.rungs = split(la->rungs);
+    o.models = split(la->models);
+    if (!la->lr_sweep.empty()) o.lrs = parse_lr_sweep(la->lr_sweep);
+    if (ladder->get_option("--threads")->count() > 0) o.overrides.emplace_back("threads", std::to_string(la->threads));
+    for (const auto& kv : parse_set_options(la->set)) o.overrides.push_back(kv);
+    return run_ladder(o);
   });
   commands.add(report, [=] {
     exp::write_report(rep->dir, !rep->no_plots);
