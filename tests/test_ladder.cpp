@@ -38,7 +38,7 @@ const char* kManifest =
     "set: {steps: 3}\n"
     "rungs:\n"
     "  - {config: mqar_a.yaml, seeds: 2}\n"
-    "  - {config: mqar_b.yaml, set: {vocab_size: 20}}\n"
+    "  - {config: mqar_b.yaml, budget_params: 7000, set: {vocab_size: 20}}\n"
     "quick:\n"
     "  rungs: [mqar_b]\n"
     "  models: transformer\n"
@@ -66,6 +66,7 @@ TEST(Ladder, PlansRungsModelsRatesSeedsAndOverrides) {
   EXPECT_EQ(rungs[0].models, (std::vector<std::string>{"transformer", "lstm"}));
   EXPECT_EQ(rungs[0].bench.lrs, (std::vector<double>{1e-3, 1e-2}));
   EXPECT_EQ(rungs[0].bench.budget_params, 5000);
+  EXPECT_EQ(rungs[1].bench.budget_params, 7000);  // the rung's own
   EXPECT_EQ(rungs[0].bench.seeds, 2);  // the rung's own
   EXPECT_EQ(rungs[1].bench.seeds, 1);  // the manifest's
   EXPECT_EQ(rungs[0].config.get_int("steps"), 3);  // the manifest's set over the rung config

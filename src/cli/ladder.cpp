@@ -127,7 +127,7 @@ std::vector<LadderRung> plan_ladder(const LadderOptions& o) {
   std::vector<LadderRung> rungs;
   std::set<std::string> names;
   for (const auto& r : doc["rungs"]) {
-    check_keys(file, r, "a rung", {"config", "seeds", "set"});
+    check_keys(file, r, "a rung", {"config", "seeds", "budget_params", "set"});
     if (!r["config"] || !r["config"].IsScalar())
       throw ConfigError(fmt::format("{}: each rung needs `config:` (a config file)", where(file, r)));
     const fs::path cfg = base_dir / r["config"].as<std::string>();
@@ -146,6 +146,8 @@ std::vector<LadderRung> plan_ladder(const LadderOptions& o) {
     parse_run_spec(rung.config);  // bad values fail here, before any run
     rung.models = models;
     rung.bench = bench;
+    if (r["budget_params"] && !(has_quick && quick["budget_params"]))  // the rung's own budget (e.g. a larger vocabulary)
+      rung.bench.budget_params = positive_int(file, r["budget_params"], "budget_params", 0);
     rung.bench.seeds = o.seeds > 0                   ? o.seeds
                        : has_quick && quick["seeds"] ? default_seeds
                        : r["seeds"]                  ? positive_int(file, r["seeds"], "seeds", 1)

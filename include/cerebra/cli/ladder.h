@@ -5,7 +5,7 @@
 // (the metric against realised FLOPs per token). OUT/ladder.md gathers the rung tables. Finished runs are read back,
 // so an interrupted ladder resumes where it stopped.
 //
-// Manifest keys: `rungs` (a list of {config, seeds, set}), `models`, `budget_params`, `lr_sweep`, `seeds` (the
+// Manifest keys: `rungs` (a list of {config, seeds, budget_params, set}), `models`, `budget_params`, `lr_sweep`, `seeds` (the
 // default of every rung), `set` (config overrides for every rung) and `quick` (the same keys, for --quick; its
 // `rungs` is a list of rung names to keep).
 #pragma once
