@@ -184,6 +184,53 @@ TEST(CerebraAdaptive, GradientsReachTheRouter) {
   }
 }
 
+// k_min: when every gate has fallen under 0.5, the k_min best-scored real tokens of each sequence still take the
+// full path (all of a shorter sequence), so the task loss still reaches the router; without it nothing is routed
+// and the router gets no gradient from the task.
+TEST(CerebraAdaptive, AFloorKeepsTheBestTokensRoutedAndTheRouterLearning) {
+  auto [x, mask] = batch();  // lengths 20, 13, 7
+  for (RoutingMode mode : {RoutingMode::kAdaptive, RoutingMode::kThreshold}) {
+    for (int64_t k_min : {0, 9}) {
+      SCOPED_TRACE(to_string(mode) + " k_min " + std::to_string(k_min));
+      torch::manual_seed(7);
+      CerebraOptions o = small(mode, Unrouted::kSkip);
+      o.k_min = k_min;
+      CerebraLayer layer(o);
+      {
+        torch::NoGradGuard g;
+        layer.router->score->bias.fill_(-8.0);  // every gate far under 0.5
+      }
+      layer.train();
+      auto y = layer.forward(x, mask);
+      const auto sel = layer.last_selected();
+      std::vector<int64_t> counts;
+      for (int64_t b = 0; b < 3; ++b) counts.push_back(sel[b].sum().item<int64_t>());
+      const std::vector<int64_t> want = k_min == 0 ? std::vector<int64_t>{0, 0, 0} : std::vector<int64_t>{9, 9, 7};
+      EXPECT_EQ(counts, want);
+      if (k_min > 0) {  // the selected tokens are the best-scored real tokens of their sequence
+        auto z = layer.router->score->forward(x).squeeze(-1).detach().masked_fill(mask.logical_not(), -1e30);
+        for (int64_t b = 0; b < 3; ++b) {
+          const double lowest_selected = z[b].masked_select(sel[b]).min().item<double>();
+          const auto unselected = z[b].masked_select(sel[b].logical_not().logical_and(mask[b]));
+          if (unselected.numel() > 0) EXPECT_GE(lowest_selected, unselected.max().item<double>());
+        }
+      }
+      double grad = 0.0;  // nothing routed: y is x itself, no parameter is in its graph
+      if (y.requires_grad()) {
+        (y.pow(2) * mask.unsqueeze(-1)).sum().backward();
+        const auto g = layer.router->score->weight.grad();
+        grad = g.defined() ? g.abs().sum().item<double>() : 0.0;
+      }
+      if (k_min == 0) EXPECT_EQ(grad, 0.0);
+      else EXPECT_GT(grad, 0.0);
+    }
+  }
+  CerebraOptions o = small(RoutingMode::kThreshold, Unrouted::kSkip);
+  o.k_max = 4;
+  o.k_min = 5;
+  EXPECT_THROW(CerebraLayer{o}, c10::Error);  // a floor above the cap
+}
+
 // unrouted: auto (the default) skips unrouted tokens under adaptive routing and keeps the compressed path for the
 // fixed-count modes; an explicit value wins.
 TEST(CerebraAdaptive, UnroutedAutoSkipsUnderAdaptiveRouting) {

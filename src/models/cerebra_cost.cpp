@@ -85,6 +85,7 @@ CerebraOptions CerebraOptions::from_config(const Config& c) {
   o.mode = parse_routing_mode(c.get_string("router_mode"));
   o.topk = c.get_int("topk");
   o.k_max = c.get_int("k_max");
+  o.k_min = c.get_int("k_min");
   o.tau = c.get_float("tau");
   o.gumbel = parse_router_noise(c.get_string("gumbel"));
   o.compressor = parse_compressor_kind(c.get_string("compressor"));
@@ -108,7 +109,7 @@ CerebraOptions CerebraOptions::from_config(const Config& c) {
 }
 
 nlohmann::json CerebraOptions::describe() const {
-  return {{"router_mode", to_string(mode)}, {"topk", topk}, {"k_max", k_max}, {"gumbel", to_string(gumbel)},
+  return {{"router_mode", to_string(mode)}, {"topk", topk}, {"k_max", k_max}, {"k_min", k_min}, {"gumbel", to_string(gumbel)},
           {"compressor", to_string(compressor)}, {"compression_ratio", compression_ratio},
           {"width_scale", width_scale}, {"memory_max", memory_max}, {"window", window}, {"rec_weight", rec_weight},
           {"cerebra_reference", use_reference}, {"conv_kernel", conv_kernel}, {"pool_queries", pool_queries},
@@ -130,6 +131,9 @@ std::vector<KeySpec> CerebraOptions::keys() {
       {"topk", VT::Int, "16", "cerebra: tokens per sequence on the full path in topk mode (0 = compression only; "
        "capped by the sequence length)", {}, ""},
       {"k_max", VT::Int, "64", "cerebra: cap on routed tokens per sequence in threshold mode", {}, ""},
+      {"k_min", VT::Int, "0", "cerebra: floor on routed tokens per sequence in threshold and adaptive modes: the "
+       "k_min best-scored tokens take the full path whatever their gates, so a router whose gates all fell still "
+       "gets a task gradient (0 = none)", {}, ""},
       {"compressor", VT::String, "conv", "cerebra: compressor of the memory slots", {"conv", "attnpool", "hybrid"},
        ""},
       {"compression_ratio", VT::Float, "0.5", "cerebra: memory slots m = ceil(r n), bounded by memory_max", {}, ""},
@@ -161,6 +165,9 @@ void CerebraOptions::validate() const {
               ") must be a positive multiple of n_heads (", n_heads, ")");
   TORCH_CHECK(topk >= 0, "cerebra: topk must be >= 0, got ", topk);
   TORCH_CHECK(k_max >= 0, "cerebra: k_max must be >= 0, got ", k_max);
+  TORCH_CHECK(k_min >= 0, "cerebra: k_min must be >= 0, got ", k_min);
+  TORCH_CHECK(mode != RoutingMode::kThreshold || k_min <= k_max, "cerebra: k_min (", k_min,
+              ") must be <= k_max (", k_max, ") in threshold mode");
   TORCH_CHECK(tau > 0, "cerebra: tau must be > 0, got ", tau);
   TORCH_CHECK(compression_ratio > 0 && compression_ratio <= 1, "cerebra: compression_ratio must be in (0, 1], got ",
               compression_ratio);

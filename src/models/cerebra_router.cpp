@@ -61,8 +61,9 @@ Routing CerebraRouterImpl::forward(const torch::Tensor& x, const torch::Tensor& 
     r.use_full = (rank_pos < r.full_rows).expand({B, n});
   } else {
     // g ≥ 0.5 among real tokens is a prefix of the ranking (σ is monotone); threshold keeps at most k_max of it,
-    // adaptive all of it.
+    // adaptive all of it; both at least the k_min best real tokens.
     auto above = (r.gates >= 0.5).logical_and(mask).sum(1);  // the forced token's gate is 1
+    if (o.k_min > 0) above = torch::maximum(above, torch::clamp_max(valid, o.k_min));
     r.count = o.mode == RoutingMode::kAdaptive ? above : torch::clamp_max(above, o.k_max);
     r.full_rows = B > 0 ? r.count.max().item<int64_t>() : 0;
     r.comp_start = B > 0 ? r.count.min().item<int64_t>() : 0;

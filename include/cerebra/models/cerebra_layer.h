@@ -115,6 +115,9 @@ struct CerebraOptions {
   RoutingMode mode = RoutingMode::kTopK;  // router_mode
   int64_t topk = 16;                      // k, tokens per sequence on the full path (topk mode)
   int64_t k_max = 64;                     // cap on routed tokens per sequence (threshold mode)
+  // Floor on routed tokens per sequence (threshold, adaptive): the k_min best-scored real tokens take the full path
+  // even with gates under 0.5, so the router keeps a task gradient when every gate has fallen (0 = none).
+  int64_t k_min = 0;
   double tau = 1.0;                       // gate temperature τ
   RouterNoise gumbel = RouterNoise::kOn;  // logistic noise on the router in training
   CompressorKind compressor = CompressorKind::kConv;
