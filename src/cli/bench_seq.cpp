@@ -144,13 +144,13 @@ std::string stat_text(const nlohmann::json& mean, const nlohmann::json& std_dev,
 
 // One training run of a (model, learning rate) point: a run finished before with this config is read back, an
 // unfinished one continues from its checkpoint, a run directory of another config starts over.
-nlohmann::json train_or_reuse(const RunSpec& spec, const fs::path& dir, bool quiet) {
+nlohmann::json train_or_reuse(const RunSpec& spec, const fs::path& dir, const SeqBenchOptions& o) {
   const RunProgress progress = run_progress(spec.config, dir.string());
   RunOptions options;
-  options.quiet = quiet;
+  options.quiet = o.quiet || o.quiet_runs;
   options.resume = progress.state == RunProgress::State::kFinished ||
                    progress.state == RunProgress::State::kUnfinished;
-  if (progress.state == RunProgress::State::kFinished && !quiet)
+  if (progress.state == RunProgress::State::kFinished && !o.quiet)
     std::cerr << fmt::format("   reusing the finished run in {}\n", dir.string());
   return train_run(spec, dir.string(), options);
 }
@@ -236,7 +236,7 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
                                    row["d_model"].is_number() ? row["d_model"].dump() : std::string("-"),
                                    row["params"].get<int64_t>(), row["estimated_bytes"].get<double>() / 1073741824.0);
         try {
-          const nlohmann::json s = train_or_reuse(parse_run_spec(c), dir, o.quiet);
+          const nlohmann::json s = train_or_reuse(parse_run_spec(c), dir, o);
           const auto& sm = s["metrics"];
           auto put = [&](const std::string& key, const nlohmann::json& v) {
             run[key] = v;

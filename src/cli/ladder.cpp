@@ -115,7 +115,7 @@ std::vector<LadderRung> plan_ladder(const LadderOptions& o) {
 
   std::vector<std::string> models = o.models.empty() ? list_of(file, pick("models"), "models") : o.models;
   SeqBenchOptions bench;
-  bench.quiet = o.quiet;
+  bench.quiet_runs = o.quiet;
   if (pick("budget_params")) bench.budget_params = positive_int(file, pick("budget_params"), "budget_params", 0);
   if (!o.lrs.empty()) bench.lrs = o.lrs;
   else if (pick("lr_sweep")) bench.lrs = lrs_of(file, pick("lr_sweep"));

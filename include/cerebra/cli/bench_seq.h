@@ -17,7 +17,8 @@ struct SeqBenchOptions {
   double mem_limit_gib = 8.0;  // skip models whose estimated training memory exceeds this
   std::vector<double> lrs;     // --lr-sweep: each model trains at each learning rate (empty = the config's lr)
   int64_t seeds = 1;           // --seeds: runs per (model, lr), seeds seed, seed + 1, ...; mean ± std over them
-  bool quiet = false;
+  bool quiet = false;       // no output but the table
+  bool quiet_runs = false;  // no progress display inside each run (the per-model lines stay)
 };
 int bench_seq_tasks(const Config& base, const std::vector<std::string>& models, const std::string& out_dir,
                     const SeqBenchOptions& options);

@@ -29,7 +29,7 @@ struct LadderOptions {
   int64_t seeds = 0;                     // replace every rung's seeds; 0 = the manifest's
   std::vector<double> lrs;               // replace the learning-rate sweep; empty = the manifest's
   std::vector<std::pair<std::string, std::string>> overrides;  // config keys set last on every rung
-  bool quiet = false;
+  bool quiet = false;  // no progress display inside runs (each model's line and the tables are still printed)
 };
 
 struct LadderRung {
