@@ -158,17 +158,25 @@ void add_train_command(CLI::App* app, Commands& commands) {
                   "Continue the unfinished run in the run directory from its last checkpoint (resume.pt), ending as "
                   "if never stopped; a finished run is reported, not retrained; a run of another config is refused "
                   "with the differing keys. Without --config, the run's own config.yaml is used, with any --key "
-                  "options on top (give --out): `--resume --out DIR --threads 1` continues a one-thread run");
+                  "options on top (give --out; a directory without a run starts one from the --key options): "
+                  "`--resume --out DIR --threads 1` continues a one-thread run");
   add_launch_options(train, a->launch);
   add_config_options(train, a->config);
   commands.add(train, [train, a] {
     const Launch launch = resolve_launch(a->launch);
     const bool is_rank = launch.kind == Launch::Kind::kRank;
-    std::string run_config;  // --resume without --config: the run's own config, command-line keys on top
+    // --resume without --config: the run's own config.yaml with the command-line keys on top; with keys but no run
+    // there yet, the keys start it.
+    std::string run_config;
     if (a->resume && a->config.files.empty()) {
-      if (a->out.empty()) throw ConfigError("--resume without --config needs --out DIR (the run to continue)");
-      run_config = (fs::path(a->out) / "config.yaml").string();
-      if (!fs::exists(run_config))
+      bool keys_given = false;
+      for (const auto& [key, opt] : a->config.options) keys_given = keys_given || opt->count() > 0;
+      if (a->out.empty() && !keys_given)
+        throw ConfigError("--resume without --config needs --out DIR (the run to continue)");
+      const fs::path own = fs::path(a->out) / "config.yaml";
+      if (!a->out.empty() && fs::exists(own))
+        run_config = own.string();
+      else if (!keys_given)
         throw ConfigError("--resume: " + a->out + " holds no run (no config.yaml); give the run's --config to start it");
     }
     const Config config = build_config(train, a->config, nullptr, run_config);
