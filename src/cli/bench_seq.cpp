@@ -21,6 +21,7 @@
 
 #include "cerebra/core/config.h"
 #include "cerebra/data/seq_tasks.h"
+#include "cerebra/exp/experiments.h"
 #include "cerebra/cli/bench_seq.h"
 #include "cerebra/train/run.h"
 #include "cerebra/train/spec.h"
@@ -120,19 +121,6 @@ int64_t select_best_run(const std::vector<double>& val_metric, bool higher_is_be
 }
 
 namespace {
-
-// Mean and sample standard deviation of the numbers in `values` (NaN std with fewer than two).
-std::pair<double, double> mean_std(const std::vector<double>& values) {
-  double sum = 0;
-  for (double v : values) sum += v;
-  const double n = static_cast<double>(values.size());
-  if (values.empty()) return {std::nan(""), std::nan("")};
-  const double mean = sum / n;
-  if (values.size() < 2) return {mean, std::nan("")};
-  double ss = 0;
-  for (double v : values) ss += (v - mean) * (v - mean);
-  return {mean, std::sqrt(ss / (n - 1))};
-}
 
 // "0.9876" for one seed, "0.9876 ± 0.0012" for several; "-" when there is no value.
 std::string stat_text(const nlohmann::json& mean, const nlohmann::json& std_dev, const char* spec) {
@@ -276,7 +264,8 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
         row["metric_name"] = last["primary_metric"];
         row["seeds"] = seeds;
         for (const auto& [key, v] : values) {
-          const auto [mean, sd] = mean_std(v);
+          const exp::Stat st = exp::summarize(v);
+          const double mean = st.mean, sd = st.std;
           row[key] = mean;
           row[key + "_std"] = std::isfinite(sd) ? nlohmann::json(sd) : nlohmann::json();
         }
