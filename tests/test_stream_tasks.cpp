@@ -16,6 +16,7 @@
 #include "cerebra/core/config.h"
 #include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/synthetic_stream.h"
+#include "cerebra/train/run.h"
 #include "cerebra/train/spec.h"
 #include "test_helpers.h"
 
@@ -162,9 +163,120 @@ TEST(StreamTasks, BatchesHoldTargetsOnlyAtAnswerPositions) {
           EXPECT_EQ(tok[at[0]], kFirstData);  // the trigger
         }
         for (int64_t i : at) EXPECT_TRUE(y[i] >= kFirstData && y[i] < s.vocab);
+        // The batch names its answer slots: exactly where a target is, as many as the task says.
+        auto asked = b.answers[r];
+        EXPECT_TRUE(asked.eq(b.y[r].ne(kIgnore)).all().item<bool>());
+        EXPECT_EQ(asked.sum().item<int64_t>(), task->info().answers);
       }
     }
   }
+}
+
+// The head runs at the answer positions only: the same logits there, the same loss, per-example loss, gradients
+// and metrics as the head at every position; and the analytic FLOPs count the head at the answers only.
+TEST(StreamTasks, TheHeadRunsOnlyAtTheAnswerPositions) {
+  torch::manual_seed(3);
+  for (const auto& name : kStream) {
+    SCOPED_TRACE(name);
+    TaskSpec spec = stream_spec(name);
+    auto task = make_seq_task(spec);
+    const TaskInfo& info = task->info();
+    Config c;
+    c.set("task", name, "test");
+    c.set("model", "transformer", "test");
+    c.set("d_model", "16", "test");
+    c.set("n_heads", "2", "test");
+    c.set("n_layers", "2", "test");
+    c.set("dropout", "0", "test");
+    auto model = make_model(parse_run_spec(c, false).model, info);
+    Batch asked = task->batch(Part::Train, iota_rows(0, 6));
+    ASSERT_TRUE(asked.answers.defined());
+    Batch every = asked;
+    every.answers = torch::Tensor();
+
+    auto grads = [&](const Batch& b) {
+      model->zero_grad();
+      auto pred = model->forward(b);
+      task->loss(pred, b).backward();
+      std::vector<torch::Tensor> g;
+      for (const auto& p : model->parameters()) g.push_back(p.grad().clone());
+      return std::make_pair(pred.detach(), g);
+    };
+    auto [sparse, g_sparse] = grads(asked);
+    auto [dense, g_dense] = grads(every);
+    const int64_t K = asked.answers.sum().item<int64_t>();
+    ASSERT_EQ(sparse.sizes(), (std::vector<int64_t>{K, info.n_classes}));
+    ASSERT_EQ(dense.sizes(), (std::vector<int64_t>{6, info.n, info.n_classes}));
+    EXPECT_TRUE(torch::allclose(sparse, dense.index({asked.answers}), 1e-5, 1e-5));
+    EXPECT_NEAR(task->loss(sparse, asked).item<double>(), task->loss(dense, every).item<double>(), 1e-5);
+    EXPECT_TRUE(torch::allclose(task->per_example_loss(sparse, asked), task->per_example_loss(dense, every), 1e-5,
+                                1e-6));
+    for (size_t i = 0; i < g_sparse.size(); ++i) EXPECT_TRUE(torch::allclose(g_sparse[i], g_dense[i], 1e-4, 1e-6));
+    auto m_sparse = task->metrics(Part::Train), m_dense = task->metrics(Part::Train);
+    m_sparse->add(sparse, asked);
+    m_dense->add(dense, every);
+    const auto a = m_sparse->result("t"), d = m_dense->result("t");
+    EXPECT_EQ(a["t_accuracy"], d["t_accuracy"]);
+    EXPECT_EQ(a["t_exact_match"], d["t_exact_match"]);
+    EXPECT_EQ(a["t_answers"], d["t_answers"]);
+    EXPECT_NEAR(a["t_loss"].get<double>(), d["t_loss"].get<double>(), 1e-5);
+
+    // A prediction count that does not match the batch's answers is refused, not misread.
+    EXPECT_THROW(task->loss(sparse.slice(0, 1), asked), c10::Error);
+    // FLOPs: the head (2 · d · n_classes per position) at info.answers positions, not n.
+    TaskInfo all = info;
+    all.answers = 0;
+    auto model_all = make_model(parse_run_spec(c, false).model, all);
+    EXPECT_DOUBLE_EQ(model_all->flops_per_example() - model->flops_per_example(),
+                     2.0 * 16 * info.n_classes * static_cast<double>(info.n - info.answers));
+  }
+}
+
+// train_lengths: every training batch is at one of the lengths with the task's counts scaled, all of the lengths
+// occur, validation and test stay at seq_len; lengths the task cannot hold are refused by name.
+TEST(StreamTasks, TrainLengthsMixShorterTrainingBatches) {
+  for (const auto& name : kStream) {
+    SCOPED_TRACE(name);
+    TaskSpec spec = stream_spec(name);
+    spec.synthetic.n_pairs = 8;
+    spec.synthetic.train_lengths = {32, 64};
+    auto task = make_seq_task(spec);
+    std::set<int64_t> seen;
+    for (int64_t step = 0; step < 8; ++step) {
+      Batch b = task->batch(Part::Train, iota_rows(step * spec.batch_size, spec.batch_size));
+      const int64_t L = b.tokens.size(1);
+      seen.insert(L);
+      ASSERT_EQ(b.y.sizes(), b.tokens.sizes());
+      const int64_t asked = b.answers[0].sum().item<int64_t>();
+      if (name == "mqar") EXPECT_EQ(asked, L == 32 ? 4 : 8);  // n_pairs 8 at 64 -> 4 at 32
+      if (name == "selective_copy") EXPECT_EQ(asked, L == 32 ? 4 : 8);  // n_data 8 -> 4
+      if (name == "induction_heads") EXPECT_EQ(asked, 1);
+      // Rows of one batch share its length and differ from each other (fresh examples).
+      EXPECT_FALSE(b.tokens[0].equal(b.tokens[1]));
+    }
+    EXPECT_EQ(seen, (std::set<int64_t>{32, 64}));
+    EXPECT_EQ(task->batch(Part::Val, iota_rows(0, 4)).tokens.size(1), 64);
+    EXPECT_EQ(task->batch(Part::Test, iota_rows(0, 4)).tokens.size(1), 64);
+    EXPECT_EQ(task->describe()["train_lengths"], (std::vector<int64_t>{32, 64}));
+  }
+  TaskSpec spec = stream_spec("mqar");
+  spec.synthetic.train_lengths = {128};
+  EXPECT_NE(test::error_of([&] { make_seq_task(spec); }).find("train_lengths: 128 is longer than seq_len 64"),
+            std::string::npos);
+  spec.synthetic.train_lengths = {3};  // 1 pair and its query need 4 tokens
+  EXPECT_NE(test::error_of([&] { make_seq_task(spec); }).find("train_lengths: at length 3: "), std::string::npos);
+  Config c;
+  c.set("task", "mqar", "test");
+  c.set("train_lengths", "32,6x", "test");
+  EXPECT_NE(test::error_of([&] { parse_run_spec(c); }).find("train_lengths: '6x' is not a positive whole number"),
+            std::string::npos);
+  c.set("train_lengths", "32", "test");
+  c.set("task", "copy", "test");
+  c.set("seq_len", "64", "test");
+  c.set("vocab_size", "16", "test");
+  c.set("n_data_tokens", "4", "test");
+  EXPECT_NE(test::error_of([&] { make_seq_task(parse_run_spec(c).task); }).find("only the streaming tasks"),
+            std::string::npos);
 }
 
 TEST(StreamTasks, EpochTrainingReadsTrainExamples) {

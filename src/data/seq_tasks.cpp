@@ -173,6 +173,21 @@ SeqExample make_synthetic_example(const std::string& task, const SyntheticSpec& 
   return e;
 }
 
+SyntheticSpec synthetic_at_length(const std::string& task, const SyntheticSpec& s, int64_t length) {
+  SyntheticSpec out = s;
+  out.n = length;
+  out.train_lengths.clear();
+  auto scaled = [&](int64_t count) {
+    return std::max<int64_t>(1, std::llround(static_cast<double>(count) * static_cast<double>(length) /
+                                             static_cast<double>(s.n)));
+  };
+  out.n_pairs = scaled(s.n_pairs);
+  if (task == "mqar" && s.n_queries > 0) out.n_queries = std::min(scaled(s.n_queries), out.n_pairs);
+  out.n_data = scaled(s.n_data);
+  out.num_triggers = scaled(s.num_triggers);
+  return out;
+}
+
 uint64_t synthetic_example_key(const TaskSpec& c, Part part, int64_t row) {
   if (!is_stream_task(c.name)) return example_seed(c.seed, part, row);
   if (part == Part::Train) {
@@ -288,17 +303,37 @@ class SyntheticTask final : public Task {
         throw ConfigError(fmt::format("task {}: train_examples (or steps × batch_size), val_examples and "
                                       "test_examples must be >= 1", c.name));
     info_ = seq_task_info(c);
+    const auto& lengths = c.synthetic.train_lengths;
+    if (!lengths.empty() && !is_stream_task(c.name))
+      throw ConfigError(fmt::format("train_lengths: task {} trains on a fixed pool of length seq_len; only the "
+                                    "streaming tasks (mqar, selective_copy, induction_heads) mix lengths", c.name));
+    for (int64_t L : lengths) {
+      if (L > c.synthetic.n)
+        throw ConfigError(fmt::format("train_lengths: {} is longer than seq_len {} (the lengths mix shorter "
+                                      "training batches into the task's own)", L, c.synthetic.n));
+      try {
+        validate_synthetic(c.name, synthetic_at_length(c.name, c.synthetic, L));
+      } catch (const ConfigError& e) {
+        throw ConfigError(fmt::format("train_lengths: at length {}: {}", L, e.what()));
+      }
+    }
   }
   const TaskInfo& info() const override { return info_; }
   int64_t size(Part s) const override { return sizes_[static_cast<int>(s)]; }
   Batch batch(Part split, const std::vector<int64_t>& rows) const override {
-    const auto B = static_cast<int64_t>(rows.size()), n = spec_.synthetic.n;
+    // A training batch of a mixed-length curriculum is at one of train_lengths, chosen by its first example's step.
+    const auto& lengths = spec_.synthetic.train_lengths;
+    const bool mixed = split == Part::Train && !lengths.empty() && !rows.empty();
+    const int64_t step = mixed ? rows[0] / std::max<int64_t>(1, spec_.batch_size) : 0;
+    const SyntheticSpec shape = mixed ? synthetic_at_length(spec_.name, spec_.synthetic, lengths[step % static_cast<int64_t>(
+                                                                                  lengths.size())])
+                                      : spec_.synthetic;
+    const auto B = static_cast<int64_t>(rows.size()), n = shape.n;
     auto tokens = torch::empty({B, n}, torch::kInt64), y = torch::empty({B, n}, torch::kInt64);
     auto* tp = tokens.data_ptr<int64_t>();
     auto* yp = y.data_ptr<int64_t>();
     for (int64_t b = 0; b < B; ++b) {
-      SeqExample e =
-          make_synthetic_example(spec_.name, spec_.synthetic, synthetic_example_key(spec_, split, rows[b]));
+      SeqExample e = make_synthetic_example(spec_.name, shape, synthetic_example_key(spec_, split, rows[b]));
       std::copy(e.tokens.begin(), e.tokens.end(), tp + b * n);
       std::copy(e.targets.begin(), e.targets.end(), yp + b * n);
     }
@@ -306,6 +341,7 @@ class SyntheticTask final : public Task {
     out.tokens = tokens;
     out.mask = torch::ones({B, n}, torch::kBool);
     out.y = y;
+    out.answers = y.ne(kIgnore);  // where each generator asks: the same slots whatever the draw
     return out;
   }
   nlohmann::json describe() const override {
@@ -331,7 +367,14 @@ class SyntheticTask final : public Task {
                                     "validation and test sets";
       d["steps"] = spec_.steps;
       d["batch_size"] = spec_.batch_size;
-      d["tokens_seen"] = sizes_[0] * s.n;
+      double mean_length = static_cast<double>(s.n);
+      if (!s.train_lengths.empty()) {
+        mean_length = 0;
+        for (int64_t L : s.train_lengths) mean_length += static_cast<double>(L);
+        mean_length /= static_cast<double>(s.train_lengths.size());
+        d["train_lengths"] = s.train_lengths;
+      }
+      d["tokens_seen"] = static_cast<double>(sizes_[0]) * mean_length;
     } else {
       d["data"] = "pool: train_examples fixed training examples, fixed validation and test sets";
     }
@@ -578,6 +621,9 @@ TaskInfo seq_task_info(const TaskSpec& c) {
     i.n = c.synthetic.n;
     i.n_classes = i.vocab;
     i.metric = "test_accuracy";
+    // Each generator asks at a fixed number of positions: count them in one example (the head runs there only).
+    const SeqExample e = make_synthetic_example(c.name, c.synthetic, 0);
+    i.answers = std::count_if(e.targets.begin(), e.targets.end(), [](int64_t t) { return t != kIgnore; });
   } else {
     throw ConfigError("'" + i.name + "' is not a sequence task");
   }

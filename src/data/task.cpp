@@ -23,13 +23,38 @@ std::string head_kind_name(HeadKind k) {
   return "?";
 }
 
+PredictionRows prediction_rows(const torch::Tensor& pred, const Batch& b) {
+  TORCH_CHECK(b.y.defined() && b.y.dim() == 2, "token-level predictions need targets of shape (B, n), got ",
+              b.y.defined() ? b.y.sizes() : c10::IntArrayRef{});
+  const int64_t B = b.y.size(0), n = b.y.size(1);
+  PredictionRows r;
+  if (pred.dim() == 3) {  // every position
+    TORCH_CHECK(pred.size(0) == B && pred.size(1) == n, "predictions ", pred.sizes(), " do not match targets ",
+                b.y.sizes());
+    r.logits = pred.reshape({-1, pred.size(-1)});
+    r.y = b.y.reshape({-1});
+    r.example = torch::arange(B).repeat_interleave(n);
+    return r;
+  }
+  TORCH_CHECK(pred.dim() == 2 && b.answers.defined() && b.answers.sizes() == b.y.sizes(),
+              "predictions of shape ", pred.sizes(), " need the batch's answer positions (B, n) = ", b.y.sizes());
+  auto where = b.answers.nonzero();  // (K, 2): example, position
+  TORCH_CHECK(pred.size(0) == where.size(0), "predictions for ", pred.size(0), " positions, but the batch asks at ",
+              where.size(0));
+  r.logits = pred;
+  r.y = b.y.masked_select(b.answers);
+  r.example = where.select(1, 0).contiguous();
+  return r;
+}
+
 torch::Tensor Task::loss(const torch::Tensor& pred, const Batch& b) const {
   switch (info().head) {
     case HeadKind::Regression: return torch::mse_loss(pred.reshape({-1}), b.y);
     case HeadKind::SequenceClassification: return torch::cross_entropy_loss(pred, b.y);
-    default:
-      return torch::cross_entropy_loss(pred.reshape({-1, pred.size(-1)}), b.y.reshape({-1}), {}, at::Reduction::Mean,
-                                       kIgnore);
+    default: {
+      const PredictionRows r = prediction_rows(pred, b);
+      return torch::cross_entropy_loss(r.logits, r.y, {}, at::Reduction::Mean, kIgnore);
+    }
   }
 }
 
@@ -38,10 +63,11 @@ torch::Tensor Task::per_example_loss(const torch::Tensor& pred, const Batch& b) 
     case HeadKind::Regression: return (pred.reshape({-1}) - b.y).pow(2);
     case HeadKind::SequenceClassification: return torch::cross_entropy_loss(pred, b.y, {}, at::Reduction::None);
     default: {  // the mean over the example's answer positions
-      auto valid = b.y.ne(kIgnore).to(pred.scalar_type());
-      auto per_token = torch::cross_entropy_loss(pred.reshape({-1, pred.size(-1)}), b.y.reshape({-1}), {},
-                                                 at::Reduction::None, kIgnore).reshape(b.y.sizes());
-      return (per_token * valid).sum(1) / valid.sum(1).clamp_min(1.0);
+      const PredictionRows r = prediction_rows(pred, b);
+      auto per_row = torch::cross_entropy_loss(r.logits, r.y, {}, at::Reduction::None, kIgnore);
+      auto zeros = torch::zeros({b.y.size(0)}, per_row.options());
+      auto count = zeros.index_add(0, r.example, r.y.ne(kIgnore).to(per_row.scalar_type()));
+      return zeros.index_add(0, r.example, per_row) / count.clamp_min(1.0);
     }
   }
 }
@@ -79,13 +105,17 @@ class ClassificationMetrics final : public MetricSink {
       counted_ += static_cast<double>(am.size(0));
       return;
     }
-    auto flat = pred.reshape({-1, pred.size(-1)});
-    loss_sum_ += torch::cross_entropy_loss(flat, b.y.reshape({-1}), {}, at::Reduction::Sum, kIgnore).item<double>();
-    auto valid = b.y.ne(kIgnore);
-    auto right = pred.argmax(-1).eq(b.y).logical_and(valid);
+    const PredictionRows r = prediction_rows(pred, b);
+    loss_sum_ += torch::cross_entropy_loss(r.logits, r.y, {}, at::Reduction::Sum, kIgnore).item<double>();
+    auto valid = r.y.ne(kIgnore);
+    auto right = r.logits.argmax(-1).eq(r.y).logical_and(valid);
     correct_ += right.sum().item<double>();
     counted_ += valid.sum().item<double>();
-    exact_ += right.sum(1).eq(valid.sum(1)).sum().item<double>();
+    // An example is an exact match when every one of its answers is right.
+    auto zeros = torch::zeros({b.y.size(0)}, torch::kInt64);
+    auto right_of = zeros.index_add(0, r.example, right.to(torch::kInt64));
+    auto asked_of = zeros.index_add(0, r.example, valid.to(torch::kInt64));
+    exact_ += right_of.eq(asked_of).sum().item<double>();
   }
 
   nlohmann::json result(const std::string& prefix) const override {

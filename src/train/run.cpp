@@ -57,7 +57,8 @@ class SeqModel final : public Model {
     head_ = register_module("head", torch::nn::Linear(d_, info.n_classes));
   }
 
-  // -> (B, n, n_classes) for token-level heads, (B, n_classes) for sequence classification.
+  // -> (B, n, n_classes) for token-level heads ((K, n_classes) at the batch's K answer positions when it names them),
+  // (B, n_classes) for sequence classification.
   torch::Tensor forward(const Batch& b) override {
     TORCH_CHECK(b.tokens.defined() && b.tokens.dim() == 2, "sequence model: tokens must be (B, n)");
     const int64_t n = b.tokens.size(1);
@@ -76,6 +77,11 @@ class SeqModel final : public Model {
       }
       return cerebra::linear(head_, pooled);
     }
+    if (b.answers.defined() && info_.head == HeadKind::TokenClassification) {
+      TORCH_CHECK(b.answers.sizes() == b.tokens.sizes(), "sequence model: answers must be (B, n) = ", b.tokens.sizes(),
+                  ", got ", b.answers.sizes());
+      return cerebra::linear(head_, h.index({b.answers}));  // (K, d) -> (K, n_classes)
+    }
     return cerebra::linear(head_, h);
   }
 
@@ -91,8 +97,10 @@ class SeqModel final : public Model {
 
   double flops_per_example() const override {
     const double head = 2.0 * static_cast<double>(d_ * info_.n_classes);
-    const double n = static_cast<double>(info_.n);
-    return backbone_->flops(info_.n) + (info_.head == HeadKind::SequenceClassification ? head : head * n);
+    const double heads = info_.head == HeadKind::SequenceClassification ? 1.0
+                         : info_.answers > 0                               ? static_cast<double>(info_.answers)
+                                                                           : static_cast<double>(info_.n);
+    return backbone_->flops(info_.n) + head * heads;
   }
   std::vector<std::shared_ptr<SequenceMixer>> mixers() const override { return backbone_->mixers(); }
   int64_t tokens_per_example() const override { return info_.n; }
@@ -309,7 +317,8 @@ double estimate_train_bytes(const RunSpec& spec, const TaskInfo& info, int64_t p
     scores_train = L * B * h * k * n * 4.0 * 3.0;
     scores_eval = Be * h * k * n * 4.0 * 2.0;
   }
-  const double logits = (info.head == HeadKind::SequenceClassification ? 1.0 : n) * info.n_classes * 4.0;
+  const double heads = info.head == HeadKind::SequenceClassification ? 1.0 : info.answers > 0 ? info.answers : n;
+  const double logits = heads * info.n_classes * 4.0;
   train += scores_train + B * logits * 3.0;
   const double eval = Be * n * per_token * 4.0 / L + scores_eval + Be * logits;
   return std::max(train, eval) + static_cast<double>(params) * 4.0 * 4.0;
@@ -608,6 +617,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
     summary["d_model"] = spec.model.backbone.mixer_options.d_model;
     summary["task_info"] = {{"head", head_kind_name(info.head)}, {"n", info.n}, {"vocab", info.vocab},
                             {"n_classes", info.n_classes}, {"causal", info.needs_causal}};
+    if (info.answers > 0) summary["task_info"]["answers_per_example"] = info.answers;
     summary["flops"].update({{"analytic_forward_per_token", analytic / n},
                              {"measured_forward_per_token", measured / n},
                              {"realised_per_token", realised / n},

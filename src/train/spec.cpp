@@ -23,6 +23,10 @@ const bool kStreamTaskKeys = [] {
        "tokens (Zoology); false = NOISE", {}, "task"},
       {"num_triggers", ValueType::Int, "1", "induction_heads: occurrences of each trigger-X bigram in the context", {},
        "task"},
+      {"train_lengths", ValueType::String, "", "mqar, selective_copy, induction_heads: comma-separated lengths of the "
+       "training batches, each batch drawn at one of them (a mixed-length curriculum, as Zoology trains MQAR); "
+       "n_pairs, n_queries and n_data_tokens scale with the length; validation and test stay at seq_len "
+       "(empty = seq_len)", {}, "task"},
   });
   return true;
 }();
@@ -51,6 +55,19 @@ TaskSpec parse_task(const Config& c) {
   s.power_a = c.get_float("power_a");
   s.random_non_queries = c.get_bool("random_non_queries");
   s.num_triggers = c.get_int("num_triggers");
+  for (const auto& item : c.get_list("train_lengths")) {
+    size_t used = 0;
+    int64_t L = 0;
+    try {
+      L = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || L < 1)
+      throw ConfigError(fmt::format("train_lengths: '{}' is not a positive whole number (expected e.g. 64,128,256)",
+                                    item));
+    s.train_lengths.push_back(L);
+  }
   t.train_examples = c.get_int("train_examples");
   t.val_examples = c.get_int("val_examples");
   t.test_examples = c.get_int("test_examples");

@@ -16,6 +16,10 @@ struct Batch {
   torch::Tensor tokens;  // (B, n) int64
   torch::Tensor mask;    // (B, n) bool, true = real token
   torch::Tensor y;       // (B,) or (B, n): the target
+  // Token classification: (B, n) bool, the positions where the task asks for a prediction (its query or answer
+  // slots, known from the input format, not from the labels). Defined: the model runs its head there only and
+  // returns (K, n_classes), the K true positions in row-major order. Undefined: every position, (B, n, n_classes).
+  torch::Tensor answers;
   std::vector<std::string> text;  // text tasks: each example's raw text (what the bag-of-words baselines read)
   int64_t size() const {
     if (y.defined()) return y.size(0);

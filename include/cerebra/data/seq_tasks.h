@@ -80,6 +80,9 @@ SeqExample make_synthetic_example(const std::string& task, const SyntheticSpec& 
 uint64_t example_seed(uint64_t seed, Part split, int64_t index);
 // The stream key of example `row` of a part of a streaming task (see above); the seed of example_seed otherwise.
 uint64_t synthetic_example_key(const TaskSpec& spec, Part part, int64_t row);
+// A streaming task's spec at another length (the train_lengths curriculum): its counts scaled by length / n (at
+// least 1): mqar pairs and queries, selective_copy data tokens, induction_heads trigger occurrences.
+SyntheticSpec synthetic_at_length(const std::string& task, const SyntheticSpec& spec, int64_t length);
 // The number of examples of a part of a synthetic task (training: steps × batch_size for streaming tasks).
 int64_t synthetic_part_size(const TaskSpec& spec, Part part);
 

@@ -17,7 +17,8 @@
 namespace cerebra {
 
 enum class HeadKind {
-  TokenClassification,     // predict at answer positions (y: (B, n), -100 elsewhere), output (B, n, n_classes)
+  TokenClassification,     // predict at answer positions (y: (B, n), -100 elsewhere), output (B, n, n_classes),
+                           // or (K, n_classes) at the batch's K answer positions when Batch::answers is set
   SequenceClassification,  // one label per sequence (y: (B,)), masked mean pooling, output (B, n_classes)
   CausalLM,                // predict the next token at every position (y: (B, n)), output (B, n, n_classes)
   Regression,              // one standardised target per example (y: (B,)), output (B, 1)
@@ -36,6 +37,7 @@ struct TaskInfo {
   int64_t vocab = 0;      // token tasks: input token ids are in [0, vocab)
   int64_t n = 0;          // token tasks: tokens per example (the longest, for variable-length tasks); tabular: 0
   int64_t n_classes = 0;  // outputs per prediction (1 for regression)
+  int64_t answers = 0;    // token classification: answer positions per example (the head runs there); 0 = all n
   bool needs_causal = false;
   bool has_text = false;  // batches carry each example's raw text (Batch::text): text classification
   std::string metric;     // the primary test metric, e.g. "test_accuracy"
@@ -85,6 +87,13 @@ class Task {
 // (include/cerebra/data/tabular.h). `run_dir` non-empty: what an earlier run saved there (a tabular split, a text
 // task's tokenizer) is restored.
 std::unique_ptr<Task> make_task(const TaskSpec& spec, const std::string& run_dir = "");
+
+// A token-level head's predictions as rows: logits (R, n_classes), their targets (R,) (kIgnore where nothing is
+// asked) and the example of each row (R,). pred is (B, n, C) (every position) or (K, C) (the batch's answers).
+struct PredictionRows {
+  torch::Tensor logits, y, example;
+};
+PredictionRows prediction_rows(const torch::Tensor& pred, const Batch& batch);
 
 // Accuracy (and macro-F1, exact match or bits per character by head) of a classification head.
 std::unique_ptr<MetricSink> classification_metrics(HeadKind head, int64_t n_classes, int64_t examples);

@@ -16,6 +16,9 @@ struct SyntheticSpec {
   double power_a = 0.01;            // mqar: query gaps p(g) ∝ (g+1)^(power_a-1) (Zoology)
   bool random_non_queries = true;   // mqar: filler between queries is uniform data tokens (else NOISE)
   int64_t num_triggers = 1;         // induction_heads: occurrences of each trigger-X bigram in the context
+  // Streaming tasks: the lengths of the training batches, each batch at one of them (empty = n). The task's counts
+  // (mqar pairs and queries, selective_copy data tokens) scale with the length; validation and test stay at n.
+  std::vector<int64_t> train_lengths;
 };
 
 // How text becomes tokens (wordnet): bytes, or SentencePiece subwords trained on the training split only.
