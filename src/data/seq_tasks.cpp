@@ -325,9 +325,8 @@ class SyntheticTask final : public Task {
     const auto& lengths = spec_.synthetic.train_lengths;
     const bool mixed = split == Part::Train && !lengths.empty() && !rows.empty();
     const int64_t step = mixed ? rows[0] / std::max<int64_t>(1, spec_.batch_size) : 0;
-    const SyntheticSpec shape = mixed ? synthetic_at_length(spec_.name, spec_.synthetic, lengths[step % static_cast<int64_t>(
-                                                                                  lengths.size())])
-                                      : spec_.synthetic;
+    const int64_t length = mixed ? lengths[static_cast<size_t>(step) % lengths.size()] : spec_.synthetic.n;
+    const SyntheticSpec shape = mixed ? synthetic_at_length(spec_.name, spec_.synthetic, length) : spec_.synthetic;
     const auto B = static_cast<int64_t>(rows.size()), n = shape.n;
     auto tokens = torch::empty({B, n}, torch::kInt64), y = torch::empty({B, n}, torch::kInt64);
     auto* tp = tokens.data_ptr<int64_t>();

@@ -48,6 +48,13 @@ torch::Tensor sinusoidal_positions(int64_t n, int64_t d) {
   return pe;
 }
 
+// Positions per example where a sequence model's head runs: one pooled row (sequence classification), the task's
+// answer positions when it names them, else every token.
+double head_positions(const TaskInfo& info) {
+  if (info.head == HeadKind::SequenceClassification) return 1.0;
+  return static_cast<double>(info.answers > 0 ? info.answers : info.n);
+}
+
 // A token task's model: embedding + positions + Backbone(mixer) + head.
 class SeqModel final : public Model {
  public:
@@ -97,10 +104,7 @@ class SeqModel final : public Model {
 
   double flops_per_example() const override {
     const double head = 2.0 * static_cast<double>(d_ * info_.n_classes);
-    const double heads = info_.head == HeadKind::SequenceClassification ? 1.0
-                         : info_.answers > 0                               ? static_cast<double>(info_.answers)
-                                                                           : static_cast<double>(info_.n);
-    return backbone_->flops(info_.n) + head * heads;
+    return backbone_->flops(info_.n) + head * head_positions(info_);
   }
   std::vector<std::shared_ptr<SequenceMixer>> mixers() const override { return backbone_->mixers(); }
   int64_t tokens_per_example() const override { return info_.n; }
@@ -317,8 +321,7 @@ double estimate_train_bytes(const RunSpec& spec, const TaskInfo& info, int64_t p
     scores_train = L * B * h * k * n * 4.0 * 3.0;
     scores_eval = Be * h * k * n * 4.0 * 2.0;
   }
-  const double heads = info.head == HeadKind::SequenceClassification ? 1.0 : info.answers > 0 ? info.answers : n;
-  const double logits = heads * info.n_classes * 4.0;
+  const double logits = head_positions(info) * info.n_classes * 4.0;
   train += scores_train + B * logits * 3.0;
   const double eval = Be * n * per_token * 4.0 / L + scores_eval + Be * logits;
   return std::max(train, eval) + static_cast<double>(params) * 4.0 * 4.0;
