@@ -232,6 +232,61 @@ TEST(StreamTasks, TheHeadRunsOnlyAtTheAnswerPositions) {
   }
 }
 
+// tie_embeddings: the head scores against the input embedding. A token absent from the input whose embedding row is
+// zeroed gets exactly the head's bias as its logit (an untied head would still score it), the head's weight is gone
+// from the parameters, and a gradient from the loss reaches that row only through the head. A task that predicts
+// classes rather than its own tokens is refused.
+TEST(StreamTasks, TiedEmbeddingsScoreTokensAgainstTheirEmbedding) {
+  torch::manual_seed(5);
+  TaskSpec spec = stream_spec("mqar");
+  auto task = make_seq_task(spec);
+  const TaskInfo& info = task->info();
+  Config c;
+  c.set("task", "mqar", "test");
+  c.set("model", "transformer", "test");
+  c.set("d_model", "16", "test");
+  c.set("n_heads", "2", "test");
+  c.set("dropout", "0", "test");
+  auto untied = make_model(parse_run_spec(c, false).model, info);
+  c.set("tie_embeddings", "true", "test");
+  auto tied = make_model(parse_run_spec(c, false).model, info);
+  EXPECT_EQ(untied->parameter_count() - tied->parameter_count(), 16 * info.n_classes);
+  EXPECT_DOUBLE_EQ(untied->flops_per_example(), tied->flops_per_example());
+
+  Batch b = task->batch(Part::Train, iota_rows(0, 4));
+  int64_t absent = -1;
+  for (int64_t v = info.vocab - 1; v >= 0 && absent < 0; --v)
+    if (!(b.tokens == v).any().item<bool>()) absent = v;
+  ASSERT_GE(absent, 0);
+  torch::Tensor embed_w, bias;
+  for (const auto& p : tied->named_parameters()) {
+    if (p.key() == "embed.weight") embed_w = p.value();
+    if (p.key() == "head_bias") bias = p.value();
+    EXPECT_NE(p.key(), "head.weight");
+  }
+  ASSERT_TRUE(embed_w.defined() && bias.defined());
+  {
+    torch::NoGradGuard g;
+    embed_w[absent].zero_();
+    bias.uniform_(-1, 1);
+  }
+  auto logits = tied->forward(b);
+  EXPECT_TRUE(torch::allclose(logits.select(-1, absent), bias[absent].expand({logits.size(0)})));
+  tied->zero_grad();
+  task->loss(logits, b).backward();
+  EXPECT_GT(embed_w.grad()[absent].abs().sum().item<double>(), 0.0);  // through the head only
+
+  TaskInfo classes = info;
+  classes.head = HeadKind::SequenceClassification;
+  classes.n_classes = 45;
+  try {
+    make_model(parse_run_spec(c, false).model, classes);
+    ADD_FAILURE() << "a classification head was tied";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("tie_embeddings"), std::string::npos) << e.what();
+  }
+}
+
 // train_lengths: every training batch is at one of the lengths with the task's counts scaled, all of the lengths
 // occur, validation and test stay at seq_len; lengths the task cannot hold are refused by name.
 TEST(StreamTasks, TrainLengthsMixShorterTrainingBatches) {

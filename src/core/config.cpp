@@ -72,6 +72,10 @@ std::vector<KeySpec> build_schema() {
       {"n_layers", VT::Int, "2", "number of blocks (sequence models) or hidden layers (mlp)", {}, "model"},
       {"n_heads", VT::Int, "4", "attention heads", {}, "model"},
       {"ffn_mult", VT::Int, "2", "feed-forward width = ffn_mult * d_model (0 = no feed-forward block)", {}, "model"},
+      {"tie_embeddings", VT::Bool, "false", "sequence models whose head predicts tokens (mqar, selective_copy, "
+       "induction_heads, copy, masked_recall, janeausten): the output layer reuses the input embedding's weights "
+       "(Vaswani et al. 2017, 3.4: embedding initialised N(0, 1/d) and scaled by sqrt(d) on input), so a value "
+       "token read from the context is scored against its own embedding", {}, "model"},
       {"mlp_hidden", VT::Int, "256", "hidden width of the mlp", {}, "model"},
       {"dropout", VT::Float, "0.1", "dropout rate", {}, "model"},
       // ---- training

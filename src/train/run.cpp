@@ -58,10 +58,20 @@ double head_positions(const TaskInfo& info) {
 // A token task's model: embedding + positions + Backbone(mixer) + head.
 class SeqModel final : public Model {
  public:
-  SeqModel(const TaskInfo& info, const BackboneOptions& bo) : info_(info), d_(bo.mixer_options.d_model) {
+  // tie: the head scores against the input embedding (n_classes = vocab), which is then initialised N(0, 1/d) and
+  // scaled by √d on input, as in Vaswani et al. 2017, §3.4; the head keeps its own bias.
+  SeqModel(const TaskInfo& info, const BackboneOptions& bo, bool tie)
+      : info_(info), d_(bo.mixer_options.d_model), tied_(tie) {
     embed_ = register_module("embed", torch::nn::Embedding(info.vocab, d_));
     backbone_ = register_module("backbone", Backbone(bo));
-    head_ = register_module("head", torch::nn::Linear(d_, info.n_classes));
+    if (tied_) {
+      TORCH_CHECK(info.n_classes == info.vocab, "tied embeddings need n_classes = vocab");
+      torch::NoGradGuard no_grad;
+      embed_->weight.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(d_)));
+      head_bias_ = register_parameter("head_bias", torch::zeros({info.n_classes}));
+    } else {
+      head_ = register_module("head", torch::nn::Linear(d_, info.n_classes));
+    }
   }
 
   // -> (B, n, n_classes) for token-level heads ((K, n_classes) at the batch's K answer positions when it names them),
@@ -70,7 +80,7 @@ class SeqModel final : public Model {
     TORCH_CHECK(b.tokens.defined() && b.tokens.dim() == 2, "sequence model: tokens must be (B, n)");
     const int64_t n = b.tokens.size(1);
     if (pe_.size(0) < n) pe_ = sinusoidal_positions(std::max(n, info_.n), d_);
-    auto x = embed_->forward(b.tokens) + pe_.slice(0, 0, n);
+    auto x = embed(b.tokens) + pe_.slice(0, 0, n);
     // An all-real batch goes without a mask (every mixer's fast path).
     torch::Tensor mask = b.mask.defined() && !b.mask.all().item<bool>() ? b.mask : torch::Tensor();
     auto h = backbone_->forward(x, mask);
@@ -82,14 +92,14 @@ class SeqModel final : public Model {
       } else {
         pooled = h.mean(1);
       }
-      return cerebra::linear(head_, pooled);
+      return head(pooled);
     }
     if (b.answers.defined() && info_.head == HeadKind::TokenClassification) {
       TORCH_CHECK(b.answers.sizes() == b.tokens.sizes(), "sequence model: answers must be (B, n) = ", b.tokens.sizes(),
                   ", got ", b.answers.sizes());
-      return cerebra::linear(head_, h.index({b.answers}));  // (K, d) -> (K, n_classes)
+      return head(h.index({b.answers}));  // (K, d) -> (K, n_classes)
     }
-    return cerebra::linear(head_, h);
+    return head(h);
   }
 
   torch::Tensor step(const torch::Tensor& tokens, GenerationState& state) override {
@@ -98,8 +108,8 @@ class SeqModel final : public Model {
     TORCH_CHECK(tokens.dim() == 2, "step: tokens must be (B, m), got ", tokens.sizes());
     const int64_t end = state.position + tokens.size(1);
     if (pe_.size(0) < end) pe_ = sinusoidal_positions(std::max(2 * end, info_.n), d_);
-    auto x = embed_->forward(tokens) + pe_.slice(0, state.position, end);
-    return cerebra::linear(head_, backbone_->step(x, state));
+    auto x = embed(tokens) + pe_.slice(0, state.position, end);
+    return head(backbone_->step(x, state));
   }
 
   double flops_per_example() const override {
@@ -111,12 +121,22 @@ class SeqModel final : public Model {
   BackboneImpl* backbone() override { return backbone_.get(); }
 
  private:
+  torch::Tensor embed(const torch::Tensor& tokens) {
+    auto e = embed_->forward(tokens);
+    return tied_ ? e * std::sqrt(static_cast<double>(d_)) : e;
+  }
+  torch::Tensor head(const torch::Tensor& h) {
+    return tied_ ? torch::linear(h, embed_->weight, head_bias_) : cerebra::linear(head_, h);
+  }
+
   TaskInfo info_;
   int64_t d_;
+  bool tied_;
   torch::Tensor pe_ = torch::zeros({0, 0});
   torch::nn::Embedding embed_{nullptr};
   Backbone backbone_{nullptr};
-  torch::nn::Linear head_{nullptr};
+  torch::nn::Linear head_{nullptr};  // untied only
+  torch::Tensor head_bias_;          // tied only
 };
 
 // A model fitted by its own method on the whole training part rather than trained by the run's gradient loop (ols,
@@ -298,7 +318,11 @@ std::shared_ptr<Model> make_model(const ModelSpec& spec, const TaskInfo& info) {
                                     "(e.g. transformer, lstm, cnn, mamba)",
                                     name, why.empty() ? "" : " (" + why + ")", info.name));
   }
-  return std::make_shared<SeqModel>(info, bo);
+  if (spec.tie_embeddings && (info.head == HeadKind::SequenceClassification || info.n_classes != info.vocab))
+    throw ConfigError(fmt::format("tie_embeddings: task {} predicts {} classes, not its {} input tokens; the head can "
+                                  "share the embedding only on token tasks (mqar, selective_copy, induction_heads, copy, "
+                                  "masked_recall, janeausten)", info.name, info.n_classes, info.vocab));
+  return std::make_shared<SeqModel>(info, bo, spec.tie_embeddings);
 }
 
 double estimate_train_bytes(const RunSpec& spec, const TaskInfo& info, int64_t params) {

@@ -88,6 +88,7 @@ ModelSpec parse_model(const Config& c) {
   ModelSpec m;
   m.name = c.get_string("model");
   m.mlp_hidden = c.get_int("mlp_hidden");
+  m.tie_embeddings = c.get_bool("tie_embeddings");
   m.xgb.rounds = c.get_int("xgb_rounds");
   m.xgb.max_depth = c.get_int("xgb_max_depth");
   m.xgb.eta = c.get_float("xgb_eta");

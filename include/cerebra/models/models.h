@@ -150,6 +150,7 @@ TORCH_MODULE(Backbone);
 struct ModelSpec {
   std::string name = "transformer";  // ols, xgboost, nb, logreg, mlp, transformer (= the attention mixer), or a mixer's name
   BackboneOptions backbone;          // sequence models: the mixer (with its own typed options) and the blocks
+  bool tie_embeddings = false;       // token heads: the output layer is the input embedding (n_classes = vocab)
   int64_t mlp_hidden = 256;          // mlp: hidden width; its depth is backbone.n_layers, its dropout backbone.dropout
   XgbParams xgb;                     // xgboost (threads set by the run)
   TextBaselineParams text;           // nb, logreg (text tasks)
