@@ -313,6 +313,8 @@ TEST(StreamTasks, TrainLengthsMixShorterTrainingBatches) {
     EXPECT_EQ(task->batch(Part::Val, iota_rows(0, 4)).tokens.size(1), 64);
     EXPECT_EQ(task->batch(Part::Test, iota_rows(0, 4)).tokens.size(1), 64);
     EXPECT_EQ(task->describe()["train_lengths"], (std::vector<int64_t>{32, 64}));
+    EXPECT_DOUBLE_EQ(mean_train_length(spec.synthetic), 48.0);  // tokens per training example (tokens/s, tokens seen)
+    EXPECT_DOUBLE_EQ(task->describe()["tokens_seen"].get<double>(), 48.0 * spec.steps * spec.batch_size);
   }
   TaskSpec spec = stream_spec("mqar");
   spec.synthetic.train_lengths = {128};

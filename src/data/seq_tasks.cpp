@@ -173,6 +173,13 @@ SeqExample make_synthetic_example(const std::string& task, const SyntheticSpec& 
   return e;
 }
 
+double mean_train_length(const SyntheticSpec& s) {
+  if (s.train_lengths.empty()) return static_cast<double>(s.n);
+  double sum = 0;
+  for (int64_t L : s.train_lengths) sum += static_cast<double>(L);
+  return sum / static_cast<double>(s.train_lengths.size());
+}
+
 SyntheticSpec synthetic_at_length(const std::string& task, const SyntheticSpec& s, int64_t length) {
   SyntheticSpec out = s;
   out.n = length;
@@ -366,14 +373,8 @@ class SyntheticTask final : public Task {
                                     "validation and test sets";
       d["steps"] = spec_.steps;
       d["batch_size"] = spec_.batch_size;
-      double mean_length = static_cast<double>(s.n);
-      if (!s.train_lengths.empty()) {
-        mean_length = 0;
-        for (int64_t L : s.train_lengths) mean_length += static_cast<double>(L);
-        mean_length /= static_cast<double>(s.train_lengths.size());
-        d["train_lengths"] = s.train_lengths;
-      }
-      d["tokens_seen"] = static_cast<double>(sizes_[0]) * mean_length;
+      if (!s.train_lengths.empty()) d["train_lengths"] = s.train_lengths;
+      d["tokens_seen"] = static_cast<double>(sizes_[0]) * mean_train_length(s);
     } else {
       d["data"] = "pool: train_examples fixed training examples, fixed validation and test sets";
     }

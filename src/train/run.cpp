@@ -19,6 +19,7 @@
 #include "cerebra/core/flop_counter.h"
 #include "cerebra/core/io.h"
 #include "cerebra/core/runtime.h"
+#include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/tabular.h"
 #include "cerebra/models/baselines.h"
 #include "cerebra/models/cerebra_layer.h"
@@ -653,7 +654,9 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
     summary["flops"]["convention"] = flops["convention"].get<std::string>() +
                                      "; per token = per example / n (n = max_len for variable-length text; measured "
                                      "runs on test batches padded to their longest example)";
-    summary["time"]["tokens_per_second"] = tr.examples_per_second * n;
+    // Training tokens: a mixed-length curriculum trains on examples of its mean length.
+    summary["time"]["tokens_per_second"] =
+        tr.examples_per_second * (spec.task.synthetic.train_lengths.empty() ? n : mean_train_length(spec.task.synthetic));
   }
   summary.update(task->summary_fields());
   if (spec.quant.qat) summary["quant"] = quant_summary(*net, spec.quant);

@@ -83,6 +83,8 @@ uint64_t synthetic_example_key(const TaskSpec& spec, Part part, int64_t row);
 // A streaming task's spec at another length (the train_lengths curriculum): its counts scaled by length / n (at
 // least 1): mqar pairs and queries, selective_copy data tokens, induction_heads trigger occurrences.
 SyntheticSpec synthetic_at_length(const std::string& task, const SyntheticSpec& spec, int64_t length);
+// Tokens per training example: seq_len, or the mean of train_lengths (each length trains equally many batches).
+double mean_train_length(const SyntheticSpec& spec);
 // The number of examples of a part of a synthetic task (training: steps × batch_size for streaming tasks).
 int64_t synthetic_part_size(const TaskSpec& spec, Part part);
 
