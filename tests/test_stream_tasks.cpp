@@ -27,6 +27,18 @@ namespace {
 
 const std::vector<std::string> kStream = {"mqar", "selective_copy", "induction_heads"};
 
+// A 2-layer transformer of width 16 without dropout on a task.
+Config small_transformer(const std::string& task) {
+  Config c;
+  c.set("task", task, "test");
+  c.set("model", "transformer", "test");
+  c.set("d_model", "16", "test");
+  c.set("n_heads", "2", "test");
+  c.set("n_layers", "2", "test");
+  c.set("dropout", "0", "test");
+  return c;
+}
+
 TaskSpec stream_spec(const std::string& task, uint64_t seed = 7) {
   TaskSpec t;
   t.name = task;
@@ -181,13 +193,7 @@ TEST(StreamTasks, TheHeadRunsOnlyAtTheAnswerPositions) {
     TaskSpec spec = stream_spec(name);
     auto task = make_seq_task(spec);
     const TaskInfo& info = task->info();
-    Config c;
-    c.set("task", name, "test");
-    c.set("model", "transformer", "test");
-    c.set("d_model", "16", "test");
-    c.set("n_heads", "2", "test");
-    c.set("n_layers", "2", "test");
-    c.set("dropout", "0", "test");
+    Config c = small_transformer(name);
     auto model = make_model(parse_run_spec(c, false).model, info);
     Batch asked = task->batch(Part::Train, iota_rows(0, 6));
     ASSERT_TRUE(asked.answers.defined());
@@ -241,12 +247,7 @@ TEST(StreamTasks, TiedEmbeddingsScoreTokensAgainstTheirEmbedding) {
   TaskSpec spec = stream_spec("mqar");
   auto task = make_seq_task(spec);
   const TaskInfo& info = task->info();
-  Config c;
-  c.set("task", "mqar", "test");
-  c.set("model", "transformer", "test");
-  c.set("d_model", "16", "test");
-  c.set("n_heads", "2", "test");
-  c.set("dropout", "0", "test");
+  Config c = small_transformer("mqar");
   auto untied = make_model(parse_run_spec(c, false).model, info);
   c.set("tie_embeddings", "true", "test");
   auto tied = make_model(parse_run_spec(c, false).model, info);
