@@ -59,14 +59,13 @@ double head_positions(const TaskInfo& info) {
 // A token task's model: embedding + positions + Backbone(mixer) + head.
 class SeqModel final : public Model {
  public:
-  // tie: the head scores against the input embedding (n_classes = vocab), which is then initialised N(0, 1/d) and
-  // scaled by √d on input, as in Vaswani et al. 2017, §3.4; the head keeps its own bias.
+  // tie (make_model checks n_classes = vocab): the head scores against the input embedding, which is then
+  // initialised N(0, 1/d) and scaled by √d on input, as in Vaswani et al. 2017, §3.4; the head keeps its own bias.
   SeqModel(const TaskInfo& info, const BackboneOptions& bo, bool tie)
       : info_(info), d_(bo.mixer_options.d_model), tied_(tie) {
     embed_ = register_module("embed", torch::nn::Embedding(info.vocab, d_));
     backbone_ = register_module("backbone", Backbone(bo));
     if (tied_) {
-      TORCH_CHECK(info.n_classes == info.vocab, "tied embeddings need n_classes = vocab");
       torch::NoGradGuard no_grad;
       embed_->weight.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(d_)));
       head_bias_ = register_parameter("head_bias", torch::zeros({info.n_classes}));
@@ -321,8 +320,8 @@ std::shared_ptr<Model> make_model(const ModelSpec& spec, const TaskInfo& info) {
   }
   if (spec.tie_embeddings && (info.head == HeadKind::SequenceClassification || info.n_classes != info.vocab))
     throw ConfigError(fmt::format("tie_embeddings: task {} predicts {} classes, not its {} input tokens; the head can "
-                                  "share the embedding only on token tasks (mqar, selective_copy, induction_heads, copy, "
-                                  "masked_recall, janeausten)", info.name, info.n_classes, info.vocab));
+                                  "share the embedding only where a task predicts its own input tokens",
+                                  info.name, info.n_classes, info.vocab));
   return std::make_shared<SeqModel>(info, bo, spec.tie_embeddings);
 }
 
@@ -655,8 +654,9 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
                                      "; per token = per example / n (n = max_len for variable-length text; measured "
                                      "runs on test batches padded to their longest example)";
     // Training tokens: a mixed-length curriculum trains on examples of its mean length.
+    const auto& synthetic = spec.task.synthetic;
     summary["time"]["tokens_per_second"] =
-        tr.examples_per_second * (spec.task.synthetic.train_lengths.empty() ? n : mean_train_length(spec.task.synthetic));
+        tr.examples_per_second * (synthetic.train_lengths.empty() ? n : mean_train_length(synthetic));
   }
   summary.update(task->summary_fields());
   if (spec.quant.qat) summary["quant"] = quant_summary(*net, spec.quant);
