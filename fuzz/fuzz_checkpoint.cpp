@@ -64,7 +64,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     write_seeds(dir);
     std::exit(0);
   }
-  torch::set_num_threads(1);
+  cerebra_fuzz::init_torch();
   return 0;
 }
 

@@ -10,6 +10,7 @@
 
 #include <yaml-cpp/exceptions.h>
 
+#include <c10/util/Logging.h>
 #include <torch/torch.h>
 
 #include "cerebra/core/batch.h"
@@ -20,6 +21,13 @@
 #include "cerebra/train/spec.h"
 
 namespace cerebra_fuzz {
+
+// One intra-op thread, and c10::Error without its C++ backtrace: LibTorch 1.13 symbolises the stack (dladdr per
+// frame) each time it throws, which took most of the time of an input its reader rejects. The message is unchanged.
+inline void init_torch() {
+  torch::set_num_threads(1);
+  c10::SetStackTraceFetcher([] { return std::string(); });
+}
 
 inline std::shared_ptr<cerebra::Model> tiny_model() {
   static const cerebra::RunSpec spec = [] {

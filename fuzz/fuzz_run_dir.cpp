@@ -24,7 +24,7 @@ const char* const kFiles[] = {"config.yaml", "pruned.json", "summary.json", "mod
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  torch::set_num_threads(1);
+  cerebra_fuzz::init_torch();
   return 0;
 }
 

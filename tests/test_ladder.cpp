@@ -36,6 +36,7 @@ const char* kManifest =
     "lr_sweep: [1e-3, 1e-2]\n"
     "seeds: 1\n"
     "set: {steps: 3}\n"
+    "model_set: {transformer: {short_conv: 2}}\n"
     "rungs:\n"
     "  - {config: mqar_a.yaml, seeds: 2}\n"
     "  - {config: mqar_b.yaml, budget_params: 7000, set: {vocab_size: 20}}\n"
@@ -73,6 +74,10 @@ TEST(Ladder, PlansRungsModelsRatesSeedsAndOverrides) {
   EXPECT_EQ(rungs[0].config.get_int("seq_len"), 24);
   EXPECT_EQ(rungs[1].config.get_int("vocab_size"), 20);  // the rung's set
   EXPECT_EQ(rungs[0].config.get_int("vocab_size"), 16);
+  // model_set: one model's own keys, kept apart from the shared config.
+  EXPECT_EQ(rungs[0].bench.model_set.at("transformer"),
+            (std::vector<std::pair<std::string, std::string>>{{"short_conv", "2"}}));
+  EXPECT_EQ(rungs[0].config.get_int("short_conv"), 0);
 
   // The quick variant: its rungs, models, rates and set; command-line options over everything.
   o.quick = true;
@@ -110,6 +115,12 @@ TEST(Ladder, ManifestErrorsNameTheFileTheLineAndTheProblem) {
       {"models: [transformer]\nrungs:\n  - {config: mqar_a.yaml, set: {steps: many}}\n", "steps"},
       {"rungs:\n  - {config: mqar_a.yaml}\n", "expected `models:`"},
       {"models: [transformer]\nrungs: [\n", "YAML syntax error"},
+      {"models: [transformer]\nmodel_set: {mambo: {short_conv: 0}}\nrungs:\n  - {config: mqar_a.yaml}\n",
+       "ladder.yaml:2: model_set: unknown model 'mambo'"},
+      {"models: [transformer]\nmodel_set: {mamba: {short_conv: wide}}\nrungs:\n  - {config: mqar_a.yaml}\n",
+       "short_conv"},
+      {"models: [transformer]\nmodel_set: {mamba: 0}\nrungs:\n  - {config: mqar_a.yaml}\n",
+       "model_set mamba: expected a mapping"},
   };
   for (const auto& k : cases) {
     SCOPED_TRACE(k.manifest);
@@ -146,10 +157,16 @@ TEST(Ladder, RunsEachRungIntoItsDirectoryAndGathersTheTables) {
     EXPECT_EQ(results[0]["status"], "ok");
     EXPECT_EQ(results[0]["params"].get<int64_t>() > 0, true);
     EXPECT_TRUE(fs::exists(dir / "out" / rung / "transformer" / "lr0.001" / "summary.json"));
+    // The model's own setting reached its run and is named in the results.
+    EXPECT_EQ(results[0]["set"], "short_conv=2");
+    Config run_config;
+    run_config.load_yaml_file((dir / "out" / rung / "transformer" / "lr0.001" / "config.yaml").string());
+    EXPECT_EQ(run_config.get_int("short_conv"), 2);
   }
   const std::string md = read_text_file(dir / "out" / "ladder.md");
   EXPECT_NE(md.find("## mqar_a"), std::string::npos) << md;
   EXPECT_NE(md.find("## mqar_b"), std::string::npos) << md;
   EXPECT_NE(md.find("(n = 32"), std::string::npos) << md;
+  EXPECT_NE(md.find("transformer trains with short_conv 2"), std::string::npos) << md;
   fs::remove_all(dir);
 }

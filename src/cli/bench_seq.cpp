@@ -8,6 +8,7 @@
 // and results.{png,svg} (gnuplot; one point per model, its selected run).
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -175,6 +176,14 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
       nlohmann::json row = {{"model", m}, {"task", task}, {"n", info0.n}, {"lr", lr}, {"selected", false}};
       try {
         c.set("model", m, "--models");
+        if (const auto it = o.model_set.find(m); it != o.model_set.end()) {
+          std::string set_text;
+          for (const auto& [k, v] : it->second) {
+            c.set(k, v, "model_set " + m);
+            set_text += (set_text.empty() ? "" : " ") + k + "=" + v;
+          }
+          row["set"] = set_text;
+        }
         c.set("lr", fmt::format("{}", lr), sweep ? "--lr-sweep" : "config");
         if (o.budget_params > 0 && !fitted)
           c.set("d_model", std::to_string(match_d_model(c, info0, o.budget_params)), "--budget-params");
@@ -315,7 +324,7 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
   csv << "task,n,model,lr,selected,status,d_model,params," << metric << "," << metric << "_std," << second << ","
       << second << "_std," << val_metric << "," << val_metric << "_std,seeds,"
       << "steps,batch_size,train_examples,realised_flops_per_token,measured_flops_per_token,train_seconds,"
-         "tokens_per_second,peak_tensor_bytes,peak_rss_bytes,estimated_bytes,reason\n";
+         "tokens_per_second,peak_tensor_bytes,peak_rss_bytes,estimated_bytes,set,reason\n";
   const nlohmann::json none;
   auto get = [&](const nlohmann::json& j, const std::string& k) { return j.is_object() && j.contains(k) ? j[k] : none; };
   auto mib = [&](const nlohmann::json& v) { return v.is_number() ? nlohmann::json(v.get<double>() / 1048576.0) : none; };
@@ -347,7 +356,8 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
         << "," << csv_num(get(r, "realised_flops_per_token")) << "," << csv_num(get(r, "measured_flops_per_token"))
         << "," << csv_num(get(r, "train_seconds")) << "," << csv_num(get(r, "tokens_per_second")) << ","
         << csv_num(get(r, "peak_tensor_bytes")) << "," << csv_num(get(r, "peak_rss_bytes")) << ","
-        << csv_num(get(r, "estimated_bytes")) << "," << clean(reason) << "\n";
+        << csv_num(get(r, "estimated_bytes")) << "," << clean(get(r, "set").is_string() ? get(r, "set").get<std::string>() : "")
+        << "," << clean(reason) << "\n";
   }
   std::ofstream runs_csv(fs::path(out_dir) / "runs.csv");
   runs_csv << "model,lr,seed,status," << metric << "," << second << "," << val_metric
@@ -359,6 +369,12 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
              << csv_num(get(r, "train_seconds")) << "," << csv_num(get(r, "peak_tensor_bytes")) << ","
              << csv_num(get(r, "peak_rss_bytes")) << "," << r["run_dir"].get<std::string>() << ","
              << clean(get(r, "reason").is_string() ? get(r, "reason").get<std::string>() : "") << "\n";
+  for (const auto& [m, kv] : o.model_set) {
+    if (std::find(models.begin(), models.end(), m) == models.end()) continue;
+    std::string set_text;
+    for (const auto& [k, v] : kv) set_text += (set_text.empty() ? "" : ", ") + k + " " + v;
+    table += fmt::format("{} trains with {} (its own setting, not the shared config's).\n", m, set_text);
+  }
   table += fmt::format("{} on the test split ({}); * = the model's learning rate selected by {} (best of the learning "
                        "rates{});\nFLOPs/token = realised forward FLOPs per example / n (2 per multiply-add of "
                        "matmul-class ops);\nbudget = steps x batch_size examples; peak memory per run (RSS is the "

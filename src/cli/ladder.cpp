@@ -12,6 +12,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "cerebra/core/io.h"
+#include "cerebra/models/mixer.h"
 #include "cerebra/train/spec.h"
 
 namespace fs = std::filesystem;
@@ -104,7 +105,8 @@ std::vector<LadderRung> plan_ladder(const LadderOptions& o) {
   } catch (const YAML::Exception& e) {
     throw ConfigError(fmt::format("{}:{}: YAML syntax error: {}", file, e.mark.line + 1, e.msg));
   }
-  check_keys(file, doc, "the manifest", {"rungs", "models", "budget_params", "lr_sweep", "seeds", "set", "quick"});
+  check_keys(file, doc, "the manifest",
+             {"rungs", "models", "budget_params", "lr_sweep", "seeds", "set", "model_set", "quick"});
   if (!doc["rungs"] || !doc["rungs"].IsSequence() || doc["rungs"].size() == 0)
     throw ConfigError(file + ": expected a non-empty list `rungs:`");
   if (!doc["models"]) throw ConfigError(file + ": expected `models:` (the models every rung trains)");
@@ -120,6 +122,24 @@ std::vector<LadderRung> plan_ladder(const LadderOptions& o) {
   if (!o.lrs.empty()) bench.lrs = o.lrs;
   else if (pick("lr_sweep")) bench.lrs = lrs_of(file, pick("lr_sweep"));
   const int64_t default_seeds = pick("seeds") ? positive_int(file, pick("seeds"), "seeds", 1) : 1;
+  if (const YAML::Node ms = doc["model_set"]) {  // per-model config keys: {mamba: {short_conv: 0}, ...}
+    if (!ms.IsMap())
+      throw ConfigError(fmt::format("{}: model_set: expected a mapping of model: {{config key: value}}", where(file, ms)));
+    for (const auto& kv : ms) {
+      const std::string m = kv.first.as<std::string>();
+      const std::vector<std::string> mixers = mixer_names();
+      if (m != "transformer" && std::find(mixers.begin(), mixers.end(), m) == mixers.end())
+        throw ConfigError(fmt::format("{}: model_set: unknown model '{}'", where(file, kv.first), m));
+      if (!kv.second.IsMap() || kv.second.size() == 0)
+        throw ConfigError(fmt::format("{}: model_set {}: expected a mapping of config key: value", where(file, kv.second), m));
+      for (const auto& e : kv.second) {
+        if (!e.second.IsScalar())
+          throw ConfigError(fmt::format("{}: model_set {} {}: expected a single value", where(file, e.second), m,
+                                        e.first.as<std::string>()));
+        bench.model_set[m].emplace_back(e.first.as<std::string>(), e.second.as<std::string>());
+      }
+    }
+  }
 
   std::vector<std::string> keep = o.rungs;
   if (keep.empty() && has_quick && quick["rungs"]) keep = list_of(file, quick["rungs"], "quick.rungs");
@@ -144,6 +164,12 @@ std::vector<LadderRung> plan_ladder(const LadderOptions& o) {
     if (has_quick) apply_set(rung.config, file, quick["set"], "quick.set");
     for (const auto& [k, v] : o.overrides) rung.config.set(k, v, "command line --" + k);
     parse_run_spec(rung.config);  // bad values fail here, before any run
+    for (const auto& [m, kv] : bench.model_set) {
+      Config c = rung.config;
+      c.set("model", m, "model_set");
+      for (const auto& [k, v] : kv) c.set(k, v, fmt::format("{} model_set {}", file, m));
+      parse_run_spec(c);
+    }
     rung.models = models;
     rung.bench = bench;
     if (r["budget_params"] && !(has_quick && quick["budget_params"]))  // the rung's own budget (e.g. a larger vocabulary)

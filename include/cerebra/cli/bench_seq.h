@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cerebra/core/config.h"
@@ -17,6 +19,9 @@ struct SeqBenchOptions {
   double mem_limit_gib = 8.0;  // skip models whose estimated training memory exceeds this
   std::vector<double> lrs;     // --lr-sweep: each model trains at each learning rate (empty = the config's lr)
   int64_t seeds = 1;           // --seeds: runs per (model, lr), seeds seed, seed + 1, ...; mean ± std over them
+  // Config keys set for one model only, after the shared config (e.g. mamba: short_conv=0, for a mixer that a shared
+  // setting hurts); listed in the table under the model's name.
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> model_set;
   bool quiet = false;       // no output but the table
   bool quiet_runs = false;  // no progress display inside each run (the per-model lines stay)
 };

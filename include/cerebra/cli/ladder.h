@@ -6,7 +6,8 @@
 // so an interrupted ladder resumes where it stopped.
 //
 // Manifest keys: `rungs` (a list of {config, seeds, budget_params, set}), `models`, `budget_params`, `lr_sweep`, `seeds` (the
-// default of every rung), `set` (config overrides for every rung) and `quick` (the same keys, for --quick; its
+// default of every rung), `set` (config overrides for every rung), `model_set` (config overrides for one model on
+// every rung, e.g. `mamba: {short_conv: 0}`) and `quick` (the same keys, for --quick; its
 // `rungs` is a list of rung names to keep).
 #pragma once
 
