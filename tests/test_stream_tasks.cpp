@@ -531,3 +531,42 @@ TEST(BenchSweep, SeedsAreAveragedAndFinishedRunsReused) {
   EXPECT_EQ(nlohmann::json::parse(std::ifstream(dir / "results.json")), results);
   fs::remove_all(dir);
 }
+
+// sweep_seeds: each learning rate runs on the first seed only, the selected one on every seed; the selected row's
+// mean is over all its seeds, the other row's over the sweep's seed.
+TEST(BenchSweep, SweepSeedsRunTheOtherSeedsOnlyAtTheSelectedRate) {
+  Config c = tiny_mqar_bench_config();
+  c.set("seed", "5", "test");
+  const fs::path dir = test::temp_dir("lr_sweep_seeds_first");
+  SeqBenchOptions o;
+  o.lrs = {1e-3, 3e-2};
+  o.seeds = 3;
+  o.sweep_seeds = 1;
+  o.quiet = true;
+  ASSERT_EQ(bench_seq_tasks(c, {"transformer"}, dir.string(), o), 0);
+  const auto results = nlohmann::json::parse(std::ifstream(dir / "results.json"));
+  ASSERT_EQ(results.size(), 2u);
+  int selected = 0;
+  for (const auto& r : results) {
+    SCOPED_TRACE(r.dump());
+    const std::string lr = fmt::format("lr{}", r["lr"].get<double>());
+    EXPECT_EQ(r["status"], "ok");
+    if (r.value("selected", false)) {
+      ++selected;
+      EXPECT_EQ(r["seeds"], nlohmann::json({5, 6, 7}));
+      for (const char* seed : {"s5", "s6", "s7"}) EXPECT_TRUE(fs::exists(dir / "transformer" / lr / seed / "summary.json"));
+    } else {
+      EXPECT_EQ(r["seeds"], nlohmann::json({5}));
+      EXPECT_TRUE(fs::exists(dir / "transformer" / lr / "s5" / "summary.json"));
+      EXPECT_FALSE(fs::exists(dir / "transformer" / lr / "s6"));
+      EXPECT_TRUE(r["metric_std"].is_null());  // one seed: no spread
+    }
+  }
+  EXPECT_EQ(selected, 1);
+  std::ifstream runs(dir / "runs.csv");
+  std::string line;
+  int n_runs = -1;  // the header
+  while (std::getline(runs, line)) ++n_runs;
+  EXPECT_EQ(n_runs, 4);
+  fs::remove_all(dir);
+}

@@ -144,6 +144,14 @@ nlohmann::json train_or_reuse(const RunSpec& spec, const fs::path& dir, const Se
   return train_run(spec, dir.string(), options);
 }
 
+// The runs of one (model, learning rate) point: its config, and per summary quantity one value per finished seed.
+struct PointRuns {
+  Config config;
+  std::map<std::string, std::vector<double>> values;
+  nlohmann::json seeds = nlohmann::json::array(), last;
+  std::string failure;
+};
+
 }  // namespace
 
 int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& models, const std::string& out_dir,
@@ -165,9 +173,84 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
   const std::string second = classif ? "test_macro_f1" : token ? "test_exact_match" : "test_accuracy";
   std::vector<nlohmann::json> rows, runs_of_all;  // one row per (model, lr): means over its seeds; one per run
   int failures = 0;
+  // With a sweep, each learning rate trains on the first sweep_seeds seeds and the selected one on the rest too.
+  const int64_t sweep_seeds = lrs.size() > 1 && o.sweep_seeds > 0 ? std::min(o.sweep_seeds, o.seeds) : o.seeds;
+  // Seeds k0 .. k1-1 of one (model, lr) point, each in its own run directory (model[/lr][/s<seed>]); the point's
+  // row is (re)computed over every seed it has run.
+  auto run_seeds = [&](const std::string& m, size_t i, bool fitted, double lr, PointRuns& p, nlohmann::json& row,
+                       int64_t k0, int64_t k1) {
+    Config& c = p.config;
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t seed = first_seed + k;
+      c.set("seed", std::to_string(seed), "--seeds");
+      fs::path dir = fs::path(out_dir) / m;
+      if (sweep && !fitted) dir /= fmt::format("lr{}", lr);
+      if (o.seeds > 1) dir /= fmt::format("s{}", seed);
+      nlohmann::json run = {{"model", m}, {"lr", fitted ? nlohmann::json() : nlohmann::json(lr)}, {"seed", seed},
+                            {"run_dir", dir.string()}};
+      if (!o.quiet)
+        std::cerr << fmt::format("== {} ({} of {}){}{}: d_model {}, {} params, estimated memory {:.2f} GiB\n", m,
+                                 i + 1, models.size(), sweep && !fitted ? fmt::format(", lr {}", lr) : std::string(),
+                                 o.seeds > 1 ? fmt::format(", seed {}", seed) : std::string(),
+                                 row["d_model"].is_number() ? row["d_model"].dump() : std::string("-"),
+                                 row["params"].get<int64_t>(), row["estimated_bytes"].get<double>() / 1073741824.0);
+      try {
+        const nlohmann::json s = train_or_reuse(parse_run_spec(c), dir, o);
+        const auto& sm = s["metrics"];
+        auto put = [&](const std::string& key, const nlohmann::json& v) {
+          run[key] = v;
+          if (v.is_number()) p.values[key].push_back(v.get<double>());
+        };
+        run["status"] = "ok";
+        put("metric", sm.value(s["primary_metric"].get<std::string>(), nlohmann::json()));
+        put("second", sm.contains(second) ? sm[second] : nlohmann::json());
+        put("val_metric", sm.contains(val_metric) ? sm[val_metric] : nlohmann::json());
+        put("realised_flops_per_token", s["flops"]["realised_per_token"]);
+        put("measured_flops_per_token", s["flops"]["measured_forward_per_token"]);
+        put("train_seconds", s["time"]["train_seconds_total"]);
+        put("tokens_per_second", s["time"]["tokens_per_second"]);
+        put("peak_tensor_bytes", s["memory"]["peak_tensor_bytes"]);
+        put("peak_rss_bytes", s["memory"]["peak_rss_bytes"]);
+        p.seeds.push_back(seed);
+        p.last = s;
+      } catch (const std::exception& e) {
+        run["status"] = "failed";
+        run["reason"] = e.what();
+        p.failure = e.what();
+        ++failures;
+        std::cerr << fmt::format("error: model {} (seed {}) failed: {}\n", m, seed, e.what());
+      }
+      runs_of_all.push_back(run);
+    }
+    if (p.last.is_null()) {
+      row["status"] = "failed";
+      row["reason"] = p.failure;
+      return;
+    }
+    row["status"] = p.seeds.size() == static_cast<size_t>(k1) ? "ok" : "partial";
+    if (!p.failure.empty()) row["reason"] = p.failure;
+    row["params"] = p.last["params"];  // a fitted model's size is known after the fit
+    row["threads"] = p.last["threads"];
+    row["steps"] = p.last["training"]["steps"];
+    row["train_examples"] = p.last["training"]["train_examples"];
+    row["metric_name"] = p.last["primary_metric"];
+    row["seeds"] = p.seeds;
+    for (const auto& [key, v] : p.values) {
+      const exp::Stat st = exp::summarize(v);
+      row[key] = st.mean;
+      row[key + "_std"] = std::isfinite(st.std) ? nlohmann::json(st.std) : nlohmann::json();
+    }
+    // The mean test metrics, as a run summary holds them (for `cerebra report`).
+    row["metrics"] = nlohmann::json::object();
+    for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
+             {metric, "metric"}, {second, "second"}, {val_metric, "val_metric"}})
+      if (row.contains(key)) row["metrics"][name] = row[key];
+    row["run_dir"] = (fs::path(out_dir) / m).string();
+  };
   for (size_t i = 0; i < models.size(); ++i) {
     const std::string& m = models[i];
     std::vector<nlohmann::json> points;
+    std::vector<PointRuns> runs_of_point;  // parallel to points
     ModelSpec named;
     named.name = m;
     const bool fitted = named.is_estimator();  // nb, logreg: their own fit, no learning rate or d_model
@@ -205,6 +288,7 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
                                       est / 1073741824.0, o.mem_limit_gib);
           std::cerr << fmt::format("== {} skipped: {}\n", m, row["reason"].get<std::string>());
           points.push_back(row);
+          runs_of_point.emplace_back();
           break;  // the same estimate at every learning rate
         }
       } catch (const ConfigError& e) {
@@ -212,84 +296,16 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
         row["reason"] = e.what();
         std::cerr << fmt::format("== {} skipped: {}\n", m, e.what());
         points.push_back(row);
+        runs_of_point.emplace_back();
         break;  // a config the model cannot run: the same at every learning rate
       }
-      // Each seed: its own run directory (model[/lr][/s<seed>]).
-      std::map<std::string, std::vector<double>> values;  // summary quantity -> one value per finished seed
-      nlohmann::json seeds = nlohmann::json::array(), last;
-      std::string failure;
-      for (int64_t k = 0; k < o.seeds; ++k) {
-        const int64_t seed = first_seed + k;
-        c.set("seed", std::to_string(seed), "--seeds");
-        fs::path dir = fs::path(out_dir) / m;
-        if (sweep && !fitted) dir /= fmt::format("lr{}", lr);
-        if (o.seeds > 1) dir /= fmt::format("s{}", seed);
-        nlohmann::json run = {{"model", m}, {"lr", fitted ? nlohmann::json() : nlohmann::json(lr)}, {"seed", seed},
-                              {"run_dir", dir.string()}};
-        if (!o.quiet)
-          std::cerr << fmt::format("== {} ({} of {}){}{}: d_model {}, {} params, estimated memory {:.2f} GiB\n", m,
-                                   i + 1, models.size(), sweep && !fitted ? fmt::format(", lr {}", lr) : std::string(),
-                                   o.seeds > 1 ? fmt::format(", seed {}", seed) : std::string(),
-                                   row["d_model"].is_number() ? row["d_model"].dump() : std::string("-"),
-                                   row["params"].get<int64_t>(), row["estimated_bytes"].get<double>() / 1073741824.0);
-        try {
-          const nlohmann::json s = train_or_reuse(parse_run_spec(c), dir, o);
-          const auto& sm = s["metrics"];
-          auto put = [&](const std::string& key, const nlohmann::json& v) {
-            run[key] = v;
-            if (v.is_number()) values[key].push_back(v.get<double>());
-          };
-          run["status"] = "ok";
-          put("metric", sm.value(s["primary_metric"].get<std::string>(), nlohmann::json()));
-          put("second", sm.contains(second) ? sm[second] : nlohmann::json());
-          put("val_metric", sm.contains(val_metric) ? sm[val_metric] : nlohmann::json());
-          put("realised_flops_per_token", s["flops"]["realised_per_token"]);
-          put("measured_flops_per_token", s["flops"]["measured_forward_per_token"]);
-          put("train_seconds", s["time"]["train_seconds_total"]);
-          put("tokens_per_second", s["time"]["tokens_per_second"]);
-          put("peak_tensor_bytes", s["memory"]["peak_tensor_bytes"]);
-          put("peak_rss_bytes", s["memory"]["peak_rss_bytes"]);
-          seeds.push_back(seed);
-          last = s;
-        } catch (const std::exception& e) {
-          run["status"] = "failed";
-          run["reason"] = e.what();
-          failure = e.what();
-          ++failures;
-          std::cerr << fmt::format("error: model {} (seed {}) failed: {}\n", m, seed, e.what());
-        }
-        runs_of_all.push_back(run);
-      }
-      if (last.is_null()) {
-        row["status"] = "failed";
-        row["reason"] = failure;
-      } else {
-        row["status"] = seeds.size() == static_cast<size_t>(o.seeds) ? "ok" : "partial";
-        if (!failure.empty()) row["reason"] = failure;
-        row["params"] = last["params"];  // a fitted model's size is known after the fit
-        row["threads"] = last["threads"];
-        row["steps"] = last["training"]["steps"];
-        row["train_examples"] = last["training"]["train_examples"];
-        row["metric_name"] = last["primary_metric"];
-        row["seeds"] = seeds;
-        for (const auto& [key, v] : values) {
-          const exp::Stat st = exp::summarize(v);
-          const double mean = st.mean, sd = st.std;
-          row[key] = mean;
-          row[key + "_std"] = std::isfinite(sd) ? nlohmann::json(sd) : nlohmann::json();
-        }
-        // The mean test metrics, as a run summary holds them (for `cerebra report`).
-        row["metrics"] = nlohmann::json::object();
-        for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
-                 {metric, "metric"}, {second, "second"}, {val_metric, "val_metric"}})
-          if (row.contains(key)) row["metrics"][name] = row[key];
-        row["run_dir"] = (fs::path(out_dir) / m).string();
-      }
+      runs_of_point.emplace_back().config = c;
+      run_seeds(m, i, fitted, lr, runs_of_point.back(), row, 0, fitted ? o.seeds : sweep_seeds);
       if (fitted) row["lr"] = nlohmann::json();
       points.push_back(row);
       if (fitted) break;  // the same fit at every learning rate
     }
-    // The model's result: its best point on validation (mean over seeds).
+    // The model's result: its best point on validation (mean over the seeds of the sweep).
     std::vector<double> val(points.size(), std::nan(""));
     for (size_t r = 0; r < points.size(); ++r)
       if (points[r]["status"] != "failed" && points[r].contains("val_metric") && points[r]["val_metric"].is_number())
@@ -297,8 +313,11 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
     const int64_t best = select_best_run(val, info0.higher_is_better);
     if (best >= 0) points[static_cast<size_t>(best)]["selected"] = true;
     if (sweep && best >= 0 && !o.quiet && points[best]["lr"].is_number())
-      std::cerr << fmt::format("== {}: lr {} selected ({} {:.4f})\n", m, points[best]["lr"].get<double>(), val_metric,
-                               val[best]);
+      std::cerr << fmt::format("== {}: lr {} selected ({} {:.4f}{})\n", m, points[best]["lr"].get<double>(), val_metric,
+                               val[best], sweep_seeds < o.seeds ? fmt::format(" over {} seeds", sweep_seeds) : "");
+    // The selected learning rate's remaining seeds (when the sweep ran on fewer).
+    if (best >= 0 && points[best]["lr"].is_number() && sweep_seeds < o.seeds)
+      run_seeds(m, i, false, points[best]["lr"].get<double>(), runs_of_point[best], points[best], sweep_seeds, o.seeds);
     rows.insert(rows.end(), points.begin(), points.end());
   }
 
@@ -314,7 +333,11 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
                                   rows.empty() || !rows[0].contains("threads") ? std::string()
                                       : fmt::format(", threads={}", rows[0]["threads"].dump()),
                                   budget,
-                                  o.seeds > 1 ? fmt::format(", mean ± std over {} seeds from {}", o.seeds, first_seed)
+                                  o.seeds > 1 ? fmt::format(", mean ± std over {} seeds from {}{}", o.seeds, first_seed,
+                                                            sweep_seeds < o.seeds
+                                                                ? fmt::format(" (learning rates compared on the first {})",
+                                                                              sweep_seeds)
+                                                                : "")
                                               : fmt::format(", seed {}", first_seed));
   const int w = o.seeds > 1 ? 17 : 10;
   table += fmt::format("{:<12} {:>8} {:>1} {:>7} {:>9} {:>{}} {:>{}} {:>{}} {:>12} {:>7} {:>9} {:>10} {:>10}  {}\n",

@@ -224,6 +224,10 @@ void add_experiment_commands(CLI::App* app, const std::string& source_dir, Comma
   ladder->add_option("--models", la->models, "Comma-separated models, replacing the manifest's");
   ladder->add_option("--seeds", la->o.seeds, "Seeds per model and learning rate, replacing the manifest's");
   ladder->add_option("--lr-sweep", la->lr_sweep, "Comma-separated learning rates, replacing the manifest's");
+  ladder->add_option("--sweep-seeds", la->o.sweep_seeds,
+                     "Seeds on which the learning rates are compared (the selected one then runs on every seed; 0 = "
+                     "every rate on every seed), replacing the manifest's")
+      ->check(CLI::NonNegativeNumber);
   ladder->add_option("--out", la->o.out, "Output directory (default: runs/ladder or runs/ladder-quick)");
   ladder->add_option("--threads", la->threads, "Intra-op threads of every run (0 = all cores)");
   ladder->add_option("--set", la->set, "KEY=VALUE config override applied to every rung (repeatable)");

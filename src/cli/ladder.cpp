@@ -106,7 +106,7 @@ std::vector<LadderRung> plan_ladder(const LadderOptions& o) {
     throw ConfigError(fmt::format("{}:{}: YAML syntax error: {}", file, e.mark.line + 1, e.msg));
   }
   check_keys(file, doc, "the manifest",
-             {"rungs", "models", "budget_params", "lr_sweep", "seeds", "set", "model_set", "quick"});
+             {"rungs", "models", "budget_params", "lr_sweep", "seeds", "sweep_seeds", "set", "model_set", "quick"});
   if (!doc["rungs"] || !doc["rungs"].IsSequence() || doc["rungs"].size() == 0)
     throw ConfigError(file + ": expected a non-empty list `rungs:`");
   if (!doc["models"]) throw ConfigError(file + ": expected `models:` (the models every rung trains)");
@@ -122,6 +122,8 @@ std::vector<LadderRung> plan_ladder(const LadderOptions& o) {
   if (!o.lrs.empty()) bench.lrs = o.lrs;
   else if (pick("lr_sweep")) bench.lrs = lrs_of(file, pick("lr_sweep"));
   const int64_t default_seeds = pick("seeds") ? positive_int(file, pick("seeds"), "seeds", 1) : 1;
+  if (doc["sweep_seeds"]) bench.sweep_seeds = positive_int(file, doc["sweep_seeds"], "sweep_seeds", 1);
+  if (o.sweep_seeds >= 0) bench.sweep_seeds = o.sweep_seeds;
   if (const YAML::Node ms = doc["model_set"]) {  // per-model config keys: {mamba: {short_conv: 0}, ...}
     if (!ms.IsMap())
       throw ConfigError(fmt::format("{}: model_set: expected a mapping of model: {{config key: value}}", where(file, ms)));

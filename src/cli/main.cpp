@@ -301,6 +301,11 @@ void add_bench_tasks_command(CLI::App* bench, Commands& commands) {
                     "Sequence tasks: runs per model and learning rate (seeds: the config's seed, seed+1, ...); the "
                     "table reports mean ± std, selection uses the mean validation metric, runs.csv lists every run")
       ->capture_default_str();
+  tasks->add_option("--sweep-seeds", a->seq.sweep_seeds,
+                    "Sequence tasks with --lr-sweep and --seeds: each learning rate trains on the first K seeds, the "
+                    "one selected on their mean validation metric on all --seeds (0 = every rate on every seed)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   add_config_options(tasks, a->config);
   commands.add(tasks, [tasks, a] {
     Config config = build_config(tasks, a->config);
@@ -324,6 +329,7 @@ void add_bench_tasks_command(CLI::App* bench, Commands& commands) {
     }
     if (!a->lr_sweep.empty()) throw ConfigError("--lr-sweep applies to sequence tasks only");
     if (a->seq.seeds != 1) throw ConfigError("--seeds applies to sequence tasks only (tabular: cerebra sweep --seeds)");
+    if (a->seq.sweep_seeds != 0) throw ConfigError("--sweep-seeds applies to sequence tasks only");
     return bench_tasks(config, models, out, a->quiet);
   });
 }

@@ -19,6 +19,8 @@ struct SeqBenchOptions {
   double mem_limit_gib = 8.0;  // skip models whose estimated training memory exceeds this
   std::vector<double> lrs;     // --lr-sweep: each model trains at each learning rate (empty = the config's lr)
   int64_t seeds = 1;           // --seeds: runs per (model, lr), seeds seed, seed + 1, ...; mean ± std over them
+  int64_t sweep_seeds = 0;     // --sweep-seeds: with several lrs, each lr trains on this many seeds (selection on
+                               // their mean) and only the selected lr on all `seeds`; 0 = every lr on every seed
   // Config keys set for one model only, after the shared config (e.g. mamba: short_conv=0, for a mixer that a shared
   // setting hurts); listed in the table under the model's name.
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> model_set;

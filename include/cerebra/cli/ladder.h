@@ -6,7 +6,8 @@
 // so an interrupted ladder resumes where it stopped.
 //
 // Manifest keys: `rungs` (a list of {config, seeds, budget_params, set}), `models`, `budget_params`, `lr_sweep`, `seeds` (the
-// default of every rung), `set` (config overrides for every rung), `model_set` (config overrides for one model on
+// default of every rung), `sweep_seeds` (the learning rates are compared on this many seeds, the selected one runs
+// on every seed; SeqBenchOptions::sweep_seeds), `set` (config overrides for every rung), `model_set` (config overrides for one model on
 // every rung, e.g. `mamba: {short_conv: 0}`) and `quick` (the same keys, for --quick; its
 // `rungs` is a list of rung names to keep).
 #pragma once
@@ -28,6 +29,7 @@ struct LadderOptions {
   std::vector<std::string> rungs;        // keep only these rungs (names: config file stems); empty = all
   std::vector<std::string> models;       // replace the manifest's models; empty = the manifest's
   int64_t seeds = 0;                     // replace every rung's seeds; 0 = the manifest's
+  int64_t sweep_seeds = -1;              // replace the manifest's sweep_seeds (0 = every rate on every seed); -1 = keep
   std::vector<double> lrs;               // replace the learning-rate sweep; empty = the manifest's
   std::vector<std::pair<std::string, std::string>> overrides;  // config keys set last on every rung
   bool quiet = false;  // no progress display inside runs (each model's line and the tables are still printed)
