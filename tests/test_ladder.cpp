@@ -35,6 +35,7 @@ const char* kManifest =
     "budget_params: 5000\n"
     "lr_sweep: [1e-3, 1e-2]\n"
     "seeds: 1\n"
+    "sweep_seeds: 1\n"
     "set: {steps: 3}\n"
     "model_set: {transformer: {short_conv: 2}}\n"
     "rungs:\n"
@@ -70,6 +71,7 @@ TEST(Ladder, PlansRungsModelsRatesSeedsAndOverrides) {
   EXPECT_EQ(rungs[1].bench.budget_params, 7000);  // the rung's own
   EXPECT_EQ(rungs[0].bench.seeds, 2);  // the rung's own
   EXPECT_EQ(rungs[1].bench.seeds, 1);  // the manifest's
+  EXPECT_EQ(rungs[0].bench.sweep_seeds, 1);
   EXPECT_EQ(rungs[0].config.get_int("steps"), 3);  // the manifest's set over the rung config
   EXPECT_EQ(rungs[0].config.get_int("seq_len"), 24);
   EXPECT_EQ(rungs[1].config.get_int("vocab_size"), 20);  // the rung's set
@@ -97,6 +99,9 @@ TEST(Ladder, PlansRungsModelsRatesSeedsAndOverrides) {
   EXPECT_EQ(rungs[0].name, "mqar_a");
   EXPECT_EQ(rungs[0].models, (std::vector<std::string>{"cnn"}));
   EXPECT_EQ(rungs[0].bench.seeds, 3);
+  EXPECT_EQ(rungs[0].bench.sweep_seeds, 1);  // the manifest's, kept
+  o.sweep_seeds = 0;
+  EXPECT_EQ(plan_ladder(o)[0].bench.sweep_seeds, 0);  // the command line's
   EXPECT_EQ(rungs[0].bench.lrs, (std::vector<double>{5e-3}));
   EXPECT_EQ(rungs[0].config.get_int("steps"), 7);
   fs::remove_all(dir);
