@@ -158,6 +158,18 @@ TEST(FuzzRegressions, ConfigTextMustBeUtf8) {
   EXPECT_THROW(file.load_yaml_file(test::source_path("fuzz/corpus/fuzz_config/not_utf8.yaml")), ConfigError);
 }
 
+// A resume archive whose sampler vector claims more elements than its storage holds: LibTorch loads it without
+// checking, and copying it out read past the buffer (ASan, fuzz_checkpoint). Now a c10::Error naming the entry.
+TEST(FuzzRegressions, CheckpointVectorOutsideItsStorageIsRefused) {
+  torch::serialize::InputArchive ar;
+  ar.load_from(test::source_path("fuzz/corpus/fuzz_checkpoint/sampler_data_outside_storage.bin"));
+  SamplerOptions so;
+  so.enabled = true;
+  Sampler sampler(4, so);
+  const std::string msg = test::error_of([&] { sampler.load(ar); });
+  EXPECT_NE(msg.find("is damaged: its data lies outside its storage"), std::string::npos) << msg;
+}
+
 // A checkpoint whose TorchScript type names are damaged makes torch's reader throw torch::jit::ErrorReport, which
 // is no c10::Error and escaped load_model.
 TEST(FuzzRegressions, CheckpointTorchCannotParseIsRuntimeError) {

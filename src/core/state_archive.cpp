@@ -15,9 +15,24 @@ torch::Tensor to_tensor(const std::vector<T>& v, torch::ScalarType type) {
   return torch::from_blob(const_cast<T*>(v.data()), {static_cast<int64_t>(v.size())}, type).clone();
 }
 
+// A damaged archive can give a tensor sizes, strides or an offset that reach past its storage (LibTorch does not
+// check them on load); reading such a tensor would read past the buffer.
+void check_in_storage(const torch::Tensor& t, const std::string& key) {
+  if (t.numel() == 0) return;
+  __int128 last = t.storage_offset();
+  bool ok = t.storage_offset() >= 0;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    ok = ok && t.stride(d) >= 0;
+    last += static_cast<__int128>(t.size(d) - 1) * t.stride(d);
+  }
+  ok = ok && (last + 1) * t.element_size() <= static_cast<__int128>(t.storage().nbytes());
+  TORCH_CHECK(ok, "checkpoint entry '", key, "' is damaged: its data lies outside its storage");
+}
+
 torch::Tensor read_tensor(torch::serialize::InputArchive& ar, const std::string& key, torch::ScalarType type) {
   torch::Tensor t;
   ar.read(key, t, /*is_buffer=*/true);
+  check_in_storage(t, key);
   TORCH_CHECK(t.dim() == 1 && t.scalar_type() == type, "checkpoint entry '", key, "' is ", t.scalar_type(), " ",
               t.sizes(), ", expected a vector of ", type);
   return t.contiguous();
@@ -115,6 +130,7 @@ std::vector<std::pair<std::string, torch::Tensor>> read_tensors(torch::serialize
   for (size_t i = 0; i < names.size(); ++i) {
     torch::Tensor t;
     sub.read(std::to_string(i), t, /*is_buffer=*/true);
+    check_in_storage(t, key + "/" + names[i].get<std::string>());
     out.emplace_back(names[i].get<std::string>(), t);
   }
   return out;
