@@ -76,12 +76,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto model = cerebra_fuzz::tiny_model();
     if (cerebra_fuzz::attempt([&] { cerebra::load_model(*model, path); })) cerebra_fuzz::forward_check(*model);
   }
-  // The resume loader reads the archive inside one handler that turns any error of torch's reader (c10::Error,
-  // torch::jit::ErrorReport, ...) into "cannot resume from ..."; the readers below must then throw only their own.
+  // The resume loader reads the archive as load_archive does (the integrity check, then LibTorch's reader) inside
+  // one handler that turns any error into "cannot resume from ..."; the readers below must then throw only their own.
   torch::serialize::InputArchive ar;
   try {
-    ar.load_from(path);
-  } catch (const std::exception&) {
+    cerebra::load_archive(ar, path);
+  } catch (const std::runtime_error&) {
     return 0;
   }
   // resume.pt: the pruner's state gives the model its shapes, then the weights of that model load.

@@ -6,7 +6,7 @@ PACKAGES=(
   build-essential cmake ccache pkg-config
   libtorch-dev libopenblas0-openmp libgloo-dev
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libfmt-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
   libxgboost-dev libsentencepiece-dev
   r-base-core gnuplot-nox
   wordnet-base

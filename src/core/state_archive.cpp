@@ -1,5 +1,8 @@
 #include "cerebra/core/state_archive.h"
 
+#include "cerebra/core/archive_check.h"
+#include "cerebra/core/io.h"
+
 #include <torch/torch.h>
 
 #include <stdexcept>
@@ -44,6 +47,23 @@ std::vector<T> from_tensor(const torch::Tensor& t) {
 }
 
 }  // namespace
+
+void load_archive_bytes(torch::serialize::InputArchive& ar, const std::string& bytes) {
+  try {
+    check_torch_archive(bytes);
+    ar.load_from(bytes.data(), bytes.size());
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(e.what_without_backtrace());
+  } catch (const std::runtime_error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw std::runtime_error(e.what());
+  }
+}
+
+void load_archive(torch::serialize::InputArchive& ar, const std::string& path) {
+  load_archive_bytes(ar, read_text_file(path));
+}
 
 void write_int(torch::serialize::OutputArchive& ar, const std::string& key, int64_t v) { ar.write(key, c10::IValue(v)); }
 

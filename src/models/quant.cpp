@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cerebra/core/flop_counter.h"
+#include "cerebra/core/state_archive.h"
 #include "cerebra/models/models.h"
 
 namespace cerebra {
@@ -387,10 +388,8 @@ void load_int8_weights(torch::nn::Module& model, const std::string& path, const 
   require_quant_engine(options.engine);
   torch::serialize::InputArchive ar;
   try {
-    ar.load_from(path);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error("cannot load int8 weights " + path + ": " + e.what_without_backtrace());
-  } catch (const std::exception& e) {  // torch's reader also throws others, e.g. torch::jit::ErrorReport
+    load_archive(ar, path);
+  } catch (const std::exception& e) {
     throw std::runtime_error("cannot load int8 weights " + path + ": " + e.what());
   }
   Int8Options o = options;

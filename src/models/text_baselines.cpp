@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cerebra/core/flop_counter.h"
+#include "cerebra/core/state_archive.h"
 
 namespace cerebra {
 
@@ -298,7 +299,7 @@ void TextLinearClassifier::save(const std::string& path) const {
 void TextLinearClassifier::load(const std::string& path) {
   torch::serialize::InputArchive ar;
   try {
-    ar.load_from(path);
+    load_archive(ar, path);
   } catch (const std::exception& e) {
     throw std::runtime_error(path + ": cannot read the " + text_method_name(method_) + " checkpoint: " + e.what());
   }

@@ -19,6 +19,7 @@
 #include "cerebra/core/flop_counter.h"
 #include "cerebra/core/io.h"
 #include "cerebra/core/runtime.h"
+#include "cerebra/core/state_archive.h"
 #include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/tabular.h"
 #include "cerebra/models/baselines.h"
@@ -172,7 +173,11 @@ class OlsModel final : public Estimator {
     return nlohmann::json::object();
   }
   void save_to(const std::string& path) const override { torch::save(beta_, path); }
-  void load_from(const std::string& path, int) override { torch::load(beta_, path); }
+  void load_from(const std::string& path, int) override {
+    torch::serialize::InputArchive ar;
+    load_archive(ar, path);
+    ar.read("0", beta_);
+  }
   int64_t parameters() const { return beta_.defined() ? beta_.numel() : 0; }
 
  private:

@@ -282,7 +282,7 @@ TrainResult train_model(Model& model, const std::vector<int64_t>& train_rows, co
   if (!saved.empty()) {
     try {
       torch::serialize::InputArchive ar;
-      ar.load_from(saved.data(), saved.size());
+      load_archive_bytes(ar, saved);
       TORCH_CHECK(read_int(ar, "format") == kCheckpointFormat, "unknown checkpoint format");
       TORCH_CHECK(read_int(ar, "train_examples") == n && read_int(ar, "steps_per_epoch") == steps_per_epoch,
                   "it was written for ", read_int(ar, "train_examples"), " training examples in batches of ",
@@ -609,7 +609,7 @@ void load_model(Model& model, const std::string& path) {
   for (const auto& b : model.named_buffers()) before.push_back({b.key(), b.value().sizes().vec(), b.value().scalar_type()});
   torch::serialize::InputArchive ar;
   try {
-    ar.load_from(path);
+    load_archive(ar, path);
     model.load(ar);
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot load checkpoint " + path + ": " + e.what_without_backtrace());

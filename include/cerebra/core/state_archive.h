@@ -12,6 +12,12 @@
 
 namespace cerebra {
 
+// Reads a torch archive, a file or its bytes, into `ar` once check_torch_archive (archive_check.h) has passed it.
+// Every failure, the check's or LibTorch's own (c10::Error, torch::jit::ErrorReport), is thrown as
+// std::runtime_error with LibTorch's message and without its backtrace; callers prefix what they were loading.
+void load_archive(torch::serialize::InputArchive& ar, const std::string& path);
+void load_archive_bytes(torch::serialize::InputArchive& ar, const std::string& bytes);
+
 void write_int(torch::serialize::OutputArchive& ar, const std::string& key, int64_t v);
 int64_t read_int(torch::serialize::InputArchive& ar, const std::string& key);
 void write_double(torch::serialize::OutputArchive& ar, const std::string& key, double v);
