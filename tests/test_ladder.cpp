@@ -80,6 +80,12 @@ TEST(Ladder, PlansRungsModelsRatesSeedsAndOverrides) {
   EXPECT_EQ(rungs[0].bench.model_set.at("transformer"),
             (std::vector<std::pair<std::string, std::string>>{{"short_conv", "2"}}));
   EXPECT_EQ(rungs[0].config.get_int("short_conv"), 0);
+  // A key the command line sets is the command line's for every model, model_set's included.
+  o.overrides = {{"short_conv", "3"}};
+  rungs = plan_ladder(o);
+  EXPECT_EQ(rungs[0].bench.model_set.count("transformer"), 0u);
+  EXPECT_EQ(rungs[0].config.get_int("short_conv"), 3);
+  o.overrides.clear();
 
   // The quick variant: its rungs, models, rates and set; command-line options over everything.
   o.quick = true;

@@ -123,6 +123,14 @@ int64_t select_best_run(const std::vector<double>& val_metric, bool higher_is_be
 
 namespace {
 
+// A model's own settings as text: "short_conv=0 lr=1" (results.json) or "short_conv 0, lr 1" (the table's note).
+std::string model_set_text(const std::vector<std::pair<std::string, std::string>>& kv, const char* between,
+                           const char* sep) {
+  std::string out;
+  for (const auto& [k, v] : kv) out += (out.empty() ? "" : sep) + k + between + v;
+  return out;
+}
+
 // "0.9876" for one seed, "0.9876 ± 0.0012" for several; "-" when there is no value.
 std::string stat_text(const nlohmann::json& mean, const nlohmann::json& std_dev, const char* spec) {
   if (!mean.is_number()) return "-";
@@ -260,12 +268,8 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
       try {
         c.set("model", m, "--models");
         if (const auto it = o.model_set.find(m); it != o.model_set.end()) {
-          std::string set_text;
-          for (const auto& [k, v] : it->second) {
-            c.set(k, v, "model_set " + m);
-            set_text += (set_text.empty() ? "" : " ") + k + "=" + v;
-          }
-          row["set"] = set_text;
+          for (const auto& [k, v] : it->second) c.set(k, v, "model_set " + m);
+          row["set"] = model_set_text(it->second, "=", " ");
         }
         c.set("lr", fmt::format("{}", lr), sweep ? "--lr-sweep" : "config");
         if (o.budget_params > 0 && !fitted)
@@ -394,9 +398,8 @@ int bench_seq_tasks(const Config& base_in, const std::vector<std::string>& model
              << clean(get(r, "reason").is_string() ? get(r, "reason").get<std::string>() : "") << "\n";
   for (const auto& [m, kv] : o.model_set) {
     if (std::find(models.begin(), models.end(), m) == models.end()) continue;
-    std::string set_text;
-    for (const auto& [k, v] : kv) set_text += (set_text.empty() ? "" : ", ") + k + " " + v;
-    table += fmt::format("{} trains with {} (its own setting, not the shared config's).\n", m, set_text);
+    table += fmt::format("{} trains with {} (its own setting, not the shared config's).\n", m,
+                         model_set_text(kv, " ", ", "));
   }
   table += fmt::format("{} on the test split ({}); * = the model's learning rate selected by {} (best of the learning "
                        "rates{});\nFLOPs/token = realised forward FLOPs per example / n (2 per multiply-add of "

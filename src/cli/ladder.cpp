@@ -127,9 +127,9 @@ std::vector<LadderRung> plan_ladder(const LadderOptions& o) {
   if (const YAML::Node ms = doc["model_set"]) {  // per-model config keys: {mamba: {short_conv: 0}, ...}
     if (!ms.IsMap())
       throw ConfigError(fmt::format("{}: model_set: expected a mapping of model: {{config key: value}}", where(file, ms)));
+    const std::vector<std::string> mixers = mixer_names();
     for (const auto& kv : ms) {
       const std::string m = kv.first.as<std::string>();
-      const std::vector<std::string> mixers = mixer_names();
       if (m != "transformer" && std::find(mixers.begin(), mixers.end(), m) == mixers.end())
         throw ConfigError(fmt::format("{}: model_set: unknown model '{}'", where(file, kv.first), m));
       if (!kv.second.IsMap() || kv.second.size() == 0)
@@ -138,7 +138,11 @@ std::vector<LadderRung> plan_ladder(const LadderOptions& o) {
         if (!e.second.IsScalar())
           throw ConfigError(fmt::format("{}: model_set {} {}: expected a single value", where(file, e.second), m,
                                         e.first.as<std::string>()));
-        bench.model_set[m].emplace_back(e.first.as<std::string>(), e.second.as<std::string>());
+        const std::string key = e.first.as<std::string>();
+        // The command line has the last word: `--set short_conv=2` holds for this model too.
+        const bool overridden = std::any_of(o.overrides.begin(), o.overrides.end(),
+                                            [&](const auto& ov) { return ov.first == key; });
+        if (!overridden) bench.model_set[m].emplace_back(key, e.second.as<std::string>());
       }
     }
   }

@@ -8,7 +8,8 @@
 // Manifest keys: `rungs` (a list of {config, seeds, budget_params, set}), `models`, `budget_params`, `lr_sweep`, `seeds` (the
 // default of every rung), `sweep_seeds` (the learning rates are compared on this many seeds, the selected one runs
 // on every seed; SeqBenchOptions::sweep_seeds), `set` (config overrides for every rung), `model_set` (config overrides for one model on
-// every rung, e.g. `mamba: {short_conv: 0}`) and `quick` (the same keys, for --quick; its
+// every rung, e.g. `mamba: {short_conv: 0}`; a key also given on the command line is left to the command
+// line) and `quick` (the same keys, for --quick; its
 // `rungs` is a list of rung names to keep).
 #pragma once
 
