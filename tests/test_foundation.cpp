@@ -2,11 +2,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
 #include <fstream>
+#include <thread>
 
+#include <sched.h>
 #include <sys/wait.h>
 
 #include "cerebra/train/spec.h"
@@ -45,9 +48,44 @@ TEST(Runtime, LibTorchUsesOpenBlas) {
 
 TEST(Runtime, ThreadsAreSetExplicitly) {
   EXPECT_EQ(set_threads(1), 1);
-  EXPECT_EQ(set_threads(0), available_cores());
+  EXPECT_EQ(set_threads(2), 2);  // a count is used as given, whatever the load
+  const int automatic = set_threads(0);
+  EXPECT_GE(automatic, 1);
+  EXPECT_LE(automatic, available_cores());
   EXPECT_THROW(set_threads(-1), std::invalid_argument);
   set_threads(1);
+}
+
+// threads 0 takes the cores other processes leave idle: with a thread of this process spinning on one core, at
+// most the others count; a process allowed one CPU (taskset) has one core.
+TEST(Runtime, AutomaticThreadsLeaveOutBusyCores) {
+  cpu_set_t all;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
+  const int cores = available_cores();
+  EXPECT_EQ(cores, CPU_COUNT(&all));
+  if (cores >= 2) {
+    std::atomic<bool> stop{false};
+    std::thread spin([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const int idle = idle_cores(0.3);
+    stop = true;
+    spin.join();
+    EXPECT_LE(idle, cores - 1);
+    EXPECT_GE(idle, 1);
+  }
+  int first = 0;
+  while (!CPU_ISSET(first, &all)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  const int cores_one = available_cores(), idle_one = idle_cores(0.05);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+  EXPECT_EQ(cores_one, 1);
+  EXPECT_EQ(idle_one, 1);
 }
 
 // The command line re-executes itself with passive OpenMP waiting unless the environment chose a policy, and its

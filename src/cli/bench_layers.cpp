@@ -450,7 +450,7 @@ CLI::App* add_bench_layers_command(CLI::App* bench, Commands& commands) {
                   "--set linformer_max_len=65536 --set lsh_chunk=64");
   cmd->add_option("--repeats", args->repeats, "Timed steps per configuration (median), after one warm-up")
       ->capture_default_str();
-  cmd->add_option("--threads", args->threads, "Intra-op threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--threads", args->threads, "Intra-op threads (0 = the cores idle at the start)")->capture_default_str();
   cmd->add_option("--topk", args->topk, "cerebra: tokens on the full path per sequence")->capture_default_str();
   cmd->add_option("--window", args->window, "cerebra: local window w")->capture_default_str();
   cmd->add_option("--memory-max", args->memory_max, "cerebra: memory slots bound")->capture_default_str();

@@ -328,7 +328,7 @@ CLI::App* add_bench_step_command(CLI::App* bench, const std::string& source_dir,
       "Time full training steps of a model built as `cerebra train` builds it (--config FILE, --key value):\n"
       "zero_grad, forward, the task's loss, backward, finite-gradient check, clip_grad_norm_, AdamW step, on the\n"
       "first batch_size training rows (the same batch every step). Prints mean and median ms per step, examples/s,\n"
-      "tokens/s, each phase's share and the measured FLOPs of a step. --threads is the config key (0 = all cores).\n"
+      "tokens/s, each phase's share and the measured FLOPs of a step. --threads is the config key (0 = the cores idle at the start).\n"
       "The config key `steps` (a training budget) is read from config files only: --steps here counts timed steps.");
   cmd->add_option("--warmup", a->warmup, "Untimed steps first")->capture_default_str();
   cmd->add_option("--steps", a->steps, "Timed steps")->capture_default_str();

@@ -196,7 +196,7 @@ void add_experiment_commands(CLI::App* app, const std::string& source_dir, Comma
   table1->add_option("--out", ra->out, "Output directory (default: runs/table1 or runs/table1-quick)");
   table1->add_option("--rows", ra->rows, "Row manifest (default: configs/table1/rows.yaml; also rows_recipe.yaml: each part of the recipe alone on the "
                   "salary task, rows_mqar.yaml: the same on MQAR)");
-  table1->add_option("--threads", ra->threads, "Intra-op threads of every run (0 = all cores)");
+  table1->add_option("--threads", ra->threads, "Intra-op threads of every run (0 = the cores idle at the start)");
   table1->add_option("--set", ra->set, "KEY=VALUE config override applied to every row (repeatable)");
   table1->add_flag("--verbose,-v", ra->verbose, "Show each run's per-epoch progress");
   table1->add_flag("--no-plots", ra->no_plots, "Write tables only");
@@ -229,7 +229,7 @@ void add_experiment_commands(CLI::App* app, const std::string& source_dir, Comma
                      "every rate on every seed), replacing the manifest's")
       ->check(CLI::NonNegativeNumber);
   ladder->add_option("--out", la->o.out, "Output directory (default: runs/ladder or runs/ladder-quick)");
-  ladder->add_option("--threads", la->threads, "Intra-op threads of every run (0 = all cores)");
+  ladder->add_option("--threads", la->threads, "Intra-op threads of every run (0 = the cores idle at the start)");
   ladder->add_option("--set", la->set, "KEY=VALUE config override applied to every rung (repeatable)");
   ladder->add_flag("--verbose,-v", la->verbose, "Show each run's progress");
 

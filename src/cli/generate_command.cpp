@@ -404,7 +404,7 @@ CLI::App* add_generate_command(CLI::App* app, Commands& commands) {
   cmd->add_option("--top-k", a->sampling.top_k, "Sample among the k most likely bytes (0 = all)")
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the sampler")->capture_default_str();
-  cmd->add_option("--threads", a->threads, "Intra-op threads, 0 = all cores (default: the run's setting)");
+  cmd->add_option("--threads", a->threads, "Intra-op threads, 0 = the cores idle at the start (default: the run's setting)");
   commands.add(cmd, [a, prompt, prompt_file] {
     return run_generate(*a, prompt->count() > 0, prompt_file->count() > 0);
   });

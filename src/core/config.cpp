@@ -107,7 +107,7 @@ std::vector<KeySpec> build_schema() {
        {"stop", "skip"}, "training"},
       {"nan_skip_limit", VT::Int, "10", "nan_policy skip: the run stops when more steps than this were skipped", {},
        "training"},
-      {"threads", VT::Int, "0", "intra-op threads (0 = all cores)", {}, "runtime"},
+      {"threads", VT::Int, "0", "intra-op threads (0 = the cores idle at the start; a count is used as given)", {}, "runtime"},
       {"allow_slow_blas", VT::Bool, "false", "run even when LibTorch is not using OpenBLAS", {}, "runtime"},
       // ---- compute as an objective (the Cerebra layer's own keys are registered with the mixer)
       {"tau", VT::Float, "1.0", "cerebra: gate temperature when the router is switched on", {}, "compute"},

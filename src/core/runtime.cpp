@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <cctype>
+#include <cmath>
 #include <chrono>
 #include <cstdlib>
 #include <list>
@@ -17,18 +19,74 @@
 #include <stdexcept>
 #include <thread>
 
+#include <sched.h>
 #include <unistd.h>
 
 namespace cerebra {
 
+namespace {
+
+std::vector<int> cpus_of_this_process() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
+}
+
+// Busy and total ticks of each CPU (/proc/stat: user nice system idle iowait irq softirq steal ...), by CPU number.
+std::unordered_map<int, std::pair<uint64_t, uint64_t>> cpu_ticks() {
+  std::unordered_map<int, std::pair<uint64_t, uint64_t>> ticks;
+  std::ifstream stat("/proc/stat");
+  std::string line;
+  while (std::getline(stat, line)) {
+    if (line.rfind("cpu", 0) != 0 || line.size() < 4 || !std::isdigit(static_cast<unsigned char>(line[3]))) continue;
+    std::istringstream in(line.substr(3));
+    int cpu = 0;
+    uint64_t v[8] = {};
+    in >> cpu;
+    for (uint64_t& x : v) in >> x;
+    uint64_t total = 0;
+    for (uint64_t x : v) total += x;
+    ticks[cpu] = {total - v[3] - v[4], total};
+  }
+  return ticks;
+}
+
+}  // namespace
+
 int available_cores() {
-  unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
+  const size_t n = cpus_of_this_process().size();
+  if (n > 0) return static_cast<int>(n);
+  const unsigned h = std::thread::hardware_concurrency();
+  return h == 0 ? 1 : static_cast<int>(h);
+}
+
+int idle_cores(double seconds) {
+  const std::vector<int> cpus = cpus_of_this_process();
+  const int cores = available_cores();
+  const auto before = cpu_ticks();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  const auto after = cpu_ticks();
+  double busy = 0;
+  int seen = 0;
+  for (int c : cpus) {
+    const auto a = before.find(c), b = after.find(c);
+    if (a == before.end() || b == after.end() || b->second.second <= a->second.second) continue;
+    busy += static_cast<double>(b->second.first - a->second.first) / static_cast<double>(b->second.second - a->second.second);
+    ++seen;
+  }
+  if (seen == 0) return cores;  // no /proc/stat: every core counts as idle
+  const int idle = static_cast<int>(std::floor(static_cast<double>(cores) - busy + 0.5));
+  return std::clamp(idle, 1, cores);
 }
 
 int set_threads(int requested) {
-  if (requested < 0) throw std::invalid_argument("threads must be >= 0 (0 = all cores), got " + std::to_string(requested));
-  int n = requested == 0 ? available_cores() : requested;
+  if (requested < 0)
+    throw std::invalid_argument("threads must be >= 0 (0 = the cores idle at the start), got " + std::to_string(requested));
+  int n = requested == 0 ? idle_cores() : requested;
   at::set_num_threads(n);
   return at::get_num_threads();
 }

@@ -491,9 +491,14 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
   }
   if (!estimator && writer) check_room_for_checkpoints(out, param_count(*net), n_train);
   if (!options.quiet && writer)
-    std::cerr << fmt::format("[{}] {}, {} params{}, threads={}\n", kind, task->log_line(), param_count(*net),
+    std::cerr << fmt::format("[{}] {}, {} params{}, threads={}{}\n", kind, task->log_line(), param_count(*net),
                              estimator ? "" : fmt::format(", {} training examples, {} epoch(s)", n_train, to.epochs),
-                             threads);
+                             threads,
+                             spec.runtime.threads == 0 && threads < available_cores()
+                                 ? fmt::format(" (of {} cores: the others were busy at the start; --threads N "
+                                               "sets the count)",
+                                               available_cores())
+                                 : "");
 
   std::unique_ptr<ComputeObjective> compute;
   std::unique_ptr<Pruner> pruner;
@@ -638,6 +643,7 @@ nlohmann::json train_run(const RunSpec& spec, const std::string& out_dir, const 
       {"memory", {{"peak_tensor_bytes", peak_tensor_bytes()}, {"peak_rss_bytes", peak_rss_bytes()}}},
       {"training", training},
       {"threads", threads},
+      {"threads_requested", spec.runtime.threads},  // 0: the cores idle at the start
       {"machine", machine_description()},
       {"blas", loaded_blas_library()},
       {"openmp_wait_policy", openmp_wait_policy()},

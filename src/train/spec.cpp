@@ -273,7 +273,7 @@ QuantSpec parse_quant(const Config& c, const ModelSpec& model, int64_t epochs, b
 RuntimeSpec parse_runtime(const Config& c) {
   RuntimeSpec r;
   const int64_t threads = c.get_int("threads");
-  if (threads < 0) throw ConfigError(fmt::format("threads must be >= 0 (0 = all cores), got {}", threads));
+  if (threads < 0) throw ConfigError(fmt::format("threads must be >= 0 (0 = the cores idle at the start), got {}", threads));
   r.threads = static_cast<int>(threads);
   r.allow_slow_blas = c.get_bool("allow_slow_blas");
   return r;

@@ -10,7 +10,7 @@ namespace cerebra {
 
 // The runtime of a run: parsed from the config (keys threads, allow_slow_blas) with the rest of its spec.
 struct RuntimeSpec {
-  int threads = 0;               // intra-op threads, 0 = all cores
+  int threads = 0;               // intra-op threads, 0 = the cores idle at the start (set_threads)
   bool allow_slow_blas = false;  // run even when LibTorch is not using OpenBLAS
 };
 // Applies a runtime to the process: installs the counting allocator (once), sets the thread count, and checks the
@@ -29,9 +29,16 @@ void prefer_passive_openmp_wait(char** argv);
 // "default"), for run summaries.
 std::string openmp_wait_policy();
 
-// Sets LibTorch's intra-op thread count (0 = all cores) and returns the count in effect.
+// Sets LibTorch's intra-op thread count and returns the count in effect. 0 = the cores idle at the start
+// (idle_cores): on a machine where another process keeps a core busy, two threads ran 1.5x slower than one (the
+// wait for the descheduled thread at every parallel region), so by default a run takes only the idle cores. An
+// explicit count is used as given: the thread count changes the floating-point results in their last bits, and a
+// run that must repeat bit for bit (a resume, a comparison) names it.
 int set_threads(int requested);
+// CPUs this process may run on (its affinity mask, as `taskset` sets it).
 int available_cores();
+// Of those, the number other processes left idle over `seconds` (/proc/stat), rounded, at least 1.
+int idle_cores(double seconds = 0.25);
 
 // Path of the BLAS shared library mapped into this process after a GEMM has run (read from /proc/self/maps),
 // e.g. ".../openblas-openmp/libblas.so.3". Empty if none is mapped.
