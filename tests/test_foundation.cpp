@@ -401,6 +401,32 @@ TEST(OpProfiler, TimesOutermostOpsOncePerCall) {
   EXPECT_TRUE(again.entries().empty());
 }
 
+// profile_ops reports per repetition; the table and the JSON carry the same figures.
+TEST(OpProfiler, BreakdownIsPerRepetitionAndRoundTrips) {
+  auto a = torch::randn({32, 32}), b = torch::randn({32, 32});
+  const OpBreakdown br = profile_ops([&] { (void)torch::mm(a, b).relu(); }, 4);
+  std::map<std::string, int64_t> calls;
+  double inside = 0;
+  for (const auto& e : br.ops) calls[e.op] = e.calls, inside += e.seconds;
+  EXPECT_EQ(calls["aten::mm"], 1);
+  EXPECT_EQ(calls["aten::relu"], 1);
+  EXPECT_LE(inside, br.seconds);
+  EXPECT_NEAR(br.outside_seconds(), br.seconds - inside, 1e-12);
+  const std::string table = format_breakdown(br, 1, "pass");
+  EXPECT_NE(table.find("per pass"), std::string::npos) << table;
+  EXPECT_NE(table.find("(other ops)"), std::string::npos) << table;  // one op shown, the rest summed
+  EXPECT_NE(table.find("(outside recorded ops)"), std::string::npos) << table;
+  const OpBreakdown back = breakdown_from_json(breakdown_json(br, "pass"), "pass");
+  ASSERT_EQ(back.ops.size(), br.ops.size());
+  EXPECT_NEAR(back.seconds, br.seconds, 1e-12);
+  for (size_t i = 0; i < br.ops.size(); ++i) {
+    EXPECT_EQ(back.ops[i].op, br.ops[i].op);
+    EXPECT_EQ(back.ops[i].calls, br.ops[i].calls);
+    EXPECT_NEAR(back.ops[i].seconds, br.ops[i].seconds, 1e-12);
+  }
+  EXPECT_THROW(profile_ops([] {}, 0), std::invalid_argument);
+}
+
 TEST(FlopCounter, CountsMatmulClassOpsFromShapes) {
   auto a = torch::randn({5, 7}), b = torch::randn({7, 3});
   FlopCounter counter;

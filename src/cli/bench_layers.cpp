@@ -66,9 +66,7 @@ struct Record {
   std::string reason;
   double ms = 0, tokens_per_s = 0, gflops = 0, pct_peak = 0, peak_mib = 0;
   double forward_flops = 0, est_mem_gib = 0;
-  // --breakdown: per-op wall time per step of the profiled steps, and their mean step time.
-  std::vector<OpProfiler::Entry> ops;
-  double profiled_step_s = 0;
+  OpBreakdown breakdown;  // --breakdown: per-op wall time per step of the profiled steps
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -180,48 +178,6 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
-// The profiled steps' ops, the largest first: ms per step, share of the step, calls per step; then the time outside
-// recorded ops.
-void print_breakdown(const Record& r, int top) {
-  double inside = 0;
-  for (const auto& e : r.ops) inside += e.seconds;
-  const double step = std::max(r.profiled_step_s, 1e-12);
-  std::printf("    %-58s %9s %6s %7s\n", "op (outermost records, per step)", "ms", "%", "calls");
-  int shown = 0;
-  double rest = 0;
-  int64_t rest_calls = 0;
-  for (const auto& e : r.ops) {
-    if (shown++ < top) {
-      // "autograd::engine::evaluate_function: MmBackward0" -> "backward MmBackward0"
-      std::string name = e.op;
-      const std::string prefix = "autograd::engine::evaluate_function: ";
-      if (name.rfind(prefix, 0) == 0) name = "backward " + name.substr(prefix.size());
-      std::printf("    %-58s %9.3f %6.1f %7lld\n", name.substr(0, 58).c_str(), 1e3 * e.seconds, 100.0 * e.seconds / step,
-                  static_cast<long long>(e.calls));
-    } else {
-      rest += e.seconds;
-      rest_calls += e.calls;
-    }
-  }
-  if (rest > 0)
-    std::printf("    %-58s %9.3f %6.1f %7lld\n", "(other ops)", 1e3 * rest, 100.0 * rest / step,
-                static_cast<long long>(rest_calls));
-  std::printf("    %-58s %9.3f %6.1f\n", "(outside recorded ops)", 1e3 * std::max(0.0, step - inside),
-              100.0 * std::max(0.0, step - inside) / step);
-}
-
-nlohmann::json breakdown_json(const Record& r) {
-  nlohmann::json ops = nlohmann::json::array();
-  double inside = 0;
-  for (const auto& e : r.ops) {
-    inside += e.seconds;
-    ops.push_back({{"op", e.op}, {"ms_per_step", 1e3 * e.seconds}, {"calls_per_step", e.calls}});
-  }
-  return {{"profiled_step_ms", 1e3 * r.profiled_step_s},
-          {"outside_ops_ms", 1e3 * std::max(0.0, r.profiled_step_s - inside)},
-          {"ops", ops}};
-}
-
 // One configuration: warm-up, then `repeats` timed steps; the median time and the largest peak above baseline.
 void measure(const Impl& impl, int64_t n, const BenchLayersArgs& a, const std::map<std::string, std::string>& sets,
              Record& r) {
@@ -247,23 +203,15 @@ void measure(const Impl& impl, int64_t n, const BenchLayersArgs& a, const std::m
     peak = std::max(peak, peak_tensor_bytes() - base);
     if (i > 0) times.push_back(s);  // step 0 is the warm-up
   }
-  if (a.breakdown > 0) {
-    // Profiled apart from the timed steps (the callbacks add a little to every op).
-    OpProfiler profiler;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < a.repeats; ++i) {
-      mixer->zero_grad();
-      x.mutable_grad() = torch::Tensor();
-      auto y = mixer->forward(x, {});
-      y.backward(gy);
-    }
-    r.profiled_step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / a.repeats;
-    r.ops = profiler.entries();
-    for (auto& e : r.ops) {
-      e.seconds /= a.repeats;
-      e.calls /= a.repeats;
-    }
-  }
+  if (a.breakdown > 0)
+    r.breakdown = profile_ops(
+        [&] {
+          mixer->zero_grad();
+          x.mutable_grad() = torch::Tensor();
+          auto y = mixer->forward(x, {});
+          y.backward(gy);
+        },
+        a.repeats);
   const double t = median(times);
   r.ms = 1e3 * t;
   r.tokens_per_s = static_cast<double>(a.batch * n) / t;
@@ -365,7 +313,7 @@ int run_bench_layers(const BenchLayersArgs& a) {
                     r.ms, r.tokens_per_s, r.gflops, r.pct_peak, r.peak_mib);
         std::fprintf(stderr, "[%zu/%zu] %s n=%lld: %.2f ms, %.2f GFLOP/s, %.1f MiB\n", index, total,
                      impl.label.c_str(), static_cast<long long>(n), r.ms, r.gflops, r.peak_mib);
-        if (a.breakdown > 0) print_breakdown(r, a.breakdown);
+        if (a.breakdown > 0) std::fputs(format_breakdown(r.breakdown, a.breakdown, "step").c_str(), stdout);
       } else {
         std::printf("%-18s %7lld %10s %12s %9s %7s %10s  %s\n", r.impl.c_str(), static_cast<long long>(n), "-", "-",
                     "-", "-", "-", r.reason.c_str());
@@ -395,7 +343,7 @@ int run_bench_layers(const BenchLayersArgs& a) {
       nlohmann::json j = {{"impl", r.impl},       {"n", r.n},           {"d", a.d},
                           {"heads", a.heads},     {"batch", a.batch},   {"status", r.status},
                           {"reason", r.reason},   {"est_mem_gib", r.est_mem_gib}};
-      if (ok && a.breakdown > 0) j["breakdown"] = breakdown_json(r);
+      if (ok && a.breakdown > 0) j["breakdown"] = breakdown_json(r.breakdown, "step");
       if (ok) {
         j["ms"] = r.ms;
         j["tokens_per_s"] = r.tokens_per_s;

@@ -22,6 +22,7 @@
 #include "cerebra/train/spec.h"
 #include "cerebra/models/models.h"
 #include "cerebra/models/quant.h"
+#include "cerebra/core/op_profiler.h"
 #include "cerebra/core/runtime.h"
 #include "cerebra/data/seq_tasks.h"
 #include "cerebra/data/tabular.h"
@@ -135,6 +136,10 @@ nlohmann::json export_int8(const Int8ExportOptions& o) {
   const nlohmann::json layers = quant_report(*model);  // calls of one pass over the test split
   accuracy["int8"] = test_metrics();
   speed = time_both();
+  if (o.breakdown > 0)  // where a pass's time goes, fp32 and int8, profiled apart from the timed passes
+    for (const auto& [key, m] : {std::pair<const char*, Model*>{"fp32", reference.get()}, {"int8", model.get()}})
+      speed[key]["breakdown"] = breakdown_json(
+          profile_ops([&, m = m] { predict_part(*m, task, Part::Test, test_rows, batch); }, o.repeats), "pass");
   const double pred_rmse = (pred_int8 - pred_fp32).pow(2).mean().sqrt().item<double>();
 
   int64_t n_linear = 0, n_int8 = 0, n_static = 0;
@@ -243,6 +248,11 @@ CLI::App* add_export_command(CLI::App* app, Commands& commands) {
                                                     "eval_batch_size)");
   sub->add_option("--calib-rows", args->calib_rows, "Static activations without QAT: training rows for calibration")
       ->capture_default_str();
+  sub->add_option("--breakdown", args->breakdown,
+                  "Profile --repeats more passes of fp32 and int8 and print the N largest ops of each (ms per pass, "
+                  "share, calls) and the time outside recorded ops; summary.json keeps every op")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   sub->add_flag("--quiet,-q", args->quiet, "No progress lines");
   auto action = [args, int8]() -> int {
     if (!*int8) {
@@ -279,6 +289,12 @@ CLI::App* add_export_command(CLI::App* app, Commands& commands) {
                      r["out_dir"].get<std::string>(), r["out_dir"].get<std::string>(),
                      r["eval_reproduces_int8_metrics"].get<bool>() ? "reproduces the int8 test RMSE"
                                                                    : "gives a different test RMSE (unexpected)");
+    if (args->breakdown > 0)
+      for (const char* key : {"fp32", "int8"}) {
+        t += fmt::format("\n{} pass over the test split, profiled:\n{}", key,
+                         format_breakdown(breakdown_from_json(sp[key]["breakdown"], "pass"), args->breakdown, "pass",
+                                          "  "));
+      }
     std::cout << t;
     return 0;
   };

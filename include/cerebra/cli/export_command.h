@@ -42,6 +42,7 @@ struct Int8ExportOptions {
   int threads = -1;         // < 0: the run's `threads`
   int64_t batch_size = 0;   // <= 0: the run's eval_batch_size
   int64_t calib_rows = 2048;
+  int breakdown = 0;  // > 0: profile --repeats more passes of each and print this many of the largest ops
   bool quiet = false;
 };
 
