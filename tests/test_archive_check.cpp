@@ -8,15 +8,13 @@
 #include <random>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "cerebra/core/archive_check.h"
-#include "cerebra/core/config.h"
 #include "cerebra/core/io.h"
 #include "cerebra/core/state_archive.h"
-#include "cerebra/data/task.h"
-#include "cerebra/train/run.h"
-#include "cerebra/train/spec.h"
+#include "cerebra/models/models.h"
 #include "cerebra/train/train.h"
 #include "test_helpers.h"
 
@@ -25,17 +23,7 @@ namespace {
 
 std::shared_ptr<Model> tiny_model(uint64_t seed) {
   torch::manual_seed(seed);
-  Config c;
-  c.set("task", "copy", "test");
-  c.set("d_model", "8", "test");
-  c.set("n_heads", "2", "test");
-  c.set("n_layers", "1", "test");
-  TaskInfo info;
-  info.name = "copy";
-  info.vocab = 16;
-  info.n = 8;
-  info.n_classes = 16;
-  return make_model(parse_run_spec(c, false).model, info);
+  return test::tiny_copy_model();
 }
 
 std::string model_bytes(const Model& model) {

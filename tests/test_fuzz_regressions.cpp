@@ -25,21 +25,6 @@ std::string write(const std::filesystem::path& path, const std::string& text) {
   return path.string();
 }
 
-std::shared_ptr<Model> tiny_model(const std::string& ffn_mult = "2") {
-  Config c;
-  c.set("task", "copy", "test");
-  c.set("d_model", "8", "test");
-  c.set("n_heads", "2", "test");
-  c.set("n_layers", "1", "test");
-  c.set("ffn_mult", ffn_mult, "test");
-  TaskInfo info;
-  info.name = "copy";
-  info.vocab = 16;
-  info.n = 8;
-  info.n_classes = 16;
-  return make_model(parse_run_spec(c, false).model, info);
-}
-
 // A number below double's normal range passed the check, then std::stod threw std::out_of_range on reading it.
 TEST(FuzzRegressions, ConfigNumberOutOfRangeIsConfigError) {
   Config c;
@@ -111,7 +96,7 @@ TEST(FuzzRegressions, CheckpointTensorNamesMustBeAListOfText) {
 // The pruner's 'original' counts of another type threw nlohmann::json::type_error.
 TEST(FuzzRegressions, PrunerStateOfOtherTypesIsRuntimeError) {
   const auto dir = test::temp_dir("fuzz_pruner");
-  auto model = tiny_model();
+  auto model = test::tiny_copy_model();
   PruneSchedule schedule;
   schedule.start_epoch = 1;
   schedule.target = 0.5;
@@ -132,12 +117,12 @@ TEST(FuzzRegressions, PrunerStateOfOtherTypesIsRuntimeError) {
 // stored one); the model then failed, or read out of bounds, later.
 TEST(FuzzRegressions, CheckpointOfOtherShapesIsRefused) {
   const auto dir = test::temp_dir("fuzz_shapes");
-  auto small = tiny_model("1");
+  auto small = test::tiny_copy_model("1");
   save_model(*small, (dir / "model.pt").string());
-  auto model = tiny_model("2");
+  auto model = test::tiny_copy_model("2");
   const std::string msg = test::error_of([&] { load_model(*model, (dir / "model.pt").string()); });
   EXPECT_NE(msg.find("the model has"), std::string::npos) << msg;
-  auto same = tiny_model("1");
+  auto same = test::tiny_copy_model("1");
   load_model(*same, (dir / "model.pt").string());
 }
 
@@ -173,7 +158,7 @@ TEST(FuzzRegressions, CheckpointVectorOutsideItsStorageIsRefused) {
 // A checkpoint whose TorchScript type names are damaged makes torch's reader throw torch::jit::ErrorReport, which
 // is no c10::Error and escaped load_model.
 TEST(FuzzRegressions, CheckpointTorchCannotParseIsRuntimeError) {
-  auto model = tiny_model();
+  auto model = test::tiny_copy_model();
   const std::string path = test::source_path("fuzz/corpus/fuzz_checkpoint/torch_type_parse_error.bin");
   const std::string msg = test::error_of([&] {
     try {

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -10,6 +11,10 @@
 #include <unistd.h>
 
 #include "cerebra/core/config.h"
+
+namespace cerebra {
+class Model;
+}
 
 namespace cerebra::test {
 
@@ -46,6 +51,10 @@ inline Config fixture_config(const std::string& model) {
   c.set("xgb_rounds", "30", "test");
   return c;
 }
+
+// A one-layer Transformer (d_model 8, 2 heads) for the copy task over 16 symbols at length 8
+// (tests/test_tiny_model.cpp).
+std::shared_ptr<Model> tiny_copy_model(const std::string& ffn_mult = "2");
 
 // A fresh, empty directory under the system temp directory, unique to this process.
 inline std::filesystem::path temp_dir(const std::string& name) {
