@@ -77,7 +77,7 @@ for t in "${targets[@]}"; do
   last=$( (grep -E '^#[0-9]+' "$log" || true) | tail -1)
   cov=$( (echo "$last" | grep -o 'cov: [0-9]*' || true) | awk '{print $2}')
   ft=$( (echo "$last" | grep -o 'ft: [0-9]*' || true) | awk '{print $2}')
-  if [ -z "$runs" ]; then  # fork mode: "#RUNS: cov: C ft: F ... oom/timeout/crash: O/T/C time: S"
+  if [ -z "$runs" ]; then  # fork mode (FUZZ_FLAGS=-fork=N): "#RUNS: cov: C ft: F ... oom/timeout/crash: O/T/C time: S"
     runs=$( (echo "$last" | grep -o '^#[0-9]*' || true) | tr -d '#')
     secs=$( (echo "$last" | grep -o ' time: [0-9]*' || true) | awk '{print $2}')
     crashes=$( (echo "$last" | grep -o 'oom/timeout/crash: [0-9/]*' || true) | awk '{print $2}')
