@@ -1,4 +1,4 @@
-// The check a torch archive (model.pt, resume.pt, int8.pt: a zip written by OutputArchive::save_to) passes before
+// The check a torch archive (model.pt, resume.pt, model_int8.pt: a zip written by OutputArchive::save_to) passes before
 // LibTorch reads it. LibTorch's reader trusts what it finds: a damaged file makes it allocate what a size field
 // claims (gigabytes) or crash in its TorchScript type parser. So first, in code of our own over plain bytes:
 //   - the zip's end record, central directory and local headers lie inside the file and agree with each other;
